@@ -1,0 +1,177 @@
+"""Per-process LRU of answers, in front of storage.
+
+:class:`LookupCache` maps a key to a value (a record, or ``None`` for "not
+there": negative caching) with a deadline: ``ttl`` for values, the shorter
+``negative_ttl`` for ``None``. The deadline is only a safety bound: writes
+replace entries as they happen (:meth:`LookupCache.put`, called for every
+change the bus delivers), and :meth:`LookupCache.clear` drops everything
+when changes may have been missed.
+
+Guarantees:
+
+* Single flight: concurrent misses for one key wait for one fill.
+* A bulk lookup takes what it can from the cache and fetches every miss in
+  one storage call.
+* A fill that started before a ``put``/``discard``/``clear`` of its key does
+  not overwrite the newer state (the change wins).
+* When a fill fails, an expired entry is served rather than nothing (storage
+  down: stale but true beats a 503); with no entry at all the error goes up.
+
+Not thread-safe: one cache per event loop, which is one per process here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import (Any, Awaitable, Callable, Dict, Generic, Hashable, Iterable, List, Optional,
+                    Sequence, Tuple, TypeVar)
+
+from cachetools import LRUCache
+
+__all__ = ["LookupCache"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+_MISSING = object()
+
+
+class LookupCache(Generic[K, V]):
+    """An LRU of ``key -> value or None`` with single-flight fills."""
+
+    def __init__(self, maxsize: int, ttl: float, negative_ttl: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._lru: LRUCache = LRUCache(maxsize)
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self._clock = clock
+        # key -> future of the fill in flight; a fill only stores its result
+        # if its future is still the one registered here.
+        self._flights: Dict[K, asyncio.Future] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    @property
+    def maxsize(self) -> int:
+        return self._lru.maxsize
+
+    def peek(self, key: K) -> Any:
+        """The fresh cached value, or ``_MISSING``; counts a hit. For the hot path."""
+        entry = self._lru.get(key)
+        if entry is not None and entry[0] > self._clock():
+            self.hits += 1
+            return entry[1]
+        return _MISSING
+
+    def _store(self, key: K, value: Optional[V]) -> None:
+        self._lru[key] = (self._clock() + (self.ttl if value is not None else self.negative_ttl),
+                          value)
+
+    def put(self, key: K, value: Optional[V]) -> None:
+        """Replace the cached answer for ``key`` (a write happened)."""
+        self._flights.pop(key, None)
+        self._store(key, value)
+
+    def discard(self, key: K) -> None:
+        """Forget ``key``."""
+        self._flights.pop(key, None)
+        self._lru.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget everything, in-flight fills included."""
+        self._flights.clear()
+        self._lru.clear()
+
+    def current(self, key: K) -> Any:
+        """The cached value even if expired, or ``_MISSING``; no hit counted."""
+        entry = self._lru.get(key)
+        return _MISSING if entry is None else entry[1]
+
+    async def get(self, key: K, fill: Callable[[K], Awaitable[Optional[V]]]) -> Optional[V]:
+        """The value for ``key``, from cache or from ``fill(key)`` (one fill per key at a time)."""
+        value = self.peek(key)
+        if value is not _MISSING:
+            return value
+        flight = self._flights.get(key)
+        if flight is not None:
+            return await asyncio.shield(flight)
+        self.misses += 1
+        flight = asyncio.get_running_loop().create_future()
+        self._flights[key] = flight
+        try:
+            value = await fill(key)
+        except BaseException as exc:
+            stale = self.current(key)
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            if stale is not _MISSING and isinstance(exc, Exception):
+                flight.set_result(stale)
+                return stale
+            flight.set_exception(exc)
+            flight.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+            self._store(key, value)
+        flight.set_result(value)
+        return value
+
+    async def get_many(self, keys: Sequence[K],
+                       fill_many: Callable[[List[K]], Awaitable[Dict[K, V]]]
+                       ) -> List[Optional[V]]:
+        """Values for ``keys`` in order; all misses are filled by one ``fill_many`` call."""
+        results: List[Any] = [None] * len(keys)
+        waiting: List[Tuple[int, asyncio.Future]] = []
+        mine: Dict[K, List[int]] = {}
+        for i, key in enumerate(keys):
+            value = self.peek(key)
+            if value is not _MISSING:
+                results[i] = value
+            elif key in mine:
+                mine[key].append(i)
+            elif key in self._flights:
+                waiting.append((i, self._flights[key]))
+            else:
+                mine[key] = [i]
+        if mine:
+            self.misses += len(mine)
+            loop = asyncio.get_running_loop()
+            flights = {key: loop.create_future() for key in mine}
+            self._flights.update(flights)
+            try:
+                found = await fill_many(list(mine))
+            except BaseException as exc:
+                for key, flight in flights.items():
+                    if self._flights.get(key) is flight:
+                        del self._flights[key]
+                    stale = self.current(key)
+                    if stale is not _MISSING and isinstance(exc, Exception):
+                        flight.set_result(stale)
+                    else:
+                        flight.set_exception(exc)
+                        flight.exception()
+                if not all(f.exception() is None for f in flights.values()):
+                    raise
+                found = {k: f.result() for k, f in flights.items() if f.result() is not None}
+            else:
+                for key, flight in flights.items():
+                    value = found.get(key)
+                    if self._flights.get(key) is flight:
+                        del self._flights[key]
+                        self._store(key, value)
+                    flight.set_result(value)
+            for key, indexes in mine.items():
+                value = found.get(key)
+                for i in indexes:
+                    results[i] = value
+        for i, flight in waiting:
+            results[i] = await asyncio.shield(flight)
+        return results
+
+    def stats(self) -> Dict[str, int]:
+        return {"size": len(self._lru), "maxsize": self._lru.maxsize,
+                "hits": self.hits, "misses": self.misses}

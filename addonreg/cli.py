@@ -1,0 +1,62 @@
+"""The ``addonreg`` command: ``serve``, ``initdb``, ``import``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import List, Optional
+
+from . import __version__
+from .config import ConfigError, Settings, configure_logging, load_settings
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="addonreg", description="Add-on file registration service.")
+    parser.add_argument("--version", action="version", version=f"addonreg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--config", help="ini file (default: $ADDONREG_CONFIG)")
+        return p
+
+    serve = command("serve", "run one server process")
+    serve.add_argument("--port", help="port to listen on (default: setting 'port')")
+    serve.add_argument("--host", help="address to listen on (default: setting 'host')")
+    command("initdb", "create the storage schema and exit")
+    load = command("import", "load registrations from a CSV or JSON-lines file")
+    load.add_argument("file", help="CSV with header addon_id,sha256,version, or JSON lines; "
+                                   "- for standard input")
+    load.add_argument("--batch-size", type=int, default=2000, help="rows per transaction")
+    load.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {"port": getattr(args, "port", None), "host": getattr(args, "host", None)}
+    return load_settings(args.config, overrides=overrides)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"addonreg: error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        from .server import run
+        return run(settings)
+    configure_logging(settings.replace(log_level="WARNING"))
+    if args.command == "initdb":
+        from .importer import initdb
+        return asyncio.run(initdb(settings))
+    if args.command == "import":
+        from .importer import import_file
+        return asyncio.run(import_file(settings, args.file, batch_size=args.batch_size,
+                                       progress=not args.quiet))
+    return 2  # unreachable: argparse requires a command

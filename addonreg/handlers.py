@@ -1,0 +1,371 @@
+"""Thin Tornado handlers: parse and validate, call the registry, write.
+
+Every error answer is shaped in one place, :meth:`BaseHandler.write_error`:
+the contract's body ``{code, errno, error, message, details?}`` (JSON, or
+msgpack when the client asked for it), ``Retry-After`` on a 503, and no
+traceback or driver text. Storage failures (:class:`BackendError`) become
+``503``; anything unexpected becomes a ``500`` with a generic message and
+the traceback in the server log only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Optional, Tuple
+
+import tornado.web
+from tornado.web import HTTPError
+
+from . import __version__, codec
+from .errors import ERRNO, APIError, error_body
+from .ids import InvalidIdentifier, check_addon_id, check_sha256, is_addon_id, normalize_sha256
+from .registry import MISSING, Registry
+from .storage import REVOKED, BackendError, Key, Record
+
+__all__ = ["BaseHandler"]
+
+log = logging.getLogger("addonreg.handlers")
+
+_TORNADO_ERRNO = {400: ERRNO.INVALID_REQUEST_BODY, 404: ERRNO.MISSING_RESOURCE,
+                  405: ERRNO.METHOD_NOT_ALLOWED, 413: ERRNO.REQUEST_TOO_LARGE}
+
+
+def bad_request(message: str, errno: ERRNO = ERRNO.INVALID_REQUEST_BODY, **details: Any) -> APIError:
+    return APIError(400, errno, message, details or None)
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    """Dependencies arrive through :meth:`initialize`; errors leave through :meth:`write_error`."""
+
+    def initialize(self, registry: Registry, settings) -> None:
+        self.registry = registry
+        self.config = settings
+
+    def set_default_headers(self) -> None:
+        self._headers["Content-Type"] = "application/json; charset=UTF-8"
+
+    def compute_etag(self) -> Optional[str]:
+        return None  # resources that have an ETag set it themselves
+
+    # Output ----------------------------------------------------------------
+
+    def respond(self, body: Any, status: int = 200, negotiate: bool = False) -> None:
+        data, content_type = codec.encode(
+            body, negotiate and codec.wants_msgpack(self.request.headers.get("Accept")))
+        self.set_status(status)
+        self.set_header("Content-Type", content_type)
+        if negotiate:
+            self.set_header("Vary", "Accept")
+        self.finish(data)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        details = None
+        extra: Dict[str, Any] = {}
+        if isinstance(exc, APIError):
+            status_code, errno, message, details = exc.status, exc.errno, exc.message, exc.details
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+            extra = exc.body
+        elif isinstance(exc, BackendError):
+            status_code, errno = 503, ERRNO.BACKEND
+            message = "Storage is unavailable; retry later."
+        elif isinstance(exc, HTTPError):
+            errno = _TORNADO_ERRNO.get(status_code, ERRNO.UNDEFINED)
+            message = exc.reason or self._reason
+            if status_code == 405:
+                unimplemented = tornado.web.RequestHandler._unimplemented_method
+                self.set_header("Allow", ", ".join(
+                    m for m in self.SUPPORTED_METHODS
+                    if getattr(type(self), m.lower(), unimplemented) is not unimplemented))
+        else:
+            status_code, errno = 500, ERRNO.UNDEFINED
+            message = "Internal error; it has been logged."
+        if status_code == 503:
+            self.set_header("Retry-After", str(self.config.retry_after))
+        if status_code >= 500 or "Cache-Control" not in self._headers:
+            self.set_header("Cache-Control", "no-store")
+        self.set_status(status_code)
+        body = dict(extra)
+        body.update(error_body(status_code, errno, message, details))
+        data, content_type = codec.encode(body, codec.wants_msgpack(self.request.headers.get("Accept")))
+        self.set_header("Content-Type", content_type)
+        self.finish(data)
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, APIError):
+            if value.log_message:
+                log.info("%s %s: %s", self.request.method, self.request.uri, value.log_message)
+        elif isinstance(value, BackendError):
+            log.warning("%s %s: storage failed: %s", self.request.method,
+                        self.request.uri, value)
+        else:
+            super().log_exception(typ, value, tb)
+
+    # Input -----------------------------------------------------------------
+
+    def path_key(self, addon_id: str, sha256: str) -> Key:
+        try:
+            return check_addon_id(addon_id), check_sha256(sha256)
+        except InvalidIdentifier as exc:
+            raise bad_request(str(exc), ERRNO.INVALID_PARAMETERS, field=exc.field) from None
+
+    def int_argument(self, name: str, default: int, lowest: int, highest: int) -> int:
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return default
+        try:
+            if not raw.isdigit():  # no sign, no spaces, no underscores
+                raise ValueError
+            value = int(raw)
+            if not lowest <= value <= highest:
+                raise ValueError
+        except ValueError:
+            raise bad_request(f"{name} must be an integer from {lowest} to {highest}",
+                              ERRNO.INVALID_PARAMETERS, field=name) from None
+        return value
+
+
+@tornado.web.stream_request_body
+class BodyHandler(BaseHandler):
+    """A handler that takes a body: size-checked while it arrives, then decoded.
+
+    An oversized body is refused with 413 as soon as its Content-Length is
+    seen (or, when chunked, as soon as it passes the limit), without reading
+    the rest.
+    """
+
+    def prepare(self) -> None:
+        self._chunks: List[bytes] = []
+        self._size = 0
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > self.config.max_body_size:
+            raise self._too_large()
+
+    def _too_large(self) -> APIError:
+        return APIError(413, ERRNO.REQUEST_TOO_LARGE,
+                        f"request body is larger than {self.config.max_body_size} bytes",
+                        {"max_body_size": self.config.max_body_size})
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self.config.max_body_size:
+            raise self._too_large()
+        self._chunks.append(chunk)
+
+    def body_object(self) -> Dict[str, Any]:
+        """The decoded body, which must be an object (a map)."""
+        body = b"".join(self._chunks)
+        try:
+            value = codec.decode(body, self.request.headers.get("Content-Type"))
+        except codec.DecodeError as exc:
+            raise bad_request(str(exc)) from None
+        if not isinstance(value, dict):
+            raise bad_request("body must be an object")
+        return value
+
+
+def cache_control(max_age: int) -> str:
+    return f"public, max-age={max(max_age, 0)}"
+
+
+class FileHandler(BaseHandler):
+    """``GET``/``HEAD /v1/addons/{addon_id}/files/{sha256}``: 200, 410 or 404."""
+
+    async def get(self, addon_id: str, sha256: str) -> None:
+        key = self.path_key(addon_id, sha256)
+        record = self.registry.cached_file(key)
+        if record is MISSING:
+            record = await self.registry.file(key)
+        if record is None:
+            raise APIError(404, ERRNO.MISSING_RESOURCE, "this file is not registered",
+                           {"addon_id": key[0], "sha256": key[1]},
+                           headers={"Cache-Control": cache_control(self.config.http_negative_max_age)})
+        self.set_header("Cache-Control", cache_control(self.config.http_max_age))
+        self.set_header("Etag", f'"{record.serial}"')
+        if record.status == REVOKED:
+            raise APIError(410, ERRNO.RESOURCE_GONE, "this file's registration was revoked",
+                           headers={"Cache-Control": cache_control(self.config.http_max_age),
+                                    "Etag": f'"{record.serial}"'},
+                           body=record.to_dict())
+        if self.check_etag_header():
+            self.set_status(304)
+            self.finish()
+            return
+        self.finish(codec.encode_json(record.to_dict()))
+
+    head = get
+
+
+class AddonFilesHandler(BaseHandler):
+    """``GET /v1/addons/{addon_id}/files``: every file of an add-on."""
+
+    async def get(self, addon_id: str) -> None:
+        if not is_addon_id(addon_id):
+            raise bad_request(check_error("addon_id"), ERRNO.INVALID_PARAMETERS, field="addon_id")
+        records = await self.registry.addon_files(addon_id)
+        if not records:
+            raise APIError(404, ERRNO.MISSING_RESOURCE, "this add-on has no registered files",
+                           {"addon_id": addon_id},
+                           headers={"Cache-Control": cache_control(self.config.http_negative_max_age)})
+        self.set_header("Cache-Control", cache_control(self.config.http_max_age))
+        self.set_header("Etag", f'"{max(r.serial for r in records)}-{len(records)}"')
+        if self.check_etag_header():
+            self.set_status(304)
+            self.finish()
+            return
+        self.finish(codec.encode_json({"addon_id": addon_id,
+                                       "files": [r.to_dict() for r in records]}))
+
+    head = get
+
+
+def check_error(field: str) -> str:
+    try:
+        check_addon_id(None) if field == "addon_id" else check_sha256(None)
+    except InvalidIdentifier as exc:
+        return str(exc)
+    return ""
+
+
+def lookup_keys(items: Any, max_items: int, id_field: str = "addon_id") -> List[Key]:
+    """Validate a bulk lookup's list of ``{addon_id, sha256}`` items."""
+    if not isinstance(items, list):
+        raise bad_request("'files' must be a list", ERRNO.INVALID_REQUEST_BODY, field="files")
+    if not items:
+        raise bad_request("'files' must hold at least one item", ERRNO.MISSING_PARAMETERS,
+                          field="files")
+    if len(items) > max_items:
+        raise APIError(413, ERRNO.TOO_MANY_ITEMS,
+                       f"at most {max_items} files per lookup", {"max_lookup": max_items})
+    keys: List[Key] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or id_field not in item or "sha256" not in item:
+            raise bad_request(f"item {i} must be an object with {id_field} and sha256",
+                              ERRNO.INVALID_REQUEST_BODY, index=i)
+        try:
+            keys.append((check_addon_id(item[id_field]), check_sha256(item["sha256"])))
+        except InvalidIdentifier as exc:
+            raise bad_request(f"item {i}: {exc}", ERRNO.INVALID_PARAMETERS,
+                              index=i, field=exc.field) from None
+    return keys
+
+
+class LookupHandler(BodyHandler):
+    """``POST /v1/lookup``: many files at once, answers in request order."""
+
+    async def post(self) -> None:
+        keys = lookup_keys(self.body_object().get("files"), self.config.max_lookup)
+        records = await self.registry.lookup(keys)
+        self.respond({"results": [
+            {"addon_id": a, "sha256": s, "status": r.status, "version": r.version}
+            if r is not None else
+            {"addon_id": a, "sha256": s, "status": "unknown", "version": None}
+            for (a, s), r in zip(keys, records)]}, negotiate=True)
+
+
+class ChangesHandler(BaseHandler):
+    """``GET /v1/changes?since=S&limit=N``: the change feed."""
+
+    async def get(self) -> None:
+        since = self.int_argument("since", 0, 0, 2 ** 63 - 1)
+        limit = self.int_argument("limit", 1000, 1, 10000)
+        records = await self.registry.changes(since, limit)
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(codec.encode_json({
+            "changes": [r.to_dict() for r in records],
+            "next_since": records[-1].serial if records else since}))
+
+
+class ServiceHandler(BaseHandler):
+    """``GET /v1/``: what this service is and its public settings."""
+
+    def get(self) -> None:
+        self.finish(codec.encode_json({
+            "project_name": "addonreg", "project_version": __version__,
+            "http_api_version": "1", "url": f"{self.request.protocol}://{self.request.host}/v1/",
+            "settings": self.config.public()}))
+
+
+# The original API --------------------------------------------------------------
+
+def _old_item(item: Any) -> Tuple[Any, Any]:
+    if not isinstance(item, dict) or "id" not in item or "sha256" not in item:
+        raise bad_request("each add-on must be an object with id and sha256",
+                          ERRNO.MISSING_PARAMETERS)
+    return item["id"], item["sha256"]
+
+
+def _valid_key(addon_id: Any, sha256: Any) -> Optional[Key]:
+    if not is_addon_id(addon_id):
+        return None
+    sha = normalize_sha256(sha256)
+    return None if sha is None else (addon_id, sha)
+
+
+class OldAddonHandler(BodyHandler):
+    """``POST /addon`` ``{id, sha256}`` -> ``{id, sha256, registered}`` (2013 API)."""
+
+    async def post(self) -> None:
+        addon_id, sha256 = _old_item(self.body_object())
+        key = _valid_key(addon_id, sha256)
+        record = None if key is None else await self.registry.file(key)
+        self.respond({"id": addon_id, "sha256": sha256,
+                      "registered": record is not None and record.status != REVOKED})
+
+
+class OldAddonsHandler(BodyHandler):
+    """``POST /addons`` ``{addons: [{id, sha256}, ...]}`` (2013 API)."""
+
+    async def post(self) -> None:
+        items = self.body_object().get("addons")
+        if not isinstance(items, list):
+            raise bad_request("'addons' must be a list", ERRNO.INVALID_REQUEST_BODY)
+        if len(items) > self.config.max_lookup:
+            raise APIError(413, ERRNO.TOO_MANY_ITEMS,
+                           f"at most {self.config.max_lookup} add-ons per request",
+                           {"max_lookup": self.config.max_lookup})
+        pairs = [_old_item(item) for item in items]
+        keys = [_valid_key(a, s) for a, s in pairs]
+        valid = [k for k in keys if k is not None]
+        registered = {k for k, r in zip(valid, await self.registry.lookup(valid))
+                      if r is not None and r.status != REVOKED}
+        self.respond({"addons": [{"id": a, "sha256": s, "registered": k in registered}
+                                 for (a, s), k in zip(pairs, keys)]})
+
+
+# Operations --------------------------------------------------------------------
+
+class LBHeartbeatHandler(BaseHandler):
+    def get(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.finish(b"{}")
+
+    head = get
+
+
+class HeartbeatHandler(BaseHandler):
+    async def get(self) -> None:
+        checks = await self.registry.heartbeat()
+        body = {name: "ok" if ok else "error" for name, ok in checks.items()}
+        self.set_header("Cache-Control", "no-store")
+        if all(checks.values()):
+            self.finish(codec.encode_json(body))
+            return
+        failed = sorted(n for n, ok in checks.items() if not ok)
+        raise APIError(503, ERRNO.BACKEND, "failing checks: " + ", ".join(failed),
+                       {"checks": body}, body=body)
+
+
+class VersionHandler(BaseHandler):
+    def initialize(self, registry: Registry, settings, version: Dict[str, str]) -> None:
+        super().initialize(registry, settings)
+        self.version = version
+
+    def get(self) -> None:
+        self.finish(codec.encode_json(self.version))
+
+
+class NotFoundHandler(BaseHandler):
+    def prepare(self) -> None:
+        raise APIError(404, ERRNO.MISSING_RESOURCE, "no such resource")

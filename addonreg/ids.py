@@ -1,0 +1,79 @@
+"""The identifier rules of the API contract (``docs/api.md``, "Identifiers").
+
+Everything that comes from a client goes through here before it reaches the
+cache or storage, so the rest of the code can trust its inputs:
+
+* ``addon_id``: 1-255 characters, either a GUID in braces
+  (``{8-4-4-4-12 hex}``) or an e-mail-like ``local@domain`` whose parts use
+  ``[a-z0-9._-]`` (the local part may be empty); letters match in any case.
+  The id is kept exactly as given: ids are compared exactly.
+* ``sha256``: 64 hex digits in any case, optionally prefixed ``sha256:``;
+  normalised to 64 lowercase hex digits.
+* ``version``: optional, 1-255 printable characters.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+__all__ = ["InvalidIdentifier", "is_addon_id", "normalize_sha256", "check_addon_id",
+           "check_sha256", "check_version"]
+
+_ADDON_ID = re.compile(
+    r"\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}"
+    r"|[a-z0-9._-]*@[a-z0-9._-]+",
+    re.IGNORECASE | re.ASCII,
+).fullmatch
+_SHA256 = re.compile(r"(?:sha256:)?([0-9a-f]{64})", re.IGNORECASE | re.ASCII).fullmatch
+# Printable: no control characters (C0, DEL, C1); any other Unicode is fine.
+_VERSION = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,255}").fullmatch
+
+
+class InvalidIdentifier(ValueError):
+    """A value breaks the identifier rules; ``field`` names which one."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def is_addon_id(value: Any) -> bool:
+    """True when ``value`` is a string that is a valid add-on id."""
+    return type(value) is str and len(value) <= 255 and _ADDON_ID(value) is not None
+
+
+def normalize_sha256(value: Any) -> Optional[str]:
+    """The 64 lowercase hex digits of ``value``, or None when it is not a SHA-256."""
+    if type(value) is not str or len(value) > 71:
+        return None
+    m = _SHA256(value)
+    return m.group(1).lower() if m is not None else None
+
+
+def check_addon_id(value: Any) -> str:
+    """Return ``value`` unchanged, or raise :class:`InvalidIdentifier`."""
+    if not is_addon_id(value):
+        raise InvalidIdentifier(
+            "addon_id", "addon_id must be a {GUID} or an id of the form local@domain "
+            "(letters, digits, '.', '_', '-'), 1 to 255 characters")
+    return value
+
+
+def check_sha256(value: Any) -> str:
+    """Return the normalised hash, or raise :class:`InvalidIdentifier`."""
+    sha = normalize_sha256(value)
+    if sha is None:
+        raise InvalidIdentifier(
+            "sha256", "sha256 must be 64 hex digits, optionally prefixed 'sha256:'")
+    return sha
+
+
+def check_version(value: Any) -> Optional[str]:
+    """Return ``value`` (None allowed), or raise :class:`InvalidIdentifier`."""
+    if value is None:
+        return None
+    if type(value) is not str or _VERSION(value) is None:
+        raise InvalidIdentifier(
+            "version", "version must be 1 to 255 printable characters, or null")
+    return value

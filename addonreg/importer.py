@@ -1,0 +1,143 @@
+"""``addonreg import`` and ``addonreg initdb``: bulk loading into storage.
+
+The file is read and checked whole before anything is written, so a
+malformed row stops the import with nothing written and a message naming its
+line. Rows are then committed in batches through :meth:`RegistrationStore.apply`,
+each changed row taking its own serial exactly as an API registration would.
+Importing the same file again changes nothing (a registered file with the
+same version takes no serial).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from typing import IO, Iterator, List, Optional
+
+from .config import Settings
+from .ids import InvalidIdentifier, check_addon_id, check_sha256, check_version
+from .storage import BackendError, Operation, load_storage
+
+__all__ = ["ImportError_", "read_operations", "import_file", "initdb"]
+
+CSV_HEADER = ["addon_id", "sha256", "version"]
+
+
+class ImportError_(ValueError):
+    """A malformed row; the message names its line."""
+
+
+def _operation(line: int, addon_id, sha256, version) -> Operation:
+    try:
+        return Operation("register", check_addon_id(addon_id), check_sha256(sha256),
+                         check_version(version if version != "" else None))
+    except InvalidIdentifier as exc:
+        raise ImportError_(f"line {line}: {exc}") from None
+
+
+def _json_lines(lines: Iterator[str], first: int) -> Iterator[Operation]:
+    for number, text in enumerate(lines, first):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except ValueError:
+            raise ImportError_(f"line {number}: not valid JSON") from None
+        if not isinstance(row, dict) or "addon_id" not in row or "sha256" not in row:
+            raise ImportError_(f"line {number}: expected an object with addon_id and sha256")
+        yield _operation(number, row["addon_id"], row["sha256"], row.get("version"))
+
+
+def _csv_rows(lines: Iterator[str], header_line: int) -> Iterator[Operation]:
+    reader = csv.reader(lines)
+    for row in reader:
+        number = header_line + reader.line_num
+        if not row:
+            continue
+        if len(row) not in (2, 3):
+            raise ImportError_(f"line {number}: expected 3 columns (addon_id,sha256,version), "
+                               f"got {len(row)}")
+        yield _operation(number, row[0], row[1], row[2] if len(row) == 3 else None)
+
+
+def read_operations(stream: IO[str]) -> List[Operation]:
+    """Every row of a CSV or JSON-lines stream as a register operation."""
+    number = 0
+    for number, first in enumerate(stream, 1):
+        if first.strip():
+            break
+    else:
+        return []
+    text = first.lstrip("\ufeff").strip()
+    if text.startswith("{"):
+        return list(_json_lines(_chain(first, stream), number))
+    header = [c.strip().lower() for c in next(csv.reader([text]))]
+    if header not in (CSV_HEADER, CSV_HEADER[:2]):
+        raise ImportError_(f"line {number}: a CSV file starts with the header "
+                           "addon_id,sha256,version (a JSON-lines file with '{')")
+    return list(_csv_rows(stream, number))
+
+
+def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+async def initdb(settings: Settings) -> int:
+    store = load_storage(settings)
+    try:
+        await store.open()
+        await store.create_schema()
+    except BackendError as exc:
+        print(f"addonreg initdb: storage unavailable: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    print(f"schema ready in {settings.storage.split(':', 1)[0]} storage")
+    return 0
+
+
+async def import_file(settings: Settings, path: str, batch_size: int = 2000,
+                      progress: bool = True, out: Optional[IO[str]] = None) -> int:
+    """Load ``path`` (``-``: standard input); the exit code."""
+    out = out or sys.stdout
+    started = time.monotonic()
+    try:
+        if path == "-":
+            operations = read_operations(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8",
+                                                          newline=""))
+        else:
+            with open(path, encoding="utf-8", newline="") as fh:
+                operations = read_operations(fh)
+    except ImportError_ as exc:
+        print(f"addonreg import: {path}: {exc}; nothing was imported", file=sys.stderr)
+        return 1
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"addonreg import: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    store = load_storage(settings)
+    changed = done = 0
+    try:
+        await store.open()
+        await store.create_schema()
+        from tqdm import tqdm
+        with tqdm(total=len(operations), unit="rows", disable=not progress or None,
+                  file=sys.stderr, desc="import") as bar:
+            for i in range(0, len(operations), max(batch_size, 1)):
+                batch = operations[i:i + batch_size]
+                changed += sum(a.changed for a in await store.apply(batch))
+                done += len(batch)
+                bar.update(len(batch))
+    except BackendError as exc:
+        print(f"addonreg import: storage failed after {done} rows (importing again is "
+              f"harmless): {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    elapsed = time.monotonic() - started
+    print(f"imported {done} rows ({changed} changed, {done - changed} already there) "
+          f"in {elapsed:.2f} s: {done / elapsed if elapsed > 0 else 0:,.0f} rows/s", file=out)
+    return 0

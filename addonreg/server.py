@@ -1,0 +1,123 @@
+"""One server process, built from small named steps.
+
+:class:`Service` owns what a process builds once: storage, registry (with its
+caches), the Tornado application and the HTTP server. :func:`run` is the
+``addonreg serve`` command: choose the event loop, start the service, stop on
+SIGTERM/SIGINT (stop accepting, finish what is in flight, close storage) and
+exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from typing import List, Optional
+
+import tornado.httpserver
+import tornado.netutil
+
+from .app import make_app
+from .config import Settings, configure_logging
+from .registry import Registry
+from .storage import BackendError, RegistrationStore, load_storage
+
+__all__ = ["Service", "run"]
+
+log = logging.getLogger("addonreg.server")
+
+# Tornado cuts a body larger than this without an answer; the handlers answer
+# 413 well below it, from Content-Length or while the body streams in.
+_HARD_BODY_LIMIT_FACTOR = 4
+
+
+class Service:
+    """Storage, registry, app and HTTP server of one process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: Optional[RegistrationStore] = None
+        self.registry: Optional[Registry] = None
+        self.server: Optional[tornado.httpserver.HTTPServer] = None
+        self.sockets: List[socket.socket] = []
+
+    @property
+    def port(self) -> int:
+        return self.sockets[0].getsockname()[1]
+
+    async def open_storage(self) -> None:
+        self.store = load_storage(self.settings)
+        await self.store.open()
+        await self.store.create_schema()
+
+    def build(self) -> None:
+        self.registry = Registry(self.store, self.settings)
+        self.app = make_app(self.registry, self.settings)
+
+    def listen(self, sockets: Optional[List[socket.socket]] = None) -> None:
+        self.server = tornado.httpserver.HTTPServer(
+            self.app, xheaders=self.settings.xheaders, idle_connection_timeout=75,
+            max_body_size=self.settings.max_body_size * _HARD_BODY_LIMIT_FACTOR)
+        self.sockets = sockets or tornado.netutil.bind_sockets(
+            self.settings.port, self.settings.host, reuse_port=True, backlog=1024)
+        self.server.add_sockets(self.sockets)
+
+    async def start(self, sockets: Optional[List[socket.socket]] = None) -> "Service":
+        await self.open_storage()
+        self.build()
+        self.listen(sockets)
+        return self
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish, release storage."""
+        if self.server is not None:
+            self.server.stop()
+            try:
+                await asyncio.wait_for(self.server.close_all_connections(), 10)
+            except asyncio.TimeoutError:
+                log.warning("connections still open after 10 s; closing anyway")
+        if self.store is not None:
+            await self.store.close()
+
+
+def _event_loop_factory(settings: Settings):
+    if settings.event_loop in ("auto", "uvloop"):
+        try:
+            import uvloop
+            return uvloop.new_event_loop
+        except ImportError:
+            if settings.event_loop == "uvloop":
+                raise
+    return asyncio.new_event_loop
+
+
+async def _serve(settings: Settings) -> int:
+    service = Service(settings)
+    try:
+        await service.start()
+    except BackendError as exc:
+        log.error("cannot start: storage %s is unavailable: %s",
+                  settings.storage.split(":", 1)[0], exc)
+        return 1
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
+        return 1
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    log.info("addonreg listening on %s:%s (storage %s, %s)", settings.host, service.port,
+             settings.storage.split(":", 1)[0], type(loop).__module__.split(".")[0])
+    await stopping.wait()
+    log.info("stopping")
+    await service.stop()
+    log.info("stopped")
+    return 0
+
+
+def run(settings: Settings) -> int:
+    """``addonreg serve``: run one server process until SIGTERM; the exit code."""
+    configure_logging(settings)
+    with asyncio.Runner(loop_factory=_event_loop_factory(settings)) as runner:
+        return runner.run(_serve(settings))

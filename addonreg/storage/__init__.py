@@ -1,0 +1,197 @@
+"""Storage of registrations: the interface every backend implements.
+
+A backend is picked by the scheme of the storage URL (``memory://``,
+``sqlite:///path``, ``mysql://…``): the module of that name exports
+``load_from_config(settings)``. It is built once per process, never per
+request.
+
+Guarantees every backend gives (``storage/testing.py`` checks them all):
+
+* ``apply`` commits a whole batch of operations in one transaction, or none
+  of it; each operation that changes a record gets the next serial, and the
+  serials of a later commit are all greater than those of every earlier
+  commit, whichever process committed (the serial counter is locked inside
+  the write transaction, so commit order and serial order agree).
+* An operation that changes nothing (registering a registered file with the
+  same or no version, revoking a revoked one) takes no serial.
+* Driver exceptions never leave a backend: they become :class:`BackendError`,
+  which the handlers answer with ``503`` + ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime
+import importlib
+import time
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+__all__ = ["REGISTERED", "REVOKED", "Record", "Operation", "Applied", "BackendError",
+           "RegistrationStore", "Key", "plan", "load_storage"]
+
+REGISTERED = "registered"
+REVOKED = "revoked"
+
+Key = Tuple[str, str]
+"""(addon_id, sha256 as 64 lowercase hex digits)."""
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def now_us() -> int:
+    """The current time in whole microseconds since the epoch (UTC)."""
+    return time.time_ns() // 1000
+
+
+def format_timestamp(us: int) -> str:
+    """``2026-11-27T18:00:00.123456Z``."""
+    dt = _EPOCH + datetime.timedelta(microseconds=us)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Record:
+    """One file's registration state. ``updated_at`` is microseconds since the epoch."""
+
+    addon_id: str
+    sha256: str
+    version: Optional[str]
+    status: str
+    serial: int
+    updated_at: int
+
+    @property
+    def key(self) -> Key:
+        return (self.addon_id, self.sha256)
+
+    def to_dict(self) -> dict:
+        """The record as the API shows it."""
+        return {"addon_id": self.addon_id, "sha256": self.sha256, "version": self.version,
+                "status": self.status, "serial": self.serial,
+                "updated_at": format_timestamp(self.updated_at)}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Operation:
+    """A write: ``op`` is ``register`` or ``revoke``; identifiers already validated."""
+
+    op: str
+    addon_id: str
+    sha256: str
+    version: Optional[str] = None
+
+    @property
+    def key(self) -> Key:
+        return (self.addon_id, self.sha256)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Applied:
+    """The outcome of one operation.
+
+    ``record`` is the state after the operation (None: a revoke of an unknown
+    file); ``created`` is True when the file was not known before; ``changed``
+    is True when the operation took a serial.
+    """
+
+    record: Optional[Record]
+    created: bool = False
+    changed: bool = False
+
+
+class BackendError(Exception):
+    """Storage could not answer. ``original`` is the driver's exception (logged, never shown)."""
+
+    def __init__(self, message: str = "storage unavailable",
+                 original: Optional[BaseException] = None) -> None:
+        super().__init__(message if original is None else f"{message}: {original!r}")
+        self.original = original
+
+
+def plan(ops: Sequence[Operation], current: Mapping[Key, Record], last_serial: int,
+         now: int) -> Tuple[List[Applied], Dict[Key, Record], int]:
+    """Work out a batch: outcomes in order, final rows to write, the new last serial.
+
+    ``current`` holds the stored records of the batch's keys. Shared by every
+    backend so they all agree on what a batch means.
+    """
+    state: Dict[Key, Optional[Record]] = dict(current)
+    rows: Dict[Key, Record] = {}
+    results: List[Applied] = []
+    serial = last_serial
+    for op in ops:
+        key = (op.addon_id, op.sha256)
+        cur = state.get(key)
+        if op.op == "register":
+            if cur is not None and cur.status == REGISTERED and (
+                    op.version is None or op.version == cur.version):
+                results.append(Applied(cur))
+                continue
+            serial += 1
+            version = op.version if op.version is not None or cur is None else cur.version
+            new = Record(op.addon_id, op.sha256, version, REGISTERED, serial, now)
+            results.append(Applied(new, created=cur is None, changed=True))
+        elif op.op == "revoke":
+            if cur is None or cur.status == REVOKED:
+                results.append(Applied(cur))
+                continue
+            serial += 1
+            new = Record(op.addon_id, op.sha256, cur.version, REVOKED, serial, now)
+            results.append(Applied(new, changed=True))
+        else:
+            raise ValueError(f"unknown operation {op.op!r}")
+        state[key] = rows[key] = new
+    return results, rows, serial
+
+
+class RegistrationStore(abc.ABC):
+    """Where registrations live. All methods may raise :class:`BackendError`."""
+
+    async def open(self) -> None:
+        """Connect (pools, files). Called once, before anything else."""
+
+    async def close(self) -> None:
+        """Release connections. Further calls are not allowed."""
+
+    @abc.abstractmethod
+    async def create_schema(self) -> None:
+        """Create missing tables; idempotent."""
+
+    @abc.abstractmethod
+    async def get(self, addon_id: str, sha256: str) -> Optional[Record]:
+        """The record of one file, or None when unknown."""
+
+    @abc.abstractmethod
+    async def get_many(self, keys: Iterable[Key]) -> Dict[Key, Record]:
+        """The records of many files in one round trip; unknown ones are absent."""
+
+    @abc.abstractmethod
+    async def list_files(self, addon_id: str) -> List[Record]:
+        """Every record of an add-on (revoked included), sorted by sha256."""
+
+    @abc.abstractmethod
+    async def changes(self, since: int, limit: int) -> List[Record]:
+        """Records whose serial is greater than ``since``, ascending, at most ``limit``."""
+
+    @abc.abstractmethod
+    async def apply(self, ops: Sequence[Operation]) -> List[Applied]:
+        """Commit a batch of operations in one transaction (see :func:`plan`)."""
+
+    @abc.abstractmethod
+    async def last_serial(self) -> int:
+        """The greatest serial committed so far (0 when none)."""
+
+    @abc.abstractmethod
+    async def heartbeat(self) -> None:
+        """Return when storage answers; raise :class:`BackendError` otherwise."""
+
+
+def load_storage(settings) -> RegistrationStore:
+    """Build the backend the storage URL names (not yet opened)."""
+    scheme = settings.storage.split(":", 1)[0]
+    module = importlib.import_module(f"{__name__}.{scheme}")
+    store = module.load_from_config(settings)
+    if not isinstance(store, RegistrationStore):
+        raise TypeError(f"{module.__name__}.load_from_config did not return a RegistrationStore")
+    return store

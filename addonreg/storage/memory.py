@@ -1,0 +1,73 @@
+"""In-process storage: for tests, development and benchmarks of the layers above.
+
+Nothing is kept across restarts, and each process has its own data, so a
+deployment of several processes must not use it. Operations never wait, so
+no locking is needed on one event loop.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from . import Applied, Key, Operation, Record, RegistrationStore, now_us, plan
+
+__all__ = ["MemoryStore", "load_from_config"]
+
+
+class MemoryStore(RegistrationStore):
+    def __init__(self) -> None:
+        self._records: Dict[Key, Record] = {}
+        self._by_addon: Dict[str, Dict[str, Record]] = {}
+        self._by_serial: Dict[int, Record] = {}
+        self._serials: List[int] = []  # ascending; entries missing from _by_serial are dead
+        self._last = 0
+
+    async def create_schema(self) -> None:
+        pass
+
+    async def get(self, addon_id: str, sha256: str) -> Optional[Record]:
+        return self._records.get((addon_id, sha256))
+
+    async def get_many(self, keys: Iterable[Key]) -> Dict[Key, Record]:
+        records = self._records
+        return {k: records[k] for k in keys if k in records}
+
+    async def list_files(self, addon_id: str) -> List[Record]:
+        files = self._by_addon.get(addon_id, {})
+        return [files[sha] for sha in sorted(files)]
+
+    async def changes(self, since: int, limit: int) -> List[Record]:
+        out: List[Record] = []
+        i = bisect.bisect_right(self._serials, since)
+        while i < len(self._serials) and len(out) < limit:
+            record = self._by_serial.get(self._serials[i])
+            if record is not None:
+                out.append(record)
+            i += 1
+        return out
+
+    async def apply(self, ops: Sequence[Operation]) -> List[Applied]:
+        current = {op.key: self._records[op.key] for op in ops if op.key in self._records}
+        results, rows, self._last = plan(ops, current, self._last, now_us())
+        for key, record in rows.items():
+            old = self._records.get(key)
+            if old is not None:
+                del self._by_serial[old.serial]
+            self._records[key] = record
+            self._by_addon.setdefault(record.addon_id, {})[record.sha256] = record
+            self._by_serial[record.serial] = record
+        self._serials.extend(sorted(r.serial for r in rows.values()))
+        if len(self._serials) > 2 * len(self._by_serial) + 1024:
+            self._serials = sorted(self._by_serial)
+        return results
+
+    async def last_serial(self) -> int:
+        return self._last
+
+    async def heartbeat(self) -> None:
+        pass
+
+
+def load_from_config(settings) -> MemoryStore:
+    return MemoryStore()

@@ -1,0 +1,240 @@
+"""MySQL/MariaDB storage (production), through aiomysql.
+
+* Two pools: reads (``storage_pool_size`` connections, ``autocommit=True`` so
+  a pooled connection never keeps an old snapshot) and one writer connection,
+  so reads never queue behind a write transaction.
+* ``registrations`` has the primary key ``(addon_id, sha256)``: a lookup is one
+  index probe. SHA-256 is ``BINARY(32)``; ``addon_id`` is ASCII with a binary
+  collation, since ids are compared exactly.
+* Serials come from ``counters``, read ``FOR UPDATE`` inside the write
+  transaction: concurrent writers (several processes or hosts) take turns,
+  and serial order is commit order, so a feed reader never sees a serial
+  commit after a larger one.
+* Every driver error, and a call that outlives ``storage_timeout``, becomes
+  :class:`BackendError`; a connection interrupted mid-call is closed, not
+  returned to its pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import warnings
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiomysql
+import pymysql
+
+from . import (REGISTERED, REVOKED, Applied, BackendError, Key, Operation, Record,
+               RegistrationStore, now_us, plan)
+
+__all__ = ["MySQLStore", "load_from_config"]
+
+T = TypeVar("T")
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS registrations (
+        addon_id VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+        sha256 BINARY(32) NOT NULL,
+        version VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+        status TINYINT UNSIGNED NOT NULL COMMENT '1 registered, 2 revoked',
+        serial BIGINT UNSIGNED NOT NULL,
+        updated_at DATETIME(6) NOT NULL COMMENT 'UTC',
+        PRIMARY KEY (addon_id, sha256),
+        UNIQUE KEY registrations_serial (serial)
+    ) ENGINE=InnoDB""",
+    """CREATE TABLE IF NOT EXISTS counters (
+        name VARCHAR(32) CHARACTER SET ascii NOT NULL PRIMARY KEY,
+        value BIGINT UNSIGNED NOT NULL
+    ) ENGINE=InnoDB""",
+    "INSERT IGNORE INTO counters (name, value) VALUES ('serial', 0)",
+]
+_COLUMNS = "addon_id, sha256, version, status, serial, updated_at"
+_STATUS_CODE = {REGISTERED: 1, REVOKED: 2}
+_STATUS_NAME = {1: REGISTERED, 2: REVOKED}
+_EPOCH = datetime.datetime(1970, 1, 1)
+_CHUNK = 1000
+_DRIVER_ERRORS = (pymysql.err.MySQLError, OSError, asyncio.TimeoutError, RuntimeError)
+
+
+def _to_us(dt: datetime.datetime) -> int:
+    delta = dt - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_us(us: int) -> datetime.datetime:
+    return _EPOCH + datetime.timedelta(microseconds=us)
+
+
+def _record(row: Sequence[Any]) -> Record:
+    return Record(row[0], row[1].hex(), row[2], _STATUS_NAME[row[3]], row[4], _to_us(row[5]))
+
+
+class MySQLStore(RegistrationStore):
+    def __init__(self, url: str, pool_size: int = 8, timeout: float = 2.0) -> None:
+        parts = urlsplit(url)
+        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        self._connect_args = dict(
+            host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
+            user=unquote(parts.username or "root"), password=unquote(parts.password or ""),
+            db=parts.path.strip("/"), charset="utf8mb4", autocommit=True,
+            connect_timeout=max(timeout, 1.0),
+        )
+        self.pool_size = int(options.get("pool_size", pool_size))
+        self.timeout = timeout or None
+        self._read_pool: Optional[aiomysql.Pool] = None
+        self._write_pool: Optional[aiomysql.Pool] = None
+        self._write_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        # minsize=0: the service starts (and answers from cache, or 503) even
+        # while the database is down; connections are made on first use.
+        try:
+            self._read_pool = await aiomysql.create_pool(
+                minsize=0, maxsize=self.pool_size, pool_recycle=3600, **self._connect_args)
+            self._write_pool = await aiomysql.create_pool(
+                minsize=0, maxsize=1, pool_recycle=3600, **self._connect_args)
+        except _DRIVER_ERRORS as exc:
+            raise BackendError("MySQL unavailable", exc) from exc
+
+    async def close(self) -> None:
+        for pool in (self._read_pool, self._write_pool):
+            if pool is not None:
+                pool.close()
+                await pool.wait_closed()
+        self._read_pool = self._write_pool = None
+
+    async def _run(self, pool: Optional[aiomysql.Pool],
+                   work: Callable[[aiomysql.Connection], Awaitable[T]],
+                   timeout: Optional[float] = -1) -> T:
+        """Run ``work`` on a pooled connection, mapping every failure to BackendError."""
+        if pool is None:
+            raise BackendError("MySQL store is not open")
+        if timeout == -1:
+            timeout = self.timeout
+        try:
+            conn = await asyncio.wait_for(pool.acquire(), timeout)
+        except _DRIVER_ERRORS as exc:
+            raise BackendError("MySQL unavailable", exc) from exc
+        try:
+            result = await asyncio.wait_for(work(conn), timeout)
+        except BaseException as exc:
+            # Interrupted mid-call: the connection's state is unknown.
+            conn.close()
+            pool.release(conn)
+            if isinstance(exc, _DRIVER_ERRORS):
+                raise BackendError("MySQL query failed", exc) from exc
+            raise
+        pool.release(conn)
+        return result
+
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> Callable[[Any], Awaitable[List[Any]]]:
+        async def work(conn: aiomysql.Connection) -> List[Any]:
+            async with conn.cursor() as cur:
+                await cur.execute(sql, params)
+                return await cur.fetchall()
+        return work
+
+    async def create_schema(self) -> None:
+        async def work(conn: aiomysql.Connection) -> None:
+            async with conn.cursor() as cur:
+                with warnings.catch_warnings():
+                    # "table already exists" notes are expected: it is idempotent.
+                    warnings.simplefilter("ignore")
+                    for statement in SCHEMA:
+                        await cur.execute(statement)
+        await self._run(self._write_pool, work, timeout=max(self.timeout or 30, 30))
+
+    async def get(self, addon_id: str, sha256: str) -> Optional[Record]:
+        rows = await self._run(self._read_pool, self._fetch(
+            f"SELECT {_COLUMNS} FROM registrations WHERE addon_id = %s AND sha256 = %s",
+            (addon_id, bytes.fromhex(sha256))))
+        return _record(rows[0]) if rows else None
+
+    @staticmethod
+    async def _get_many(conn: aiomysql.Connection, keys: List[Key],
+                        suffix: str = "") -> Dict[Key, Record]:
+        found: Dict[Key, Record] = {}
+        async with conn.cursor() as cur:
+            for i in range(0, len(keys), _CHUNK):
+                chunk = keys[i:i + _CHUNK]
+                params: List[Any] = []
+                for addon_id, sha in chunk:
+                    params += (addon_id, bytes.fromhex(sha))
+                pairs = ",".join(["(%s,%s)"] * len(chunk))
+                await cur.execute(f"SELECT {_COLUMNS} FROM registrations "
+                                  f"WHERE (addon_id, sha256) IN ({pairs}){suffix}", params)
+                for row in await cur.fetchall():
+                    record = _record(row)
+                    found[record.key] = record
+        return found
+
+    async def get_many(self, keys: Iterable[Key]) -> Dict[Key, Record]:
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
+        return await self._run(self._read_pool, lambda conn: self._get_many(conn, keys))
+
+    async def list_files(self, addon_id: str) -> List[Record]:
+        rows = await self._run(self._read_pool, self._fetch(
+            f"SELECT {_COLUMNS} FROM registrations WHERE addon_id = %s ORDER BY sha256",
+            (addon_id,)))
+        return [_record(r) for r in rows]
+
+    async def changes(self, since: int, limit: int) -> List[Record]:
+        rows = await self._run(self._read_pool, self._fetch(
+            f"SELECT {_COLUMNS} FROM registrations WHERE serial > %s ORDER BY serial LIMIT %s",
+            (since, limit)))
+        return [_record(r) for r in rows]
+
+    async def last_serial(self) -> int:
+        rows = await self._run(self._read_pool, self._fetch(
+            "SELECT value FROM counters WHERE name = 'serial'"))
+        return int(rows[0][0]) if rows else 0
+
+    async def _apply(self, conn: aiomysql.Connection, ops: Sequence[Operation]) -> List[Applied]:
+        await conn.begin()
+        try:
+            async with conn.cursor() as cur:
+                # The counter's row lock serialises writers until COMMIT.
+                await cur.execute("SELECT value FROM counters WHERE name = 'serial' FOR UPDATE")
+                last = int((await cur.fetchone())[0])
+                current = await self._get_many(conn, list(dict.fromkeys(op.key for op in ops)),
+                                               " FOR UPDATE")
+                results, changed, new_last = plan(ops, current, last, now_us())
+                if changed:
+                    rows = [(r.addon_id, bytes.fromhex(r.sha256), r.version,
+                             _STATUS_CODE[r.status], r.serial, _from_us(r.updated_at))
+                            for r in changed.values()]
+                    for i in range(0, len(rows), _CHUNK):
+                        chunk = rows[i:i + _CHUNK]
+                        await cur.execute(
+                            f"INSERT INTO registrations ({_COLUMNS}) VALUES "
+                            + ",".join(["(%s,%s,%s,%s,%s,%s)"] * len(chunk))
+                            + " ON DUPLICATE KEY UPDATE version = VALUES(version), "
+                              "status = VALUES(status), serial = VALUES(serial), "
+                              "updated_at = VALUES(updated_at)",
+                            [v for row in chunk for v in row])
+                    await cur.execute("UPDATE counters SET value = %s WHERE name = 'serial'",
+                                      (new_last,))
+            await conn.commit()
+        except BaseException:
+            conn.close()  # rolls back on the server; the pool drops it
+            raise
+        return results
+
+    async def apply(self, ops: Sequence[Operation]) -> List[Applied]:
+        async with self._write_lock:
+            # A generous timeout: a large batch may take a while, and giving up
+            # half-way only means rolling back.
+            return await self._run(self._write_pool, lambda conn: self._apply(conn, ops),
+                                   timeout=max((self.timeout or 0) * 10, 60))
+
+    async def heartbeat(self) -> None:
+        await self._run(self._read_pool, self._fetch("SELECT 1"))
+
+
+def load_from_config(settings) -> MySQLStore:
+    return MySQLStore(settings.storage, pool_size=settings.storage_pool_size,
+                      timeout=settings.storage_timeout)

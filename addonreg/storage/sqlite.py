@@ -1,0 +1,193 @@
+"""Embedded storage in one SQLite file: the default, with no server to run.
+
+Two connections per process: one for reads and one for writes, so a read
+never waits behind a write transaction (WAL mode lets them run together).
+A batch is one ``BEGIN IMMEDIATE`` transaction, which takes SQLite's write
+lock before the serial counter is read: several processes may share the file
+and serials still follow commit order. ``synchronous=NORMAL`` in WAL mode
+keeps every committed transaction across a crash or ``kill -9`` of the
+process (only a power loss can drop the last ones).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from typing import Any, Awaitable, Dict, Iterable, List, Optional, Sequence, TypeVar
+
+import aiosqlite
+
+from . import (REGISTERED, REVOKED, Applied, BackendError, Key, Operation, Record,
+               RegistrationStore, now_us, plan)
+
+__all__ = ["SQLiteStore", "load_from_config"]
+
+T = TypeVar("T")
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS registrations (
+        addon_id TEXT NOT NULL,
+        sha256 BLOB NOT NULL,
+        version TEXT,
+        status INTEGER NOT NULL,
+        serial INTEGER NOT NULL UNIQUE,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (addon_id, sha256)
+    ) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO counters (name, value) VALUES ('serial', 0)",
+]
+_COLUMNS = "addon_id, sha256, version, status, serial, updated_at"
+_STATUS_CODE = {REGISTERED: 1, REVOKED: 2}
+_STATUS_NAME = {1: REGISTERED, 2: REVOKED}
+_CHUNK = 400  # pairs per IN (...) list: 800 parameters, far below SQLite's limit
+
+
+def _record(row: Any) -> Record:
+    return Record(row[0], row[1].hex(), row[2], _STATUS_NAME[row[3]], row[4], row[5])
+
+
+class SQLiteStore(RegistrationStore):
+    def __init__(self, path: str, timeout: float = 2.0) -> None:
+        self.path = path
+        self.timeout = timeout or None
+        self._reader: Optional[aiosqlite.Connection] = None
+        self._writer: Optional[aiosqlite.Connection] = None
+        self._write_lock = asyncio.Lock()
+
+    async def _call(self, coro: Awaitable[T]) -> T:
+        try:
+            return await asyncio.wait_for(coro, self.timeout)
+        except (sqlite3.Error, OSError, ValueError, asyncio.TimeoutError) as exc:
+            raise BackendError("SQLite unavailable", exc) from exc
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None,
+                                       timeout=max(self.timeout or 5.0, 1.0))
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    async def open(self) -> None:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise BackendError(f"cannot create {directory}", exc) from exc
+        self._reader = await self._call(self._connect())
+        self._writer = await self._call(self._connect())
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                try:
+                    await conn.close()
+                except (sqlite3.Error, ValueError):
+                    pass
+        self._reader = self._writer = None
+
+    async def create_schema(self) -> None:
+        async def create() -> None:
+            async with self._write_lock:
+                for statement in SCHEMA:
+                    await self._writer.execute(statement)
+        await self._call(create())
+
+    async def _fetchall(self, conn: aiosqlite.Connection, sql: str,
+                        params: Sequence[Any] = ()) -> List[Any]:
+        if conn is None:
+            raise BackendError("SQLite store is not open")
+        async with conn.execute(sql, params) as cursor:
+            return await cursor.fetchall()
+
+    async def get(self, addon_id: str, sha256: str) -> Optional[Record]:
+        rows = await self._call(self._fetchall(
+            self._reader,
+            f"SELECT {_COLUMNS} FROM registrations WHERE addon_id = ? AND sha256 = ?",
+            (addon_id, bytes.fromhex(sha256))))
+        return _record(rows[0]) if rows else None
+
+    async def _get_many(self, conn: aiosqlite.Connection, keys: Iterable[Key]) -> Dict[Key, Record]:
+        keys = list(dict.fromkeys(keys))
+        found: Dict[Key, Record] = {}
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i:i + _CHUNK]
+            params: List[Any] = []
+            for addon_id, sha in chunk:
+                params += (addon_id, bytes.fromhex(sha))
+            values = ",".join(["(?,?)"] * len(chunk))
+            for row in await self._fetchall(
+                    conn, f"SELECT {_COLUMNS} FROM registrations "
+                          f"WHERE (addon_id, sha256) IN (VALUES {values})", params):
+                record = _record(row)
+                found[record.key] = record
+        return found
+
+    async def get_many(self, keys: Iterable[Key]) -> Dict[Key, Record]:
+        return await self._call(self._get_many(self._reader, keys))
+
+    async def list_files(self, addon_id: str) -> List[Record]:
+        rows = await self._call(self._fetchall(
+            self._reader,
+            f"SELECT {_COLUMNS} FROM registrations WHERE addon_id = ? ORDER BY sha256",
+            (addon_id,)))
+        return [_record(r) for r in rows]
+
+    async def changes(self, since: int, limit: int) -> List[Record]:
+        rows = await self._call(self._fetchall(
+            self._reader,
+            f"SELECT {_COLUMNS} FROM registrations WHERE serial > ? ORDER BY serial LIMIT ?",
+            (since, limit)))
+        return [_record(r) for r in rows]
+
+    async def last_serial(self) -> int:
+        rows = await self._call(self._fetchall(
+            self._reader, "SELECT value FROM counters WHERE name = 'serial'"))
+        return rows[0][0] if rows else 0
+
+    async def _apply(self, ops: Sequence[Operation]) -> List[Applied]:
+        conn = self._writer
+        if conn is None:
+            raise BackendError("SQLite store is not open")
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = await self._fetchall(conn, "SELECT value FROM counters WHERE name = 'serial'")
+            last = rows[0][0]
+            current = await self._get_many(conn, (op.key for op in ops))
+            results, changed, new_last = plan(ops, current, last, now_us())
+            if changed:
+                await conn.executemany(
+                    f"INSERT INTO registrations ({_COLUMNS}) VALUES (?,?,?,?,?,?) "
+                    "ON CONFLICT (addon_id, sha256) DO UPDATE SET version = excluded.version, "
+                    "status = excluded.status, serial = excluded.serial, "
+                    "updated_at = excluded.updated_at",
+                    [(r.addon_id, bytes.fromhex(r.sha256), r.version, _STATUS_CODE[r.status],
+                      r.serial, r.updated_at) for r in changed.values()])
+                await conn.execute("UPDATE counters SET value = ? WHERE name = 'serial'",
+                                   (new_last,))
+            await conn.execute("COMMIT")
+        except BaseException:
+            try:
+                await conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        return results
+
+    async def apply(self, ops: Sequence[Operation]) -> List[Applied]:
+        async with self._write_lock:
+            # No timeout here: cancelling half-way through a transaction would
+            # leave the writer connection inside it.
+            try:
+                return await self._apply(ops)
+            except (sqlite3.Error, OSError, ValueError) as exc:
+                raise BackendError("SQLite write failed", exc) from exc
+
+    async def heartbeat(self) -> None:
+        await self._call(self._fetchall(self._reader, "SELECT 1 FROM counters LIMIT 1"))
+
+
+def load_from_config(settings) -> SQLiteStore:
+    path = settings.storage[len("sqlite:///"):]
+    return SQLiteStore(path or "addonreg.sqlite3", timeout=settings.storage_timeout)
