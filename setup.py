@@ -9,7 +9,9 @@ setup(
     install_requires=[
         "tornado>=6.4,<7",
         "aiomysql>=0.2,<0.4",
-        "PyMySQL>=1.1,<2",
+        # PyMySQL 1.2 removed escape_bytes_prefixed, which aiomysql 0.3 still calls
+        # for every bytes parameter (our BINARY(32) hashes).
+        "PyMySQL>=1.1,<1.2",
         "aiosqlite>=0.20,<0.23",
         "cachetools>=5.3,<9",
         "msgpack>=1.0,<2",

@@ -115,7 +115,7 @@ class BaseHandler(tornado.web.RequestHandler):
         if raw is None:
             return default
         try:
-            if not raw.isdigit():  # no sign, no spaces, no underscores
+            if not (raw.isascii() and raw.isdigit()):  # no sign, no "_", no other scripts
                 raise ValueError
             value = int(raw)
             if not lowest <= value <= highest:

@@ -1,0 +1,207 @@
+"""Shared fixtures: real servers on loopback, real storage.
+
+MySQL tests use ``$ADDONREG_TEST_MYSQL`` (default
+``mysql://root@127.0.0.1:3306/addonreg_test``; the database is created when
+missing). When the server is not reachable they skip with the reason, unless
+``ADDONREG_REQUIRE_SERVICES=1`` (set by ``.ci/run``), where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any, AsyncIterator, Dict, Iterator, Optional
+from urllib.parse import urlsplit
+
+import pymysql
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+
+from addonreg.config import load_settings
+from addonreg.server import Service
+
+MYSQL_URL = os.environ.get("ADDONREG_TEST_MYSQL", "mysql://root@127.0.0.1:3306/addonreg_test")
+REQUIRE_SERVICES = os.environ.get("ADDONREG_REQUIRE_SERVICES") == "1"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_mysql_state: Dict[str, Any] = {}
+
+
+def mysql_connect(url: str = MYSQL_URL, db: bool = True):
+    parts = urlsplit(url)
+    return pymysql.connect(host=parts.hostname, port=parts.port or 3306,
+                           user=parts.username or "root", password=parts.password or "",
+                           database=parts.path.strip("/") if db else None,
+                           autocommit=True, connect_timeout=3)
+
+
+def mysql_available() -> Optional[str]:
+    """None when MySQL is usable; otherwise the reason it is not."""
+    if "reason" not in _mysql_state:
+        try:
+            conn = mysql_connect(db=False)
+            with conn.cursor() as cur:
+                cur.execute("CREATE DATABASE IF NOT EXISTS `%s`"
+                            % urlsplit(MYSQL_URL).path.strip("/").replace("`", ""))
+            conn.close()
+            _mysql_state["reason"] = None
+        except pymysql.MySQLError as exc:
+            _mysql_state["reason"] = f"MySQL at {MYSQL_URL} unavailable: {exc}"
+    return _mysql_state["reason"]
+
+
+def need_mysql() -> None:
+    reason = mysql_available()
+    if reason:
+        if REQUIRE_SERVICES:
+            pytest.fail(reason + " (ADDONREG_REQUIRE_SERVICES=1: not skipping)")
+        pytest.skip(reason)
+
+
+def reset_mysql(url: str = MYSQL_URL) -> None:
+    conn = mysql_connect(url)
+    with conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS registrations, counters")
+    conn.close()
+
+
+BACKENDS = ["memory", "sqlite", "mysql"]
+
+
+@pytest.fixture
+def storage_url(request, tmp_path) -> str:
+    """A fresh, empty storage of the backend the test is parametrised with."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "memory":
+        return "memory://"
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path}/addonreg.sqlite3"
+    need_mysql()
+    reset_mysql()
+    return MYSQL_URL
+
+
+def make_settings(storage: str = "memory://", **overrides: Any):
+    env = {"ADDONREG_STORAGE": storage, "ADDONREG_PORT": "0", "ADDONREG_HOST": "127.0.0.1"}
+    return load_settings(environ=env).replace(**overrides)
+
+
+class Client:
+    """A real HTTP client for one server; never raises on an error status."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.http = AsyncHTTPClient(force_instance=True)
+
+    async def fetch(self, method: str, path: str, body: Any = None,
+                    headers: Optional[Dict[str, str]] = None, raw: Optional[bytes] = None
+                    ) -> HTTPResponse:
+        if body is not None:
+            raw = json.dumps(body).encode()
+        request = HTTPRequest(self.base + path, method=method, body=raw, headers=headers,
+                              allow_nonstandard_methods=True, request_timeout=30,
+                              follow_redirects=False)
+        return await self.http.fetch(request, raise_error=False)
+
+    async def get(self, path: str, **kw: Any) -> HTTPResponse:
+        return await self.fetch("GET", path, **kw)
+
+    async def post(self, path: str, body: Any = None, **kw: Any) -> HTTPResponse:
+        return await self.fetch("POST", path, body=body, **kw)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@pytest.fixture
+async def service(storage_url) -> AsyncIterator[Service]:
+    """A real server on a random loopback port over ``storage_url``."""
+    svc = await Service(make_settings(storage_url)).start()
+    yield svc
+    await svc.stop()
+
+
+@pytest.fixture
+async def client(service) -> AsyncIterator[Client]:
+    c = Client(f"http://127.0.0.1:{service.port}")
+    yield c
+    c.close()
+
+
+def body(response: HTTPResponse) -> Any:
+    return json.loads(response.body)
+
+
+def assert_error(response: HTTPResponse, status: int, errno: Optional[int] = None) -> dict:
+    """The response is the contract's error body with this status."""
+    assert response.code == status, (response.code, response.body)
+    data = body(response)
+    assert data["code"] == status
+    assert isinstance(data["errno"], int)
+    assert isinstance(data["error"], str) and data["error"]
+    assert isinstance(data["message"], str) and data["message"]
+    assert "Traceback" not in response.body.decode()
+    if errno is not None:
+        assert data["errno"] == errno, data
+    return data
+
+
+class ServerProcess:
+    """A real ``addonreg serve`` process on a random port."""
+
+    def __init__(self, env: Dict[str, str], args=()) -> None:
+        full_env = dict(os.environ, ADDONREG_HOST="127.0.0.1", ADDONREG_PORT="0",
+                        ADDONREG_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
+        full_env.pop("ADDONREG_CONFIG", None)
+        full_env.update(env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "addonreg", "serve", *args], env=full_env, cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.output = []
+        self.port = self._wait_for_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def _wait_for_port(self, timeout: float = 20) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if "listening on" in line:
+                return int(line.split("listening on ", 1)[1].split()[0].rsplit(":", 1)[1])
+        self.proc.kill()
+        raise RuntimeError("server did not start:\n" + "".join(self.output)
+                           + (self.proc.stdout.read() or ""))
+
+    def stop(self, sig=None) -> int:
+        import signal as _signal
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or _signal.SIGTERM)
+        try:
+            code = self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(5)
+        self.output.append(self.proc.stdout.read() or "")
+        self.proc.stdout.close()
+        return code
+
+
+@pytest.fixture
+def server_process(tmp_path) -> Iterator:
+    """Factory: start real server processes; all are stopped after the test."""
+    started = []
+
+    def start(env: Optional[Dict[str, str]] = None, args=()) -> ServerProcess:
+        env = dict({"ADDONREG_STORAGE": f"sqlite:///{tmp_path}/proc.sqlite3"}, **(env or {}))
+        proc = ServerProcess(env, args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
