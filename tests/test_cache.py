@@ -1,0 +1,166 @@
+"""LookupCache: LRU, TTLs, single flight, bulk fills, invalidation races, stale-on-error."""
+
+import asyncio
+
+import pytest
+
+from addonreg.cache import LookupCache
+from addonreg.storage import BackendError
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class Fill:
+    """A storage stand-in that counts calls and can be held open or made to fail."""
+
+    def __init__(self, data):
+        self.data = dict(data)
+        self.calls = []
+        self.gate = None
+        self.error = None
+
+    async def one(self, key):
+        self.calls.append([key])
+        if self.gate:
+            await self.gate.wait()
+        if self.error:
+            raise self.error
+        return self.data.get(key)
+
+    async def many(self, keys):
+        self.calls.append(list(keys))
+        if self.gate:
+            await self.gate.wait()
+        if self.error:
+            raise self.error
+        return {k: self.data[k] for k in keys if k in self.data}
+
+
+async def test_positive_and_negative_entries_and_ttls():
+    clock = Clock()
+    cache = LookupCache(10, ttl=100, negative_ttl=5, clock=clock)
+    fill = Fill({"a": "A"})
+    assert await cache.get("a", fill.one) == "A"
+    assert await cache.get("b", fill.one) is None
+    assert await cache.get("a", fill.one) == "A"
+    assert await cache.get("b", fill.one) is None
+    assert len(fill.calls) == 2
+    clock.now += 6  # the negative entry expires, the positive one does not
+    assert await cache.get("b", fill.one) is None
+    assert await cache.get("a", fill.one) == "A"
+    assert len(fill.calls) == 3
+    clock.now += 100
+    assert await cache.get("a", fill.one) == "A"
+    assert len(fill.calls) == 4
+    assert cache.stats()["hits"] == 3 and cache.stats()["misses"] == 4
+
+
+async def test_lru_eviction():
+    cache = LookupCache(2, ttl=100, negative_ttl=5)
+    fill = Fill({"a": 1, "b": 2, "c": 3})
+    for key in "abac":  # "b" is the least recently used when "c" arrives
+        await cache.get(key, fill.one)
+    assert len(cache) == 2
+    calls = len(fill.calls)
+    await cache.get("a", fill.one)
+    assert len(fill.calls) == calls
+    await cache.get("b", fill.one)
+    assert len(fill.calls) == calls + 1
+
+
+async def test_single_flight():
+    cache = LookupCache(10, ttl=100, negative_ttl=5)
+    fill = Fill({"a": "A"})
+    fill.gate = asyncio.Event()
+    tasks = [asyncio.create_task(cache.get("a", fill.one)) for _ in range(50)]
+    await asyncio.sleep(0.01)
+    fill.gate.set()
+    assert await asyncio.gather(*tasks) == ["A"] * 50
+    assert fill.calls == [["a"]]
+
+
+async def test_bulk_takes_hits_from_cache_and_fetches_misses_once():
+    cache = LookupCache(100, ttl=100, negative_ttl=5)
+    fill = Fill({k: k.upper() for k in "abcde"})
+    await cache.get("a", fill.one)
+    fill.calls.clear()
+    result = await cache.get_many(list("abxbcy"), fill.many)
+    assert result == ["A", "B", None, "B", "C", None]
+    assert fill.calls == [["b", "x", "c", "y"]]
+    assert await cache.get_many(list("abxcy"), fill.many) == ["A", "B", None, "C", None]
+    assert len(fill.calls) == 1
+
+
+async def test_bulk_and_single_share_flights():
+    cache = LookupCache(100, ttl=100, negative_ttl=5)
+    fill = Fill({"a": 1, "b": 2})
+    fill.gate = asyncio.Event()
+    single = asyncio.create_task(cache.get("a", fill.one))
+    await asyncio.sleep(0)
+    bulk = asyncio.create_task(cache.get_many(["a", "b"], fill.many))
+    await asyncio.sleep(0.01)
+    fill.gate.set()
+    assert await single == 1 and await bulk == [1, 2]
+    assert fill.calls == [["a"], ["b"]]
+
+
+async def test_put_during_fill_wins():
+    cache = LookupCache(10, ttl=100, negative_ttl=5)
+    fill = Fill({"a": "old"})
+    fill.gate = asyncio.Event()
+    task = asyncio.create_task(cache.get("a", fill.one))
+    await asyncio.sleep(0.01)
+    cache.put("a", "new")  # a write committed while the read was in flight
+    fill.gate.set()
+    await task
+    assert await cache.get("a", fill.one) == "new"
+
+
+async def test_clear_during_bulk_fill_discards_it():
+    cache = LookupCache(10, ttl=100, negative_ttl=5)
+    fill = Fill({"a": "old"})
+    fill.gate = asyncio.Event()
+    task = asyncio.create_task(cache.get_many(["a"], fill.many))
+    await asyncio.sleep(0.01)
+    cache.clear()
+    fill.gate.set()
+    await task
+    assert len(cache) == 0
+
+
+async def test_failures_propagate_without_a_stale_entry_and_are_not_cached():
+    cache = LookupCache(10, ttl=100, negative_ttl=5)
+    fill = Fill({"a": "A"})
+    fill.error = BackendError("down")
+    fill.gate = asyncio.Event()
+    tasks = [asyncio.create_task(cache.get("a", fill.one)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    fill.gate.set()
+    for task in tasks:
+        with pytest.raises(BackendError):
+            await task
+    with pytest.raises(BackendError):
+        await cache.get_many(["a", "b"], fill.many)
+    fill.error = None
+    fill.gate = None
+    assert await cache.get("a", fill.one) == "A"
+
+
+async def test_expired_entries_are_served_when_the_fill_fails():
+    clock = Clock()
+    cache = LookupCache(10, ttl=10, negative_ttl=1, clock=clock)
+    fill = Fill({"a": "A"})
+    await cache.get("a", fill.one)
+    await cache.get("n", fill.one)
+    clock.now += 50
+    fill.error = BackendError("down")
+    assert await cache.get("a", fill.one) == "A"
+    assert await cache.get_many(["a", "n"], fill.many) == ["A", None]
+    with pytest.raises(BackendError):
+        await cache.get_many(["a", "zzz"], fill.many)

@@ -1,0 +1,85 @@
+"""With storage down: cached answers are still served, misses are 503 + Retry-After."""
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from addonreg.server import Service
+from addonreg.storage import Operation
+from addonreg.storage.testing import sha
+from tests.conftest import MYSQL_URL, Client, assert_error, body, make_settings, need_mysql, reset_mysql
+from tests.faults import TCPProxy
+
+
+async def check_degraded(client: Client) -> None:
+    """Expectations once storage is gone, after a/1 and x/9 were cached."""
+    r = await client.get(f"/v1/addons/a@b/files/{sha(1)}")
+    assert r.code == 200 and body(r)["status"] == "registered"
+    assert_error(await client.get(f"/v1/addons/x@y/files/{sha(9)}"), 404)  # cached "unknown"
+    r = await client.get(f"/v1/addons/a@b/files/{sha(2)}")  # registered, but never cached
+    assert_error(r, 503, 201)
+    assert r.headers["Retry-After"] == "5"
+    assert "Cache-Control" in r.headers and r.headers["Cache-Control"] == "no-store"
+    r = await client.post("/v1/lookup", {"files": [{"addon_id": "a@b", "sha256": sha(1)}]})
+    assert r.code == 200 and body(r)["results"][0]["status"] == "registered"
+    r = await client.post("/v1/lookup", {"files": [{"addon_id": "a@b", "sha256": sha(1)},
+                                                    {"addon_id": "a@b", "sha256": sha(2)}]})
+    assert_error(r, 503, 201)
+    assert r.headers["Retry-After"] == "5"
+    r = await client.post("/addon", {"id": "a@b", "sha256": sha(3)})
+    assert_error(r, 503, 201)
+    assert_error(await client.get("/v1/changes"), 503, 201)
+    r = await client.get("/__heartbeat__")
+    data = assert_error(r, 503)
+    assert data["storage"] == "error" and "Retry-After" in r.headers
+    assert (await client.get("/__lbheartbeat__")).code == 200
+
+
+async def warm(service: Service, client: Client) -> None:
+    await service.store.apply([Operation("register", "a@b", sha(n)) for n in (1, 2, 3)])
+    assert (await client.get(f"/v1/addons/a@b/files/{sha(1)}")).code == 200
+    assert (await client.get(f"/v1/addons/x@y/files/{sha(9)}")).code == 404
+
+
+async def test_sqlite_file_broken(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    service = await Service(make_settings(f"sqlite:///{path}", storage_timeout=1.0)).start()
+    client = Client(f"http://127.0.0.1:{service.port}")
+    try:
+        await warm(service, client)
+        # Overwrite the database (and its WAL index) with garbage.
+        for name in os.listdir(tmp_path):
+            with open(tmp_path / name, "r+b") as fh:
+                size = max(os.path.getsize(tmp_path / name), 4096)
+                fh.write(b"\xde\xad" * (size // 2))
+        await check_degraded(client)
+    finally:
+        client.close()
+        await service.stop()
+
+
+@pytest.mark.mysql
+async def test_mysql_down_and_back():
+    need_mysql()
+    reset_mysql()
+    target = urlsplit(MYSQL_URL)
+    proxy = await TCPProxy(target.hostname, target.port or 3306).start()
+    netloc = target.netloc.rsplit("@", 1)
+    url = urlunsplit(target._replace(
+        netloc=f"{netloc[0]}@127.0.0.1:{proxy.port}" if len(netloc) == 2
+        else f"127.0.0.1:{proxy.port}"))
+    service = await Service(make_settings(url, storage_timeout=1.0)).start()
+    client = Client(f"http://127.0.0.1:{service.port}")
+    try:
+        await warm(service, client)
+        await proxy.stop()
+        await check_degraded(client)
+        await proxy.start()  # the database is back, same address
+        r = await client.get(f"/v1/addons/a@b/files/{sha(2)}")
+        assert r.code == 200 and body(r)["status"] == "registered"
+        assert (await client.get("/__heartbeat__")).code == 200
+    finally:
+        client.close()
+        await service.stop()
+        await proxy.stop()
