@@ -124,7 +124,7 @@ async def import_file(settings: Settings, path: str, batch_size: int = 2000,
         await store.open()
         await store.create_schema()
         from tqdm import tqdm
-        with tqdm(total=len(operations), unit="rows", disable=not progress or None,
+        with tqdm(total=len(operations), unit="rows", disable=not progress,
                   file=sys.stderr, desc="import") as bar:
             for i in range(0, len(operations), max(batch_size, 1)):
                 batch = operations[i:i + batch_size]

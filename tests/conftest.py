@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, AsyncIterator, Dict, Iterator, Optional
 from urllib.parse import urlsplit
@@ -163,6 +164,13 @@ class ServerProcess:
         self.output = []
         self.port = self._wait_for_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        # Keep reading its output so a chatty server never blocks on a full pipe.
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        for line in self.proc.stdout:
+            self.output.append(line)
 
     def _wait_for_port(self, timeout: float = 20) -> int:
         deadline = time.monotonic() + timeout
@@ -178,6 +186,7 @@ class ServerProcess:
                            + (self.proc.stdout.read() or ""))
 
     def stop(self, sig=None) -> int:
+        """Signal the process (SIGTERM by default) and wait; its exit code."""
         import signal as _signal
         if self.proc.poll() is None:
             self.proc.send_signal(sig or _signal.SIGTERM)
@@ -186,8 +195,9 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait(5)
-        self.output.append(self.proc.stdout.read() or "")
-        self.proc.stdout.close()
+        self._reader.join(5)
+        if not self._reader.is_alive():
+            self.proc.stdout.close()
         return code
 
 

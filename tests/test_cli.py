@@ -1,0 +1,123 @@
+"""The `addonreg` command: serve, initdb, import — as real processes."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from addonreg.storage.testing import sha
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.subprocess
+
+
+def run(*args, env=None, input=None):
+    full_env = dict(os.environ)
+    full_env.pop("ADDONREG_CONFIG", None)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "addonreg", *args], env=full_env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, input=input)
+
+
+def fetch(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_serve_answers_and_exits_0_on_sigterm(server_process):
+    proc = server_process()
+    assert fetch(proc.base + "/v1/")[1]["http_api_version"] == "1"
+    assert proc.stop(signal.SIGTERM) == 0
+
+
+def test_bad_setting_stops_start_up_naming_it():
+    result = run("serve", env={"ADDONREG_MAX_LOOKUP": "many"})
+    assert result.returncode == 2
+    assert "max_lookup" in result.stderr and "ADDONREG_MAX_LOOKUP" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run("serve", "--port", "http")
+    assert result.returncode == 2 and "'port'" in result.stderr
+
+
+def test_unreachable_storage_stops_start_up():
+    result = run("serve", env={"ADDONREG_STORAGE": "mysql://root@127.0.0.1:1/none",
+                               "ADDONREG_STORAGE_TIMEOUT": "1", "ADDONREG_PORT": "0"})
+    assert result.returncode == 1
+    assert "storage mysql is unavailable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_initdb_creates_schema(tmp_path):
+    db = tmp_path / "x.sqlite3"
+    result = run("initdb", env={"ADDONREG_STORAGE": f"sqlite:///{db}"})
+    assert result.returncode == 0, result.stderr
+    tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master")}
+    assert {"registrations", "counters"} <= tables
+    assert run("initdb", env={"ADDONREG_STORAGE": f"sqlite:///{db}"}).returncode == 0
+
+
+def test_import_csv_and_json_lines_then_serve(tmp_path, server_process):
+    env = {"ADDONREG_STORAGE": f"sqlite:///{tmp_path}/db.sqlite3"}
+    csv_file = tmp_path / "rows.csv"
+    csv_file.write_text("addon_id,sha256,version\n"
+                        + "".join(f"a{i}@b,{sha(i)},{i}.0\n" for i in range(50))
+                        + f"{{6ba7b810-9dad-11d1-80b4-00c04fd430c8}},SHA256:{sha(99).upper()},\n")
+    result = run("import", "--quiet", str(csv_file), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "imported 51 rows (51 changed" in result.stdout and "rows/s" in result.stdout
+    again = run("import", "--quiet", str(csv_file), env=env)
+    assert "imported 51 rows (0 changed, 51 already there)" in again.stdout
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_text(json.dumps({"addon_id": "j@b", "sha256": sha("j"), "version": "2"}) + "\n\n"
+                     + json.dumps({"addon_id": "a1@b", "sha256": sha(1), "version": "1.1"}) + "\n")
+    result = run("import", str(jsonl), env=env)
+    assert result.returncode == 0 and "imported 2 rows (2 changed" in result.stdout
+    assert "import" in result.stderr  # the progress bar
+    proc = server_process(env)
+    status, record = fetch(f"{proc.base}/v1/addons/a1@b/files/{sha(1)}")
+    assert status == 200 and record["version"] == "1.1"
+    status, record = fetch(proc.base + f"/v1/addons/%7B6ba7b810-9dad-11d1-80b4-00c04fd430c8%7D"
+                                       f"/files/{sha(99)}")
+    assert status == 200 and record["version"] is None
+    status, feed = fetch(proc.base + "/v1/changes")
+    assert len(feed["changes"]) == 52 and feed["next_since"] == 53
+
+
+@pytest.mark.parametrize("content, line", [
+    ("addon_id,sha256,version\na@b,{s},1\nbad id,{s},1\n", 3),
+    ("addon_id,sha256,version\na@b,{s},1\n\na@b,nothex,1\n", 4),
+    ("addon_id,sha256,version\na@b,{s},1,extra\n", 2),
+    ("\nid,hash\n", 2),
+    ('{{"addon_id": "a@b", "sha256": "{s}"}}\n{{"addon_id": "a@b"}}\n', 2),
+    ('{{"addon_id": "a@b", "sha256": "{s}"}}\nnot json\n', 2),
+])
+def test_malformed_row_names_its_line_and_writes_nothing(tmp_path, content, line):
+    db = tmp_path / "db.sqlite3"
+    path = tmp_path / "rows"
+    path.write_text(content.format(s=sha(1)))
+    result = run("import", str(path), env={"ADDONREG_STORAGE": f"sqlite:///{db}"})
+    assert result.returncode == 1
+    assert f"line {line}" in result.stderr and "Traceback" not in result.stderr
+    assert not db.exists() or sqlite3.connect(db).execute(
+        "SELECT COUNT(*) FROM registrations").fetchone()[0] == 0
+
+
+def test_import_from_stdin(tmp_path):
+    result = run("import", "--quiet", "-", env={"ADDONREG_STORAGE": f"sqlite:///{tmp_path}/d"},
+                 input=f"addon_id,sha256,version\na@b,{sha(1)},1\n")
+    assert result.returncode == 0 and "imported 1 rows" in result.stdout
+
+
+def test_console_script_is_installed():
+    script = os.path.join(os.path.dirname(sys.executable), "addonreg")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    for command in ("serve", "initdb", "import"):
+        assert command in result.stdout

@@ -1,0 +1,63 @@
+"""Settings: defaults < ini file < environment < command line; bad values are named."""
+
+import pytest
+
+from addonreg.config import ConfigError, Settings, load_settings
+
+
+def test_defaults():
+    s = load_settings(environ={})
+    assert s == Settings()
+    assert s.storage == "sqlite:///addonreg.sqlite3" and s.pubsub == "local://"
+    assert s.max_lookup == 1000 and s.max_write == 5000 and s.port == 8000
+    assert s.http_negative_max_age < s.http_max_age
+
+
+def test_precedence(tmp_path):
+    ini = tmp_path / "a.ini"
+    ini.write_text("[addonreg]\nport = 9001\nmax_lookup = 50\nstorage = memory://\n")
+    s = load_settings(environ={"ADDONREG_CONFIG": str(ini), "ADDONREG_PORT": "9002"})
+    assert (s.port, s.max_lookup, s.storage) == (9002, 50, "memory://")
+    s = load_settings(str(ini), environ={"ADDONREG_PORT": "9002"}, overrides={"port": "9003"})
+    assert s.port == 9003
+
+
+def test_credentials_are_parsed_and_not_shown():
+    s = load_settings(environ={"ADDONREG_HAWK_CREDENTIALS": "amo:s3cret, other:k2"})
+    assert s.hawk_credentials == {"amo": "s3cret", "other": "k2"}
+    assert "s3cret" not in repr(s) and "s3cret" not in str(s.public())
+
+
+@pytest.mark.parametrize("name, value", [
+    ("PORT", "eighty"), ("PORT", "70000"), ("STORAGE", "postgres://x"),
+    ("STORAGE", "mysql://host-only"), ("STORAGE", "sqlite://relative"), ("PUBSUB", "kafka://x"),
+    ("MAX_LOOKUP", "0"), ("CACHE_TTL", "-1"), ("LOG_LEVEL", "LOUD"),
+    ("HAWK_CREDENTIALS", "nokey"), ("XHEADERS", "maybe"), ("CACHE_TTL", "nan"),
+])
+def test_bad_environment_value_is_named(name, value):
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={f"ADDONREG_{name}": value})
+    message = str(info.value)
+    assert f"'{name.lower()}'" in message and f"$ADDONREG_{name}" in message
+    assert repr(value) in message
+
+
+def test_bad_ini_value_and_unknown_key(tmp_path):
+    ini = tmp_path / "a.ini"
+    ini.write_text("[addonreg]\nmax_write = lots\n")
+    with pytest.raises(ConfigError, match=r"'max_write'.*a\.ini"):
+        load_settings(str(ini), environ={})
+    ini.write_text("[addonreg]\nmax_wirte = 5\n")
+    with pytest.raises(ConfigError, match="unknown setting 'max_wirte'"):
+        load_settings(str(ini), environ={})
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(str(tmp_path / "missing.ini"), environ={})
+
+
+def test_shipped_config_files_load():
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    dev = load_settings(os.path.join(root, "config", "development.ini"), environ={})
+    assert dev.storage.startswith("sqlite:///")
+    prod = load_settings(os.path.join(root, "config", "production.ini"), environ={})
+    assert prod.storage.startswith("mysql://") and prod.pubsub.startswith("redis://")
