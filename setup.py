@@ -16,6 +16,8 @@ setup(
         "cachetools>=5.3,<9",
         "msgpack>=1.0,<2",
         "tqdm>=4.66,<5",
+        "redis>=5.0,<9",
+        "mohawk>=1.1,<2",
         "uvloop>=0.19,<0.24; sys_platform != 'win32'",
     ],
     extras_require={
