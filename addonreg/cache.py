@@ -1,8 +1,9 @@
 """Per-process LRU of answers, in front of storage.
 
 :class:`LookupCache` maps a key to a value (a record, or ``None`` for "not
-there": negative caching) with a deadline: ``ttl`` for values, the shorter
-``negative_ttl`` for ``None``. The deadline is only a safety bound: writes
+there": negative caching) for at most ``ttl`` (values) or the shorter
+``negative_ttl`` (``None``). Both may be changed at any time and apply to
+entries already cached. The lifetime is only a safety bound: writes
 replace entries as they happen (:meth:`LookupCache.put`, called for every
 change the bus delivers), and :meth:`LookupCache.clear` drops everything
 when changes may have been missed.
@@ -62,14 +63,17 @@ class LookupCache(Generic[K, V]):
     def peek(self, key: K) -> Any:
         """The fresh cached value, or ``_MISSING``; counts a hit. For the hot path."""
         entry = self._lru.get(key)
-        if entry is not None and entry[0] > self._clock():
-            self.hits += 1
-            return entry[1]
+        if entry is not None:
+            value = entry[1]
+            if self._clock() - entry[0] < (self.negative_ttl if value is None else self.ttl):
+                self.hits += 1
+                return value
         return _MISSING
 
     def _store(self, key: K, value: Optional[V]) -> None:
-        self._lru[key] = (self._clock() + (self.ttl if value is not None else self.negative_ttl),
-                          value)
+        # The time stored, not a deadline: a change of ttl (pub/sub went down)
+        # applies to the entries already there.
+        self._lru[key] = (self._clock(), value)
 
     def put(self, key: K, value: Optional[V]) -> None:
         """Replace the cached answer for ``key`` (a write happened)."""

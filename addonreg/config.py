@@ -126,6 +126,14 @@ class Settings:
                               "safety bound on a cached positive answer, seconds")
     cache_negative_ttl: float = _field(30.0, _non_negative_float,
                                        "lifetime of a cached 'unknown', seconds")
+    cache_disconnected_ttl: float = _field(
+        5.0, _non_negative_float, "cache lifetime while pub/sub is down, seconds")
+    write_batch_size: int = _field(5000, _positive_int, "most operations in one transaction")
+    write_queue_size: int = _field(50_000, _positive_int,
+                                   "most operations waiting to be written (503 above)")
+    write_window: float = _field(0.002, _non_negative_float,
+                                 "how long a lone write waits for others to share its commit")
+    hawk_skew: int = _field(60, _positive_int, "Hawk clock skew allowed, seconds")
     http_max_age: int = _field(300, int, "Cache-Control max-age of 200/410 answers")
     http_negative_max_age: int = _field(30, int, "Cache-Control max-age of 404 answers")
     retry_after: int = _field(5, _positive_int, "Retry-After of a 503, seconds")

@@ -1,18 +1,23 @@
 """The one service object the handlers call.
 
 Reads go through the per-process caches (:mod:`addonreg.cache`) to storage;
-changes reach the caches through :meth:`Registry.apply_change` (called for
-every committed change, in this process and, through pub/sub, in every other)
-and :meth:`Registry.invalidate_all` (when changes may have been missed).
+writes go through the batcher (:mod:`addonreg.batcher`). Changes reach the
+caches through :meth:`Registry.apply_changes` (called by the invalidation bus
+for every committed change, in this process before the write is answered, and
+in every other), :meth:`Registry.invalidate_all` (when changes may have been
+missed) and :meth:`Registry.bus_state` (while pub/sub is down, cached answers
+live only ``cache_disconnected_ttl`` seconds).
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .batcher import QueueFull, WriteBatcher
 from .cache import _MISSING, LookupCache
-from .storage import BackendError, Key, Record, RegistrationStore
+from .storage import JOB_QUEUED, Applied, BackendError, Job, Key, Operation, Record, RegistrationStore
 
 __all__ = ["Registry", "MISSING"]
 
@@ -31,6 +36,7 @@ class Registry:
             max(settings.cache_size // 10, 100), settings.cache_ttl,
             settings.cache_negative_ttl)
         self.checks: Dict[str, Any] = {"storage": store.heartbeat}
+        self.batcher: Optional[WriteBatcher] = None
 
     # Reads ---------------------------------------------------------------
 
@@ -59,7 +65,47 @@ class Registry:
     async def changes(self, since: int, limit: int) -> List[Record]:
         return await self.store.changes(since, limit)
 
+    # Writes ----------------------------------------------------------------
+
+    async def write(self, ops: Sequence[Operation]) -> List[Applied]:
+        """Commit ``ops`` (group commit); raises QueueFull or BackendError."""
+        return await self.batcher.submit(ops)
+
+    async def write_async(self, owner: str, ops: Sequence[Operation]) -> str:
+        """Store ``ops`` as a job (durably), queue it, return its id."""
+        if not self.batcher.has_room(len(ops)):
+            raise QueueFull("write queue full")
+        job = Job(uuid.uuid4().hex, owner, JOB_QUEUED, tuple(ops))
+        await self.store.create_job(job.id, owner, job.operations)
+        self.batcher.submit_job(job)
+        return job.id
+
+    async def job(self, job_id: str) -> Optional[Job]:
+        return await self.store.get_job(job_id)
+
+    async def resume_jobs(self) -> int:
+        """Queue the jobs a previous run stored but did not finish; how many."""
+        jobs = await self.store.pending_jobs()
+        for job in jobs:
+            self.batcher.submit_job(job)
+        return len(jobs)
+
     # Invalidation ----------------------------------------------------------
+
+    def apply_changes(self, records: Sequence[Record]) -> None:
+        for record in records:
+            self.apply_change(record)
+
+    def bus_state(self, connected: bool) -> None:
+        """Pub/sub went down (False) or came back (True): shorten or restore lifetimes."""
+        s = self.settings
+        if connected:
+            ttl, negative = s.cache_ttl, s.cache_negative_ttl
+        else:
+            ttl = min(s.cache_ttl, s.cache_disconnected_ttl)
+            negative = min(s.cache_negative_ttl, s.cache_disconnected_ttl)
+        for cache in (self.files, self.addons):
+            cache.ttl, cache.negative_ttl = ttl, negative
 
     def apply_change(self, record: Record) -> None:
         """A committed change: the cached answers for its file and add-on follow it."""
@@ -81,7 +127,7 @@ class Registry:
             try:
                 await asyncio.wait_for(check(), self.settings.heartbeat_timeout)
                 return True
-            except (BackendError, asyncio.TimeoutError, OSError):
+            except Exception:  # BackendError, BusError, a timeout: the check failed
                 return False
         names = list(self.checks)
         results = await asyncio.gather(*(run(self.checks[n]) for n in names))

@@ -65,7 +65,7 @@ def need_mysql() -> None:
 def reset_mysql(url: str = MYSQL_URL) -> None:
     conn = mysql_connect(url)
     with conn.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS registrations, counters")
+        cur.execute("DROP TABLE IF EXISTS registrations, counters, jobs")
     conn.close()
 
 

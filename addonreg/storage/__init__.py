@@ -24,11 +24,12 @@ import abc
 import dataclasses
 import datetime
 import importlib
+import json
 import time
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["REGISTERED", "REVOKED", "Record", "Operation", "Applied", "BackendError",
-           "RegistrationStore", "Key", "plan", "load_storage"]
+__all__ = ["REGISTERED", "REVOKED", "Record", "Operation", "Applied", "Job", "BackendError",
+           "RegistrationStore", "Key", "plan", "result_item", "load_storage"]
 
 REGISTERED = "registered"
 REVOKED = "revoked"
@@ -98,6 +99,49 @@ class Applied:
     record: Optional[Record]
     created: bool = False
     changed: bool = False
+
+
+def result_item(op: Operation, applied: Applied) -> dict:
+    """One operation's outcome as ``POST /v1/registrations`` and jobs show it."""
+    record = applied.record
+    if record is None:
+        return {"addon_id": op.addon_id, "sha256": op.sha256, "status": "unknown",
+                "serial": None}
+    return {"addon_id": op.addon_id, "sha256": op.sha256, "status": record.status,
+            "serial": record.serial}
+
+
+JOB_QUEUED, JOB_DONE, JOB_FAILED = "queued", "done", "failed"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Job:
+    """A stored asynchronous write (``Prefer: respond-async``).
+
+    ``results`` (a list of :func:`result_item` dicts) is set once ``status``
+    is ``done``; the job's operations and its completion commit in one
+    transaction, so a job is applied exactly once even across crashes.
+    """
+
+    id: str
+    owner: str
+    status: str
+    operations: Tuple[Operation, ...]
+    results: Optional[List[dict]] = None
+
+
+def encode_operations(ops: Sequence[Operation]) -> str:
+    return json.dumps([[op.op, op.addon_id, op.sha256, op.version] for op in ops],
+                      separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_operations(text: str) -> Tuple[Operation, ...]:
+    return tuple(Operation(*item) for item in json.loads(text))
+
+
+def encode_results(ops: Sequence[Operation], results: Sequence[Applied]) -> str:
+    return json.dumps([result_item(op, a) for op, a in zip(ops, results)],
+                      separators=(",", ":"), ensure_ascii=False)
 
 
 class BackendError(Exception):
@@ -175,8 +219,27 @@ class RegistrationStore(abc.ABC):
         """Records whose serial is greater than ``since``, ascending, at most ``limit``."""
 
     @abc.abstractmethod
-    async def apply(self, ops: Sequence[Operation]) -> List[Applied]:
-        """Commit a batch of operations in one transaction (see :func:`plan`)."""
+    async def apply(self, ops: Sequence[Operation], job_id: Optional[str] = None
+                    ) -> Optional[List[Applied]]:
+        """Commit a batch of operations in one transaction (see :func:`plan`).
+
+        With ``job_id``, the batch is that job's operations: in the same
+        transaction the job is marked done with its results, unless it is no
+        longer queued (another process finished it), in which case nothing is
+        written and None is returned.
+        """
+
+    @abc.abstractmethod
+    async def create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:
+        """Store a queued job durably (committed when this returns)."""
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: str) -> Optional[Job]:
+        """The job, or None when unknown."""
+
+    @abc.abstractmethod
+    async def pending_jobs(self) -> List[Job]:
+        """Every job still queued, oldest first (to finish after a restart)."""
 
     @abc.abstractmethod
     async def last_serial(self) -> int:

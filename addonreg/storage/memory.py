@@ -10,7 +10,8 @@ from __future__ import annotations
 import bisect
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from . import Applied, Key, Operation, Record, RegistrationStore, now_us, plan
+from . import (JOB_DONE, JOB_QUEUED, Applied, Job, Key, Operation, Record, RegistrationStore,
+               now_us, plan, result_item)
 
 __all__ = ["MemoryStore", "load_from_config"]
 
@@ -22,6 +23,7 @@ class MemoryStore(RegistrationStore):
         self._by_serial: Dict[int, Record] = {}
         self._serials: List[int] = []  # ascending; entries missing from _by_serial are dead
         self._last = 0
+        self._jobs: Dict[str, Job] = {}
 
     async def create_schema(self) -> None:
         pass
@@ -47,7 +49,12 @@ class MemoryStore(RegistrationStore):
             i += 1
         return out
 
-    async def apply(self, ops: Sequence[Operation]) -> List[Applied]:
+    async def apply(self, ops: Sequence[Operation], job_id: Optional[str] = None
+                    ) -> Optional[List[Applied]]:
+        if job_id is not None:
+            job = self._jobs.get(job_id)
+            if job is None or job.status != JOB_QUEUED:
+                return None
         current = {op.key: self._records[op.key] for op in ops if op.key in self._records}
         results, rows, self._last = plan(ops, current, self._last, now_us())
         for key, record in rows.items():
@@ -60,7 +67,19 @@ class MemoryStore(RegistrationStore):
         self._serials.extend(sorted(r.serial for r in rows.values()))
         if len(self._serials) > 2 * len(self._by_serial) + 1024:
             self._serials = sorted(self._by_serial)
+        if job_id is not None:
+            self._jobs[job_id] = Job(job_id, job.owner, JOB_DONE, job.operations,
+                                     [result_item(op, a) for op, a in zip(ops, results)])
         return results
+
+    async def create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:
+        self._jobs[job_id] = Job(job_id, owner, JOB_QUEUED, tuple(ops))
+
+    async def get_job(self, job_id: str) -> Optional[Job]:
+        return self._jobs.get(job_id)
+
+    async def pending_jobs(self) -> List[Job]:
+        return [j for j in self._jobs.values() if j.status == JOB_QUEUED]
 
     async def last_serial(self) -> int:
         return self._last

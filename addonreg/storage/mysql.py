@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import warnings
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -26,8 +27,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiomysql
 import pymysql
 
-from . import (REGISTERED, REVOKED, Applied, BackendError, Key, Operation, Record,
-               RegistrationStore, now_us, plan)
+from . import (JOB_DONE, JOB_QUEUED, REGISTERED, REVOKED, Applied, BackendError, Job, Key,
+               Operation, Record, RegistrationStore, decode_operations, encode_operations,
+               encode_results, now_us, plan)
 
 __all__ = ["MySQLStore", "load_from_config"]
 
@@ -49,6 +51,15 @@ SCHEMA = [
         value BIGINT UNSIGNED NOT NULL
     ) ENGINE=InnoDB""",
     "INSERT IGNORE INTO counters (name, value) VALUES ('serial', 0)",
+    """CREATE TABLE IF NOT EXISTS jobs (
+        id CHAR(32) CHARACTER SET ascii NOT NULL PRIMARY KEY,
+        owner VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL,
+        status VARCHAR(8) CHARACTER SET ascii NOT NULL,
+        operations LONGTEXT CHARACTER SET utf8mb4 NOT NULL,
+        results LONGTEXT CHARACTER SET utf8mb4 NULL,
+        created_at DATETIME(6) NOT NULL,
+        KEY jobs_status (status, created_at)
+    ) ENGINE=InnoDB""",
 ]
 _COLUMNS = "addon_id, sha256, version, status, serial, updated_at"
 _STATUS_CODE = {REGISTERED: 1, REVOKED: 2}
@@ -193,10 +204,18 @@ class MySQLStore(RegistrationStore):
             "SELECT value FROM counters WHERE name = 'serial'"))
         return int(rows[0][0]) if rows else 0
 
-    async def _apply(self, conn: aiomysql.Connection, ops: Sequence[Operation]) -> List[Applied]:
+    async def _apply(self, conn: aiomysql.Connection, ops: Sequence[Operation],
+                     job_id: Optional[str]) -> Optional[List[Applied]]:
         await conn.begin()
         try:
             async with conn.cursor() as cur:
+                if job_id is not None:
+                    await cur.execute("SELECT status FROM jobs WHERE id = %s FOR UPDATE",
+                                      (job_id,))
+                    row = await cur.fetchone()
+                    if row is None or row[0] != JOB_QUEUED:
+                        await conn.rollback()
+                        return None
                 # The counter's row lock serialises writers until COMMIT.
                 await cur.execute("SELECT value FROM counters WHERE name = 'serial' FOR UPDATE")
                 last = int((await cur.fetchone())[0])
@@ -218,18 +237,49 @@ class MySQLStore(RegistrationStore):
                             [v for row in chunk for v in row])
                     await cur.execute("UPDATE counters SET value = %s WHERE name = 'serial'",
                                       (new_last,))
+                if job_id is not None:
+                    await cur.execute("UPDATE jobs SET status = %s, results = %s WHERE id = %s",
+                                      (JOB_DONE, encode_results(ops, results), job_id))
             await conn.commit()
         except BaseException:
             conn.close()  # rolls back on the server; the pool drops it
             raise
         return results
 
-    async def apply(self, ops: Sequence[Operation]) -> List[Applied]:
+    async def apply(self, ops: Sequence[Operation], job_id: Optional[str] = None
+                    ) -> Optional[List[Applied]]:
         async with self._write_lock:
             # A generous timeout: a large batch may take a while, and giving up
             # half-way only means rolling back.
-            return await self._run(self._write_pool, lambda conn: self._apply(conn, ops),
+            return await self._run(self._write_pool, lambda conn: self._apply(conn, ops, job_id),
                                    timeout=max((self.timeout or 0) * 10, 60))
+
+    async def create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:
+        async def work(conn: aiomysql.Connection) -> None:
+            async with conn.cursor() as cur:
+                await cur.execute(
+                    "INSERT INTO jobs (id, owner, status, operations, created_at) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    (job_id, owner, JOB_QUEUED, encode_operations(ops), _from_us(now_us())))
+        # The write pool: a job is a write, and must not take a read connection.
+        async with self._write_lock:
+            await self._run(self._write_pool, work)
+
+    @staticmethod
+    def _job(row: Sequence[Any]) -> Job:
+        return Job(row[0], row[1], row[2], decode_operations(row[3]),
+                   json.loads(row[4]) if row[4] is not None else None)
+
+    async def get_job(self, job_id: str) -> Optional[Job]:
+        rows = await self._run(self._read_pool, self._fetch(
+            "SELECT id, owner, status, operations, results FROM jobs WHERE id = %s", (job_id,)))
+        return self._job(rows[0]) if rows else None
+
+    async def pending_jobs(self) -> List[Job]:
+        rows = await self._run(self._read_pool, self._fetch(
+            "SELECT id, owner, status, operations, results FROM jobs WHERE status = %s "
+            "ORDER BY created_at", (JOB_QUEUED,)))
+        return [self._job(r) for r in rows]
 
     async def heartbeat(self) -> None:
         await self._run(self._read_pool, self._fetch("SELECT 1"))

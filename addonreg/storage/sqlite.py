@@ -12,14 +12,17 @@ process (only a power loss can drop the last ones).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 from typing import Any, Awaitable, Dict, Iterable, List, Optional, Sequence, TypeVar
 
 import aiosqlite
 
-from . import (REGISTERED, REVOKED, Applied, BackendError, Key, Operation, Record,
-               RegistrationStore, now_us, plan)
+from . import (JOB_DONE, JOB_QUEUED, REGISTERED, REVOKED, Applied, BackendError, Job, Key,
+               Operation, Record, RegistrationStore, decode_operations, encode_operations,
+               encode_results, now_us, plan)
+
 
 __all__ = ["SQLiteStore", "load_from_config"]
 
@@ -37,6 +40,15 @@ SCHEMA = [
     ) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO counters (name, value) VALUES ('serial', 0)",
+    """CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        status TEXT NOT NULL,
+        operations TEXT NOT NULL,
+        results TEXT,
+        created_at INTEGER NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at)",
 ]
 _COLUMNS = "addon_id, sha256, version, status, serial, updated_at"
 _STATUS_CODE = {REGISTERED: 1, REVOKED: 2}
@@ -146,12 +158,19 @@ class SQLiteStore(RegistrationStore):
             self._reader, "SELECT value FROM counters WHERE name = 'serial'"))
         return rows[0][0] if rows else 0
 
-    async def _apply(self, ops: Sequence[Operation]) -> List[Applied]:
+    async def _apply(self, ops: Sequence[Operation], job_id: Optional[str]
+                     ) -> Optional[List[Applied]]:
         conn = self._writer
         if conn is None:
             raise BackendError("SQLite store is not open")
         await conn.execute("BEGIN IMMEDIATE")
         try:
+            if job_id is not None:
+                rows = await self._fetchall(conn, "SELECT status FROM jobs WHERE id = ?",
+                                            (job_id,))
+                if not rows or rows[0][0] != JOB_QUEUED:
+                    await conn.execute("ROLLBACK")
+                    return None
             rows = await self._fetchall(conn, "SELECT value FROM counters WHERE name = 'serial'")
             last = rows[0][0]
             current = await self._get_many(conn, (op.key for op in ops))
@@ -166,6 +185,9 @@ class SQLiteStore(RegistrationStore):
                       r.serial, r.updated_at) for r in changed.values()])
                 await conn.execute("UPDATE counters SET value = ? WHERE name = 'serial'",
                                    (new_last,))
+            if job_id is not None:
+                await conn.execute("UPDATE jobs SET status = ?, results = ? WHERE id = ?",
+                                   (JOB_DONE, encode_results(ops, results), job_id))
             await conn.execute("COMMIT")
         except BaseException:
             try:
@@ -175,14 +197,41 @@ class SQLiteStore(RegistrationStore):
             raise
         return results
 
-    async def apply(self, ops: Sequence[Operation]) -> List[Applied]:
+    async def apply(self, ops: Sequence[Operation], job_id: Optional[str] = None
+                    ) -> Optional[List[Applied]]:
         async with self._write_lock:
             # No timeout here: cancelling half-way through a transaction would
             # leave the writer connection inside it.
             try:
-                return await self._apply(ops)
+                return await self._apply(ops, job_id)
             except (sqlite3.Error, OSError, ValueError) as exc:
                 raise BackendError("SQLite write failed", exc) from exc
+
+    async def create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:
+        async def create() -> None:
+            async with self._write_lock:
+                await self._writer.execute(
+                    "INSERT INTO jobs (id, owner, status, operations, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (job_id, owner, JOB_QUEUED, encode_operations(ops), now_us()))
+        await self._call(create())
+
+    @staticmethod
+    def _job(row: Any) -> Job:
+        return Job(row[0], row[1], row[2], decode_operations(row[3]),
+                   json.loads(row[4]) if row[4] is not None else None)
+
+    async def get_job(self, job_id: str) -> Optional[Job]:
+        rows = await self._call(self._fetchall(
+            self._reader, "SELECT id, owner, status, operations, results FROM jobs WHERE id = ?",
+            (job_id,)))
+        return self._job(rows[0]) if rows else None
+
+    async def pending_jobs(self) -> List[Job]:
+        rows = await self._call(self._fetchall(
+            self._reader, "SELECT id, owner, status, operations, results FROM jobs "
+                          "WHERE status = ? ORDER BY created_at", (JOB_QUEUED,)))
+        return [self._job(r) for r in rows]
 
     async def heartbeat(self) -> None:
         await self._call(self._fetchall(self._reader, "SELECT 1 FROM counters LIMIT 1"))

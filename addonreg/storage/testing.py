@@ -168,3 +168,35 @@ class StorageTests:
         results = await store.apply([reg(f"a{i % 97}@b", i) for i in range(count)])
         assert sum(a.created for a in results) == count
         assert len(await store.changes(0, 10000)) == count
+
+    async def test_jobs_lifecycle(self, store):
+        ops = [reg("a@b", 1, "1"), rev("a@b", 1), rev("x@y", 2), reg("a@b", 3, "β")]
+        await store.create_job("j1", "amo", ops)
+        job = await store.get_job("j1")
+        assert (job.id, job.owner, job.status, job.results) == ("j1", "amo", "queued", None)
+        assert job.operations == tuple(ops)
+        assert [j.id for j in await store.pending_jobs()] == ["j1"]
+        results = await store.apply(ops, job_id="j1")
+        assert [a.changed for a in results] == [True, True, False, True]
+        job = await store.get_job("j1")
+        assert job.status == "done" and await store.pending_jobs() == []
+        assert job.results == [
+            {"addon_id": "a@b", "sha256": sha(1), "status": "registered",
+             "serial": results[0].record.serial},
+            {"addon_id": "a@b", "sha256": sha(1), "status": "revoked",
+             "serial": results[1].record.serial},
+            {"addon_id": "x@y", "sha256": sha(2), "status": "unknown", "serial": None},
+            {"addon_id": "a@b", "sha256": sha(3), "status": "registered",
+             "serial": results[3].record.serial}]
+
+    async def test_a_job_is_applied_once(self, store):
+        await store.create_job("j2", "amo", [reg("a@b", 1)])
+        assert await store.apply([reg("a@b", 1)], job_id="j2") is not None
+        last = await store.last_serial()
+        await store.apply([rev("a@b", 1)])
+        # a second runner (another process after a restart) finds it done
+        assert await store.apply([reg("a@b", 1)], job_id="j2") is None
+        assert (await store.get("a@b", sha(1))).status == REVOKED
+        assert await store.last_serial() == last + 1
+        assert await store.apply([reg("a@b", 1)], job_id="nope") is None
+        assert await store.get_job("nope") is None

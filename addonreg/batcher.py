@@ -1,0 +1,228 @@
+"""Group commit: a bounded write queue and the one coroutine that drains it.
+
+Writes matter less than reads and must never starve them, so a process has
+one writer: :class:`WriteBatcher` takes whatever operations are waiting and
+commits them as one storage transaction (one multi-row upsert), on the
+store's own write connection.
+
+Guarantees:
+
+* :meth:`WriteBatcher.submit` returns only once its operations are committed
+  and their changes published on the invalidation bus (which applies them to
+  this process's cache before it returns): the caller can answer at once,
+  and the process that took the write answers the new state.
+* Concurrent submits are coalesced, in arrival order, into batches of at most
+  ``batch_size`` operations; a submit is never split across transactions, so
+  a request is all committed or not at all. A lone write waits at most
+  ``window`` seconds for company.
+* Bounded: when more than ``max_queue`` operations are waiting, a submit is
+  refused at once with :class:`QueueFull` (the caller answers 503) and
+  nothing of it is queued.
+* A stored job (``Prefer: respond-async``) is committed alone, together with
+  its completion; if storage fails it is retried with backoff, and if the
+  process stops first the job stays queued in storage for the next start.
+* :meth:`WriteBatcher.drain` refuses new work and returns once everything
+  queued has been committed (or has failed).
+
+Not thread-safe: one batcher per event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Awaitable, Callable, Deque, Dict, List, Optional, Sequence
+
+from .storage import Applied, BackendError, Job, Operation, Record, RegistrationStore
+
+__all__ = ["QueueFull", "WriteBatcher"]
+
+log = logging.getLogger("addonreg.batcher")
+
+Publish = Callable[[Sequence[Record]], Awaitable[None]]
+
+
+class QueueFull(Exception):
+    """The write queue is full, or closed for shutdown; retry later."""
+
+
+class _Item:
+    __slots__ = ("ops", "future", "job", "attempt")
+
+    def __init__(self, ops: Sequence[Operation], future: Optional[asyncio.Future],
+                 job: Optional[Job] = None, attempt: int = 0) -> None:
+        self.ops = ops
+        self.future = future
+        self.job = job
+        self.attempt = attempt
+
+
+class WriteBatcher:
+    """Commits queued writes in batches; see the module docstring for its guarantees."""
+
+    def __init__(self, store: RegistrationStore, publish: Publish, *, batch_size: int = 5000,
+                 max_queue: int = 50_000, window: float = 0.002,
+                 retry_delays: Sequence[float] = (0.1, 0.5, 1, 2, 5)) -> None:
+        self.store = store
+        self.publish = publish
+        self.batch_size = batch_size
+        self.max_queue = max_queue
+        self.window = window
+        self.retry_delays = tuple(retry_delays)
+        self._queue: Deque[_Item] = collections.deque()
+        self._queued_ops = 0
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: Optional[asyncio.Task] = None
+        self._retries: Dict[str, asyncio.TimerHandle] = {}
+        self.stats = {"batches": 0, "operations": 0, "changes": 0, "failed_batches": 0,
+                      "last_batch_size": 0, "last_commit_seconds": 0.0}
+
+    # Taking work -------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        """Operations waiting to be committed."""
+        return self._queued_ops
+
+    def has_room(self, count: int) -> bool:
+        return not self._closing and self._queued_ops + count <= self.max_queue
+
+    def _check_room(self, count: int) -> None:
+        if self._closing:
+            raise QueueFull("the server is shutting down")
+        if self._queued_ops + count > self.max_queue:
+            raise QueueFull(f"{self._queued_ops} operations already queued")
+
+    async def submit(self, ops: Sequence[Operation]) -> List[Applied]:
+        """Commit ``ops`` (in one transaction, with others); their outcomes in order.
+
+        Raises :class:`QueueFull` at once, or :class:`BackendError` when the
+        commit failed (then nothing of ``ops`` was written).
+        """
+        if not ops:
+            return []
+        self._check_room(len(ops))
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(ops, future))
+        self._queued_ops += len(ops)
+        self._wakeup.set()
+        return await future
+
+    def submit_job(self, job: Job) -> None:
+        """Queue a job already stored durably; its outcome goes to storage."""
+        self._queue.append(_Item(job.operations, None, job))
+        self._queued_ops += len(job.operations)
+        self._wakeup.set()
+
+    # The writer --------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def drain(self) -> None:
+        """Refuse new work, commit what is queued, stop the writer."""
+        self._closing = True
+        for handle in self._retries.values():
+            handle.cancel()  # the job stays queued in storage for the next start
+        self._retries.clear()
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._queue[0].job is not None:
+                item = self._queue.popleft()
+                self._queued_ops -= len(item.ops)
+                await self._commit_job(item.job, item.attempt)
+                continue
+            if len(self._queue) == 1 and self.window and not self._closing:
+                await asyncio.sleep(self.window)  # a lone write: give others a moment to join
+            batch: List[_Item] = []
+            size = 0
+            while self._queue and self._queue[0].job is None and (
+                    not batch or size + len(self._queue[0].ops) <= self.batch_size):
+                item = self._queue.popleft()
+                batch.append(item)
+                size += len(item.ops)
+            self._queued_ops -= size
+            await self._commit(batch, size)
+
+    async def _apply(self, ops: Sequence[Operation], job_id: Optional[str] = None
+                     ) -> Optional[List[Applied]]:
+        started = time.perf_counter()
+        try:
+            results = await self.store.apply(ops, job_id)
+        except BackendError:
+            self.stats["failed_batches"] += 1
+            raise
+        self.stats["last_commit_seconds"] = time.perf_counter() - started
+        self.stats["batches"] += 1
+        self.stats["operations"] += len(ops)
+        self.stats["last_batch_size"] = len(ops)
+        if results:
+            changed = [a.record for a in results if a.changed]
+            self.stats["changes"] += len(changed)
+            if changed:
+                await self._publish(changed)
+        return results
+
+    async def _publish(self, records: List[Record]) -> None:
+        try:
+            await self.publish(records)
+        except Exception:  # committed already: never fail the write for this
+            log.exception("publishing %d changes failed", len(records))
+
+    async def _commit(self, batch: List[_Item], size: int) -> None:
+        ops = [op for item in batch for op in item.ops] if len(batch) > 1 else batch[0].ops
+        try:
+            results = await self._apply(ops)
+        except BackendError as exc:
+            log.warning("batch of %d operations failed: %s", size, exc)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        except BaseException as exc:
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            raise
+        start = 0
+        for item in batch:
+            end = start + len(item.ops)
+            if not item.future.done():
+                item.future.set_result(results[start:end])
+            start = end
+
+    async def _commit_job(self, job: Job, attempt: int) -> None:
+        try:
+            await self._apply(job.operations, job.id)
+        except BackendError as exc:
+            if self._closing:
+                log.warning("job %s not finished before shutdown (%s); it stays queued",
+                            job.id, exc)
+                return
+            delay = self.retry_delays[min(attempt, len(self.retry_delays) - 1)]
+            log.warning("job %s failed (%s); retrying in %.1f s", job.id, exc, delay)
+            self._retries[job.id] = asyncio.get_running_loop().call_later(
+                delay, self._retry_job, job, attempt + 1)
+
+    def _retry_job(self, job: Job, attempt: int) -> None:
+        self._retries.pop(job.id, None)
+        if self._closing:
+            return
+        self._queue.append(_Item(job.operations, None, job, attempt))
+        self._queued_ops += len(job.operations)
+        self._wakeup.set()
