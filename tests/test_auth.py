@@ -1,0 +1,441 @@
+"""Hawk authentication (addonreg.auth): what is accepted, what is refused and
+with which errno, nonces (in memory, and shared through a real Redis), and a
+Redis that is down.
+
+Redis tests use ``$ADDONREG_TEST_REDIS`` (default ``redis://127.0.0.1:6379/0``)
+under a key prefix of their own, deleted afterwards. When Redis is not
+reachable they skip with the reason, unless ``ADDONREG_REQUIRE_SERVICES=1``,
+where they fail.
+"""
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import time
+import uuid
+
+import pytest
+import redis
+
+from addonreg.auth import (AuthError, HawkAuthenticator, MemoryNonceStore, NonceStoreError,
+                           RedisNonceStore, load_nonce_store, sign)
+
+REDIS_URL = os.environ.get("ADDONREG_TEST_REDIS", "redis://127.0.0.1:6379/0")
+REQUIRE_SERVICES = os.environ.get("ADDONREG_REQUIRE_SERVICES") == "1"  # as in conftest.py
+KEY = "s3cret-key-that-must-never-show"
+OTHER_KEY = "another-secret-key-never-shown"
+CREDENTIALS = {"amo": KEY, "tools": OTHER_KEY}
+URL = "https://addonreg.example:8443/v1/registrations?x=1"
+BODY = b'{"operations": [{"op": "register", "addon_id": "a@b", "sha256": "' + b"a" * 64 + b'"}]}'
+JSON = "application/json"
+
+_redis_state = {}
+
+
+def need_redis() -> None:
+    if "reason" not in _redis_state:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            client.ping()
+            _redis_state["reason"] = None
+        except redis.RedisError as exc:
+            _redis_state["reason"] = f"Redis at {REDIS_URL} unavailable: {exc}"
+        finally:
+            client.close()
+    reason = _redis_state["reason"]
+    if reason:
+        if REQUIRE_SERVICES:
+            pytest.fail(reason + " (ADDONREG_REQUIRE_SERVICES=1: not skipping)")
+        pytest.skip(reason)
+
+
+@pytest.fixture
+async def redis_stores():
+    """Factory of RedisNonceStores (think: one per process) sharing one fresh key prefix."""
+    need_redis()
+    prefix = f"addonreg-test:{uuid.uuid4().hex}:"
+    stores = []
+
+    def make() -> RedisNonceStore:
+        store = RedisNonceStore.from_url(REDIS_URL, prefix=prefix)
+        stores.append(store)
+        return store
+
+    yield make
+    cleaner = make()
+    keys = [k async for k in cleaner.client.scan_iter(match=prefix + "*")]
+    if keys:
+        await cleaner.client.delete(*keys)
+    for store in stores:
+        await store.close()
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def authenticator(nonces=None, **kw) -> HawkAuthenticator:
+    return HawkAuthenticator(CREDENTIALS, nonces or MemoryNonceStore(), **kw)
+
+
+async def check(auth: HawkAuthenticator, header, *, method="POST", url=URL, content=BODY,
+                content_type=JSON) -> str:
+    return await auth.authenticate(method=method, url=url, authorization=header,
+                                   content=content, content_type=content_type)
+
+
+async def refused(auth: HawkAuthenticator, header, errno: int = 105, **kw) -> AuthError:
+    with pytest.raises(AuthError) as info:
+        await check(auth, header, **kw)
+    error = info.value
+    assert error.errno == errno, error.log_message
+    assert error.message and error.log_message
+    for text in (str(error), repr(error), error.message, error.log_message,
+                 auth.www_authenticate(error)):
+        assert KEY not in text and OTHER_KEY not in text
+    return error
+
+
+# What is accepted.
+
+async def test_valid_request_returns_the_credential_id():
+    auth = authenticator()
+    assert await check(auth, sign("amo", KEY, "POST", URL, BODY)) == "amo"
+    assert await check(auth, sign("tools", OTHER_KEY, "POST", URL, BODY)) == "tools"
+
+
+async def test_timestamp_within_the_skew_is_accepted():
+    auth = authenticator()
+    assert await check(auth, sign("amo", KEY, "POST", URL, BODY,
+                                  timestamp=int(time.time()) - 50)) == "amo"
+    assert await check(auth, sign("amo", KEY, "POST", URL, BODY,
+                                  timestamp=int(time.time()) + 50)) == "amo"
+
+
+async def test_content_type_parameters_do_not_matter():
+    auth = authenticator()
+    header = sign("amo", KEY, "POST", URL, BODY, content_type="application/json")
+    assert await check(auth, header, content_type="Application/JSON; charset=utf-8") == "amo"
+
+
+@pytest.mark.parametrize("content_type", [None, JSON])
+async def test_empty_body_without_hash_is_accepted(content_type):
+    auth = authenticator()
+    header = sign("amo", KEY, "DELETE", URL)
+    assert "hash=" not in header
+    assert await check(auth, header, method="DELETE", content=b"",
+                       content_type=content_type) == "amo"
+
+
+async def test_empty_body_with_a_hash_is_verified():
+    auth = authenticator()
+    header = sign("amo", KEY, "DELETE", URL, hash_content=True)
+    assert "hash=" in header
+    assert await check(auth, header, method="DELETE", content=b"", content_type=JSON) == "amo"
+    # The hash covers the Content-Type: a different one does not match.
+    header = sign("amo", KEY, "DELETE", URL, hash_content=True)
+    error = await refused(auth, header, method="DELETE", content=b"", content_type=None)
+    assert "hash" in error.message
+
+
+async def test_url_without_port_uses_the_scheme_default():
+    auth = authenticator()
+    header = sign("amo", KEY, "PUT", "https://addonreg.example:443/v1/x", BODY)
+    assert await check(auth, header, method="PUT", url="https://addonreg.example/v1/x") == "amo"
+
+
+async def test_mohawk_logs_no_replay_warning(caplog):
+    # mohawk warns on every request when it is not given a nonce callback.
+    caplog.set_level(logging.DEBUG, logger="mohawk")
+    await check(authenticator(), sign("amo", KEY, "POST", URL, BODY))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert all(KEY not in r.getMessage() for r in caplog.records)
+
+
+# What is refused.
+
+@pytest.mark.parametrize("header", [None, "", "   "])
+async def test_missing_header_is_104(header):
+    auth = authenticator()
+    error = await refused(auth, header, 104)
+    assert auth.www_authenticate(error) == "Hawk"
+
+
+@pytest.mark.parametrize("header", ["Bearer abc", "Basic YW1vOnNlY3JldA==", "Hawkish id=\"a\"",
+                                    "Digest username=\"amo\""])
+async def test_other_scheme_is_104(header):
+    await refused(authenticator(), header, 104)
+
+
+async def test_unknown_id_is_105():
+    error = await refused(authenticator(), sign("stranger", KEY, "POST", URL, BODY))
+    assert "stranger" in error.log_message
+
+
+async def test_wrong_key_is_105():
+    error = await refused(authenticator(), sign("amo", OTHER_KEY, "POST", URL, BODY))
+    assert error.message == "Invalid Hawk signature"
+
+
+async def test_tampered_body_is_105():
+    header = sign("amo", KEY, "POST", URL, BODY)
+    await refused(authenticator(), header, content=BODY.replace(b"register", b"revoke"))
+    await refused(authenticator(), header, content=b"")
+
+
+async def test_tampered_content_type_is_105():
+    header = sign("amo", KEY, "POST", URL, BODY)
+    await refused(authenticator(), header, content_type="application/msgpack")
+
+
+@pytest.mark.parametrize("method, url", [
+    ("PUT", URL),                                                   # method
+    ("POST", "https://addonreg.example:8443/v1/registrations?x=2"),  # query
+    ("POST", "https://addonreg.example:8443/v1/registrationz?x=1"),  # path
+    ("POST", "https://other.example:8443/v1/registrations?x=1"),     # host
+    ("POST", "https://addonreg.example:8444/v1/registrations?x=1"),  # port
+    ("POST", "https://addonreg.example/v1/registrations?x=1"),       # default port
+    ("POST", "https://addonreg.example:80/v1/registrations?x=1"),
+])
+async def test_tampered_request_line_is_105(method, url):
+    await refused(authenticator(), sign("amo", KEY, "POST", URL, BODY), method=method, url=url)
+
+
+async def test_scheme_changes_the_default_port():
+    header = sign("amo", KEY, "PUT", "https://addonreg.example/v1/x", BODY)
+    await refused(authenticator(), header, method="PUT", url="http://addonreg.example/v1/x")
+
+
+async def test_bad_port_in_host_is_105():
+    header = sign("amo", KEY, "POST", URL, BODY)
+    await refused(authenticator(), header, url="https://addonreg.example:99999/v1/x")
+    await refused(authenticator(), header, url="https://addonreg.example:port/v1/x")
+
+
+async def test_missing_payload_hash_with_a_body_is_105():
+    header = sign("amo", KEY, "POST", URL, BODY, hash_content=False)
+    assert "hash=" not in header
+    error = await refused(authenticator(), header)
+    assert error.message == "Payload hash missing"
+
+
+async def test_stale_timestamp_is_105_with_the_server_time():
+    auth = authenticator()
+    error = await refused(auth, sign("amo", KEY, "POST", URL, BODY,
+                                     timestamp=int(time.time()) - 61))
+    assert error.message == "Stale timestamp"
+    challenge = auth.www_authenticate(error)
+    assert challenge.startswith("Hawk ts=")
+    attrs = dict(part.split("=", 1) for part in challenge[len("Hawk "):].split(", "))
+    ts, tsm = attrs["ts"].strip('"'), attrs["tsm"].strip('"')
+    assert abs(int(ts) - time.time()) < 5
+    # tsm is the server time MAC'd with the client's key: the client can trust it.
+    expected = hmac.new(KEY.encode(), f"hawk.1.ts\n{ts}\n".encode(), hashlib.sha256).digest()
+    assert tsm == base64.b64encode(expected).decode()
+
+
+async def test_future_timestamp_is_105():
+    error = await refused(authenticator(), sign("amo", KEY, "POST", URL, BODY,
+                                                timestamp=int(time.time()) + 120))
+    assert error.message == "Stale timestamp"
+
+
+async def test_stale_timestamp_with_a_wrong_key_is_a_mac_error():
+    # The MAC is checked first: no server time MAC'd for someone without the key.
+    auth = authenticator()
+    error = await refused(auth, sign("amo", OTHER_KEY, "POST", URL, BODY, timestamp=1000))
+    assert error.message == "Invalid Hawk signature"
+    assert auth.www_authenticate(error) == "Hawk"
+
+
+def _valid_attrs() -> dict:
+    header = sign("amo", KEY, "POST", URL, BODY)
+    return dict((k, v.strip('"')) for k, v in
+                (part.split("=", 1) for part in header[len("Hawk "):].split(", ")))
+
+
+def _header(attrs: dict) -> str:
+    return "Hawk " + ", ".join(f'{k}="{v}"' for k, v in attrs.items())
+
+
+@pytest.mark.parametrize("header", [
+    "Hawk",
+    "Hawk ",
+    "Hawk garbage",
+    'Hawk id="amo"',
+    'Hawk id="amo", ts="1", nonce="n"',                       # no mac
+    'Hawk id="amo", ts="abc", nonce="n", mac="bWFj"',         # ts not a number
+    'Hawk id="amo", ts="1e9", nonce="n", mac="bWFj"',
+    'Hawk id="amo", ts="' + "9" * 400 + '", nonce="n", mac="bWFj"',
+    'Hawk id="amo", id="tools", ts="1", nonce="n", mac="bWFj"',  # duplicate attribute
+    'Hawk id="amo", ts="1", nonce="n", mac="bWFj", evil="x"',    # unknown attribute
+    'Hawk id="amo", ts="1", nonce="n\\"", mac="bWFj"',
+    'Hawk id="amé", ts="1", nonce="n", mac="bWFj"',
+    "Hawk\tid=\"amo\"",
+    "Hawk " + "x" * 5000,
+])
+async def test_malformed_header_is_105(header):
+    error = await refused(authenticator(), header)
+    assert error.message == "Malformed Hawk header"
+
+
+async def test_valid_header_with_an_empty_attribute_is_105():
+    attrs = _valid_attrs()
+    attrs["nonce"] = ""
+    await refused(authenticator(), _header(attrs))
+
+
+# Nonces.
+
+async def test_replayed_nonce_is_refused():
+    auth = authenticator()
+    header = sign("amo", KEY, "POST", URL, BODY)
+    assert await check(auth, header) == "amo"
+    error = await refused(auth, header)
+    assert error.message == "Replayed nonce"
+    # Signed anew (another timestamp, another request) but with the same nonce.
+    other = sign("amo", KEY, "PUT", URL, BODY, nonce=_valid_nonce(header),
+                 timestamp=int(time.time()) - 10)
+    await refused(auth, other, method="PUT")
+
+
+def _valid_nonce(header: str) -> str:
+    return header.split('nonce="', 1)[1].split('"', 1)[0]
+
+
+async def test_same_nonce_with_another_id_is_accepted():
+    auth = authenticator()
+    assert await check(auth, sign("amo", KEY, "POST", URL, BODY, nonce="n1")) == "amo"
+    assert await check(auth, sign("tools", OTHER_KEY, "POST", URL, BODY, nonce="n1")) == "tools"
+
+
+async def test_refused_requests_do_not_use_up_their_nonce():
+    auth = authenticator()
+    # Bad MAC, tampered body, stale timestamp: all carry nonce n2, none records it.
+    await refused(auth, sign("amo", OTHER_KEY, "POST", URL, BODY, nonce="n2"))
+    await refused(auth, sign("amo", KEY, "POST", URL, BODY, nonce="n2"), content=b"{}")
+    await refused(auth, sign("amo", KEY, "POST", URL, BODY, nonce="n2", timestamp=1000))
+    assert len(auth.nonces) == 0
+    assert await check(auth, sign("amo", KEY, "POST", URL, BODY, nonce="n2")) == "amo"
+
+
+async def test_memory_store_forgets_after_twice_the_skew():
+    clock = Clock()
+    store = MemoryNonceStore(skew=60, clock=clock)
+    assert await store.check_and_remember("amo", "n", 0)
+    assert not await store.check_and_remember("amo", "n", 0)
+    assert await store.check_and_remember("tools", "n", 0)
+    clock.now += 119
+    assert not await store.check_and_remember("amo", "n", 0)
+    clock.now += 1
+    assert await store.check_and_remember("amo", "n", 0)
+    assert not await store.check_and_remember("amo", "n", 0)
+
+
+async def test_memory_store_prunes_expired_entries():
+    clock = Clock()
+    store = MemoryNonceStore(skew=60, clock=clock)
+    for i in range(1000):
+        assert await store.check_and_remember("amo", f"old{i}", 0)
+    clock.now += 60
+    for i in range(10):
+        assert await store.check_and_remember("amo", f"new{i}", 0)
+    assert len(store) == 1010
+    clock.now += 61  # the old ones expire, the new ones not yet
+    assert await store.check_and_remember("amo", "newest", 0)
+    assert len(store) == 11
+    clock.now += 1000
+    store.prune()
+    assert len(store) == 0
+    await store.heartbeat()
+    await store.close()
+
+
+async def test_replay_refused_by_another_process_sharing_redis(redis_stores):
+    first, second = authenticator(redis_stores()), authenticator(redis_stores())
+    header = sign("amo", KEY, "POST", URL, BODY)
+    assert await check(first, header) == "amo"
+    error = await refused(second, header)
+    assert error.message == "Replayed nonce"
+    await refused(first, header)
+    # Per credential id, in Redis too.
+    other = sign("tools", OTHER_KEY, "POST", URL, BODY, nonce=_valid_nonce(header))
+    assert await check(second, other) == "tools"
+
+
+async def test_redis_refused_request_does_not_use_up_its_nonce(redis_stores):
+    first, second = authenticator(redis_stores()), authenticator(redis_stores())
+    await refused(first, sign("amo", OTHER_KEY, "POST", URL, BODY, nonce="n3"))
+    assert await check(second, sign("amo", KEY, "POST", URL, BODY, nonce="n3")) == "amo"
+
+
+async def test_redis_keys_are_hashed_and_expire(redis_stores):
+    store = redis_stores()
+    odd = "a b:c*?[x]\n\u00e9"
+    key = store.key("amo", odd)
+    assert key.startswith(store.prefix + "amo:")
+    assert len(key) == len(store.prefix + "amo:") + 64
+    assert await store.check_and_remember("amo", odd, 0)
+    assert not await store.check_and_remember("amo", odd, 0)
+    assert 110 <= await store.client.ttl(key) <= 120
+    await store.heartbeat()
+
+
+async def test_redis_down_raises_nonce_store_error_quickly():
+    store = RedisNonceStore.from_url("redis://127.0.0.1:1/0", timeout=0.5)
+    auth = authenticator(store)
+    started = time.monotonic()
+    with pytest.raises(NonceStoreError) as info:
+        await store.check_and_remember("amo", "n", 0)
+    assert info.value.original is not None
+    with pytest.raises(NonceStoreError):
+        await store.heartbeat()
+    # A valid request cannot be let in unchecked: the store's error goes up
+    # (the caller answers 503), it is not an authentication failure.
+    with pytest.raises(NonceStoreError):
+        await check(auth, sign("amo", KEY, "POST", URL, BODY))
+    # An invalid one is refused before the store is asked.
+    await refused(auth, sign("amo", OTHER_KEY, "POST", URL, BODY))
+    assert time.monotonic() - started < 2
+    await store.close()
+
+
+async def test_load_nonce_store_picks_the_backend():
+    local = load_nonce_store("local://")
+    assert isinstance(local, MemoryNonceStore)
+    remote = load_nonce_store("redis://127.0.0.1:6379/3")
+    assert isinstance(remote, RedisNonceStore)
+    assert remote.client.connection_pool.connection_kwargs["db"] == 3
+    assert remote.ttl == 120
+    await remote.close()
+    with pytest.raises(ValueError):
+        load_nonce_store("memcached://127.0.0.1")
+
+
+# Construction, and keys kept out of sight.
+
+def test_bad_configuration_is_refused():
+    with pytest.raises(ValueError):
+        HawkAuthenticator(CREDENTIALS, MemoryNonceStore(), algorithm="md5")
+    with pytest.raises(ValueError) as info:
+        HawkAuthenticator({"amo": ""}, MemoryNonceStore())
+    with pytest.raises(ValueError) as info:
+        HawkAuthenticator({"a\"b": KEY}, MemoryNonceStore())
+    assert KEY not in str(info.value)
+
+
+def test_repr_shows_no_key():
+    auth = authenticator()
+    assert "amo" in repr(auth)
+    assert KEY not in repr(auth) and KEY not in str(auth)
+
+
+async def test_sign_uses_long_random_nonces():
+    nonces = {_valid_nonce(sign("amo", KEY, "POST", URL, BODY)) for _ in range(50)}
+    assert len(nonces) == 50 and all(len(n) >= 20 for n in nonces)
