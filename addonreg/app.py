@@ -11,6 +11,7 @@ import tornado.web
 
 from . import __version__
 from . import handlers as h
+from .auth import HawkAuthenticator
 from .registry import Registry
 
 __all__ = ["make_app", "version_info"]
@@ -37,9 +38,9 @@ def version_info() -> Dict[str, str]:
             "build": ""}
 
 
-def make_app(registry: Registry, settings, version: Optional[Dict[str, str]] = None
-             ) -> tornado.web.Application:
-    deps = {"registry": registry, "settings": settings}
+def make_app(registry: Registry, settings, auth: HawkAuthenticator,
+             version: Optional[Dict[str, str]] = None) -> tornado.web.Application:
+    deps = {"registry": registry, "settings": settings, "auth": auth}
     routes = [
         (rf"/v1/addons/{_ADDON}/files/{_SHA}", h.FileHandler, deps),
         (rf"/v1/addons/{_ADDON}/files", h.AddonFilesHandler, deps),
@@ -48,6 +49,9 @@ def make_app(registry: Registry, settings, version: Optional[Dict[str, str]] = N
         (r"/v1/?", h.ServiceHandler, deps),
         (r"/addon", h.OldAddonHandler, deps),
         (r"/addons", h.OldAddonsHandler, deps),
+        (r"/v1/registrations", h.RegistrationsHandler, deps),
+        (r"/v1/jobs/([^/]+)", h.JobHandler, deps),
+        (r"/hash", h.OldHashHandler, deps),
         (r"/__lbheartbeat__", h.LBHeartbeatHandler, deps),
         (r"/__heartbeat__", h.HeartbeatHandler, deps),
         (r"/__version__", h.VersionHandler, dict(deps, version=version or version_info())),

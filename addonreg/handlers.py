@@ -17,10 +17,13 @@ import tornado.web
 from tornado.web import HTTPError
 
 from . import __version__, codec
+from .auth import AuthError, HawkAuthenticator, NonceStoreError
+from .batcher import QueueFull
 from .errors import ERRNO, APIError, error_body
-from .ids import InvalidIdentifier, check_addon_id, check_sha256, is_addon_id, normalize_sha256
+from .ids import (InvalidIdentifier, check_addon_id, check_sha256, check_version, is_addon_id,
+                  normalize_sha256)
 from .registry import MISSING, Registry
-from .storage import REVOKED, BackendError, Key, Record
+from .storage import REVOKED, BackendError, Key, Operation, Record, result_item
 
 __all__ = ["BaseHandler"]
 
@@ -37,9 +40,11 @@ def bad_request(message: str, errno: ERRNO = ERRNO.INVALID_REQUEST_BODY, **detai
 class BaseHandler(tornado.web.RequestHandler):
     """Dependencies arrive through :meth:`initialize`; errors leave through :meth:`write_error`."""
 
-    def initialize(self, registry: Registry, settings) -> None:
+    def initialize(self, registry: Registry, settings,
+                   auth: Optional[HawkAuthenticator] = None) -> None:
         self.registry = registry
         self.config = settings
+        self.auth = auth
 
     def set_default_headers(self) -> None:
         self._headers["Content-Type"] = "application/json; charset=UTF-8"
@@ -70,6 +75,9 @@ class BaseHandler(tornado.web.RequestHandler):
         elif isinstance(exc, BackendError):
             status_code, errno = 503, ERRNO.BACKEND
             message = "Storage is unavailable; retry later."
+        elif isinstance(exc, QueueFull):
+            status_code, errno = 503, ERRNO.QUEUE_FULL
+            message = "Too many writes queued; retry later. Nothing was written."
         elif isinstance(exc, HTTPError):
             errno = _TORNADO_ERRNO.get(status_code, ERRNO.UNDEFINED)
             message = exc.reason or self._reason
@@ -99,10 +107,41 @@ class BaseHandler(tornado.web.RequestHandler):
         elif isinstance(value, BackendError):
             log.warning("%s %s: storage failed: %s", self.request.method,
                         self.request.uri, value)
+        elif isinstance(value, QueueFull):
+            log.warning("%s %s: refused: %s", self.request.method, self.request.uri, value)
         else:
             super().log_exception(typ, value, tb)
 
     # Input -----------------------------------------------------------------
+
+    @property
+    def raw_body(self) -> bytes:
+        return self.request.body
+
+    def body_object(self) -> Dict[str, Any]:
+        """The decoded body, which must be an object (a map)."""
+        try:
+            value = codec.decode(self.raw_body, self.request.headers.get("Content-Type"))
+        except codec.DecodeError as exc:
+            raise bad_request(str(exc)) from None
+        if not isinstance(value, dict):
+            raise bad_request("body must be an object")
+        return value
+
+    async def authenticate(self) -> str:
+        """Hawk: the credential id, or a 401 (503 when the nonce store is down)."""
+        try:
+            return await self.auth.authenticate(
+                method=self.request.method, url=self.request.full_url(),
+                authorization=self.request.headers.get("Authorization"),
+                content=self.raw_body, content_type=self.request.headers.get("Content-Type"))
+        except AuthError as exc:
+            raise APIError(401, ERRNO(exc.errno), exc.message,
+                           headers={"WWW-Authenticate": self.auth.www_authenticate(exc)},
+                           log_message=exc.log_message) from None
+        except NonceStoreError as exc:
+            raise APIError(503, ERRNO.BACKEND, "Authentication is unavailable; retry later.",
+                           log_message=f"nonce store: {exc}") from None
 
     def path_key(self, addon_id: str, sha256: str) -> Key:
         try:
@@ -153,16 +192,11 @@ class BodyHandler(BaseHandler):
             raise self._too_large()
         self._chunks.append(chunk)
 
-    def body_object(self) -> Dict[str, Any]:
-        """The decoded body, which must be an object (a map)."""
-        body = b"".join(self._chunks)
-        try:
-            value = codec.decode(body, self.request.headers.get("Content-Type"))
-        except codec.DecodeError as exc:
-            raise bad_request(str(exc)) from None
-        if not isinstance(value, dict):
-            raise bad_request("body must be an object")
-        return value
+    @property
+    def raw_body(self) -> bytes:
+        if len(self._chunks) != 1:
+            self._chunks = [b"".join(self._chunks)]
+        return self._chunks[0]
 
 
 def cache_control(max_age: int) -> str:
@@ -170,7 +204,12 @@ def cache_control(max_age: int) -> str:
 
 
 class FileHandler(BaseHandler):
-    """``GET``/``HEAD /v1/addons/{addon_id}/files/{sha256}``: 200, 410 or 404."""
+    """``/v1/addons/{addon_id}/files/{sha256}``: ``GET``/``HEAD`` (200, 410 or 404),
+    and the Hawk-authenticated ``PUT`` (register) and ``DELETE`` (revoke).
+
+    Not a streaming handler, to keep the hot GET as cheap as it can be: a PUT
+    body is small, and Tornado's own limit bounds it.
+    """
 
     async def get(self, addon_id: str, sha256: str) -> None:
         key = self.path_key(addon_id, sha256)
@@ -195,6 +234,30 @@ class FileHandler(BaseHandler):
         self.finish(codec.encode_json(record.to_dict()))
 
     head = get
+
+    async def put(self, addon_id: str, sha256: str) -> None:
+        if len(self.raw_body) > self.config.max_body_size:
+            raise APIError(413, ERRNO.REQUEST_TOO_LARGE,
+                           f"request body is larger than {self.config.max_body_size} bytes")
+        await self.authenticate()
+        key = self.path_key(addon_id, sha256)
+        version = None
+        if self.raw_body.strip():
+            try:
+                version = check_version(self.body_object().get("version"))
+            except InvalidIdentifier as exc:
+                raise bad_request(str(exc), ERRNO.INVALID_PARAMETERS, field=exc.field) from None
+        [applied] = await self.registry.write([Operation("register", *key, version)])
+        self.respond(applied.record.to_dict(), 201 if applied.created else 200)
+
+    async def delete(self, addon_id: str, sha256: str) -> None:
+        await self.authenticate()
+        key = self.path_key(addon_id, sha256)
+        [applied] = await self.registry.write([Operation("revoke", *key)])
+        if applied.record is None:
+            raise APIError(404, ERRNO.MISSING_RESOURCE, "this file is not registered",
+                           {"addon_id": key[0], "sha256": key[1]})
+        self.respond(applied.record.to_dict())
 
 
 class AddonFilesHandler(BaseHandler):
@@ -358,12 +421,87 @@ class HeartbeatHandler(BaseHandler):
 
 
 class VersionHandler(BaseHandler):
-    def initialize(self, registry: Registry, settings, version: Dict[str, str]) -> None:
-        super().initialize(registry, settings)
+    def initialize(self, registry: Registry, settings, auth: Optional[HawkAuthenticator] = None,
+                   version: Optional[Dict[str, str]] = None) -> None:
+        super().initialize(registry, settings, auth)
         self.version = version
 
     def get(self) -> None:
         self.finish(codec.encode_json(self.version))
+
+
+# Writes ------------------------------------------------------------------------
+
+def _operation(i: int, item: Any) -> Operation:
+    if not isinstance(item, dict) or item.get("op") not in ("register", "revoke") \
+            or "addon_id" not in item or "sha256" not in item:
+        raise bad_request(f"operation {i} must be an object with op (register or revoke), "
+                          "addon_id and sha256", ERRNO.INVALID_REQUEST_BODY, index=i)
+    try:
+        version = check_version(item.get("version"))
+        if version is not None and item["op"] == "revoke":
+            raise InvalidIdentifier("version", "a revoke takes no version")
+        return Operation(item["op"], check_addon_id(item["addon_id"]),
+                         check_sha256(item["sha256"]), version)
+    except InvalidIdentifier as exc:
+        raise bad_request(f"operation {i}: {exc}", ERRNO.INVALID_PARAMETERS,
+                          index=i, field=exc.field) from None
+
+
+class RegistrationsHandler(BodyHandler):
+    """``POST /v1/registrations``: many operations, all valid or none written."""
+
+    async def post(self) -> None:
+        owner = await self.authenticate()
+        items = self.body_object().get("operations")
+        if not isinstance(items, list):
+            raise bad_request("'operations' must be a list", field="operations")
+        if not items:
+            raise bad_request("'operations' must hold at least one item",
+                              ERRNO.MISSING_PARAMETERS, field="operations")
+        if len(items) > self.config.max_write:
+            raise APIError(413, ERRNO.TOO_MANY_ITEMS,
+                           f"at most {self.config.max_write} operations per request",
+                           {"max_write": self.config.max_write})
+        ops = [_operation(i, item) for i, item in enumerate(items)]
+        if "respond-async" in self.request.headers.get("Prefer", "").lower():
+            job_id = await self.registry.write_async(owner, ops)
+            self.set_header("Location", f"/v1/jobs/{job_id}")
+            self.set_header("Preference-Applied", "respond-async")
+            self.respond({"job": job_id, "status": "queued"}, 202, negotiate=True)
+            return
+        results = await self.registry.write(ops)
+        self.respond({"results": [result_item(op, a) for op, a in zip(ops, results)]},
+                     negotiate=True)
+
+
+class JobHandler(BodyHandler):
+    """``GET /v1/jobs/{id}``: an asynchronous write's state (its owner only)."""
+
+    async def get(self, job_id: str) -> None:
+        owner = await self.authenticate()
+        job = await self.registry.job(job_id) if len(job_id) <= 64 else None
+        if job is None or job.owner != owner:
+            raise APIError(404, ERRNO.MISSING_RESOURCE, "no such job")
+        body: Dict[str, Any] = {"job": job.id, "status": job.status}
+        if job.results is not None:
+            body["results"] = job.results
+        self.set_header("Cache-Control", "no-store")
+        self.respond(body, negotiate=True)
+
+
+class OldHashHandler(BodyHandler):
+    """``POST /hash`` ``{id, sha256}`` (2013 API, Hawk): ``202`` once committed."""
+
+    async def post(self) -> None:
+        await self.authenticate()
+        addon_id, sha256 = _old_item(self.body_object())
+        try:
+            key = check_addon_id(addon_id), check_sha256(sha256)
+        except InvalidIdentifier as exc:
+            raise bad_request(str(exc), ERRNO.INVALID_PARAMETERS, field=exc.field) from None
+        await self.registry.write([Operation("register", *key)])
+        self.respond({"id": addon_id, "sha256": sha256, "registered": True}, 202)
 
 
 class NotFoundHandler(BaseHandler):

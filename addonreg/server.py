@@ -19,6 +19,9 @@ import tornado.httpserver
 import tornado.netutil
 
 from .app import make_app
+from .auth import HawkAuthenticator, NonceStore, load_nonce_store
+from .batcher import WriteBatcher
+from .bus import InvalidationBus, load_bus
 from .config import Settings, configure_logging
 from .registry import Registry
 from .storage import BackendError, RegistrationStore, load_storage
@@ -33,12 +36,15 @@ _HARD_BODY_LIMIT_FACTOR = 4
 
 
 class Service:
-    """Storage, registry, app and HTTP server of one process."""
+    """What one process builds once: storage, bus, registry, batcher, app, HTTP server."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store: Optional[RegistrationStore] = None
+        self.bus: Optional[InvalidationBus] = None
+        self.nonces: Optional[NonceStore] = None
         self.registry: Optional[Registry] = None
+        self.batcher: Optional[WriteBatcher] = None
         self.server: Optional[tornado.httpserver.HTTPServer] = None
         self.sockets: List[socket.socket] = []
 
@@ -52,8 +58,25 @@ class Service:
         await self.store.create_schema()
 
     def build(self) -> None:
-        self.registry = Registry(self.store, self.settings)
-        self.app = make_app(self.registry, self.settings)
+        s = self.settings
+        self.registry = Registry(self.store, s)
+        self.bus = load_bus(s)
+        self.registry.checks["pubsub"] = self.bus.heartbeat
+        self.batcher = WriteBatcher(self.store, self.bus.publish, batch_size=s.write_batch_size,
+                                    max_queue=s.write_queue_size, window=s.write_window)
+        self.registry.batcher = self.batcher
+        self.nonces = load_nonce_store(s.pubsub)
+        auth = HawkAuthenticator(s.hawk_credentials, self.nonces, skew=s.hawk_skew)
+        self.app = make_app(self.registry, s, auth)
+
+    async def start_writer(self) -> None:
+        """Subscribe to invalidations, start the batcher, finish jobs a previous run left."""
+        await self.bus.start(self.registry.apply_changes, self.registry.invalidate_all,
+                             self.registry.bus_state)
+        self.batcher.start()
+        resumed = await self.registry.resume_jobs()
+        if resumed:
+            log.info("resuming %d queued jobs", resumed)
 
     def listen(self, sockets: Optional[List[socket.socket]] = None) -> None:
         self.server = tornado.httpserver.HTTPServer(
@@ -66,19 +89,26 @@ class Service:
     async def start(self, sockets: Optional[List[socket.socket]] = None) -> "Service":
         await self.open_storage()
         self.build()
+        await self.start_writer()
         self.listen(sockets)
         return self
 
     async def stop(self) -> None:
-        """Stop accepting, let requests in flight finish, release storage."""
+        """Stop accepting, commit the queued writes, answer them, release everything."""
         if self.server is not None:
             self.server.stop()
+        if self.batcher is not None:
+            await self.batcher.drain()
+            # Let the handlers whose writes just committed send their answers.
+            await asyncio.sleep(0.1)
+        if self.server is not None:
             try:
                 await asyncio.wait_for(self.server.close_all_connections(), 10)
             except asyncio.TimeoutError:
                 log.warning("connections still open after 10 s; closing anyway")
-        if self.store is not None:
-            await self.store.close()
+        for closable in (self.bus, self.nonces, self.store):
+            if closable is not None:
+                await closable.close()
 
 
 def _event_loop_factory(settings: Settings):
