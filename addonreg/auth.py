@@ -45,7 +45,7 @@ import re
 import secrets
 import time
 from typing import Callable, Dict, Mapping, Optional, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import mohawk
 import mohawk.base
@@ -234,9 +234,11 @@ def load_nonce_store(pubsub_url: str, skew: int = DEFAULT_SKEW) -> NonceStore:
     ``local://`` gives a :class:`MemoryNonceStore` (one process). Raises
     ``ValueError`` for any other scheme.
     """
-    scheme = urlsplit(pubsub_url).scheme
+    parts = urlsplit(pubsub_url)
+    scheme = parts.scheme
     if scheme in ("redis", "rediss"):
-        return RedisNonceStore.from_url(pubsub_url, skew=skew)
+        # The query holds the bus's options (?channel=…), not redis-py's.
+        return RedisNonceStore.from_url(urlunsplit(parts._replace(query="")), skew=skew)
     if scheme == "local":
         return MemoryNonceStore(skew=skew)
     raise ValueError("the pub/sub URL must be local:// or redis://host:port/db")

@@ -133,6 +133,8 @@ class Settings:
                                    "most operations waiting to be written (503 above)")
     write_window: float = _field(0.002, _non_negative_float,
                                  "how long a lone write waits for others to share its commit")
+    shutdown_timeout: float = _field(
+        10.0, _non_negative_float, "on SIGTERM, longest wait for write requests in flight")
     hawk_skew: int = _field(60, _positive_int, "Hawk clock skew allowed, seconds")
     http_max_age: int = _field(300, int, "Cache-Control max-age of 200/410 answers")
     http_negative_max_age: int = _field(30, int, "Cache-Control max-age of 404 answers")

@@ -52,6 +52,19 @@ class BaseHandler(tornado.web.RequestHandler):
     def compute_etag(self) -> Optional[str]:
         return None  # resources that have an ETag set it themselves
 
+    _counted = False
+
+    def count_write(self) -> None:
+        """Count this request as a write in flight until it is answered (for shutdown)."""
+        if not self._counted:
+            self._counted = True
+            self.registry.write_started()
+
+    def on_finish(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.registry.write_finished()
+
     # Output ----------------------------------------------------------------
 
     def respond(self, body: Any, status: int = 200, negotiate: bool = False) -> None:
@@ -175,6 +188,8 @@ class BodyHandler(BaseHandler):
     """
 
     def prepare(self) -> None:
+        if self.request.method != "GET":
+            self.count_write()
         self._chunks: List[bytes] = []
         self._size = 0
         length = self.request.headers.get("Content-Length")
@@ -234,6 +249,10 @@ class FileHandler(BaseHandler):
         self.finish(codec.encode_json(record.to_dict()))
 
     head = get
+
+    def prepare(self) -> None:
+        if self.request.method in ("PUT", "DELETE"):
+            self.count_write()
 
     async def put(self, addon_id: str, sha256: str) -> None:
         if len(self.raw_body) > self.config.max_body_size:

@@ -37,6 +37,11 @@ class Registry:
             settings.cache_negative_ttl)
         self.checks: Dict[str, Any] = {"storage": store.heartbeat}
         self.batcher: Optional[WriteBatcher] = None
+        # Requests that may write, counted from their headers to their answer,
+        # so that shutdown lets them finish before the batcher is drained.
+        self.writes_in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # Reads ---------------------------------------------------------------
 
@@ -66,6 +71,24 @@ class Registry:
         return await self.store.changes(since, limit)
 
     # Writes ----------------------------------------------------------------
+
+    def write_started(self) -> None:
+        self.writes_in_flight += 1
+        self._idle.clear()
+
+    def write_finished(self) -> None:
+        self.writes_in_flight -= 1
+        if self.writes_in_flight <= 0:
+            self.writes_in_flight = 0
+            self._idle.set()
+
+    async def wait_for_writes(self, timeout: float) -> bool:
+        """Wait until no write request is in flight; False when ``timeout`` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
     async def write(self, ops: Sequence[Operation]) -> List[Applied]:
         """Commit ``ops`` (group commit); raises QueueFull or BackendError."""

@@ -65,7 +65,7 @@ class Service:
         self.batcher = WriteBatcher(self.store, self.bus.publish, batch_size=s.write_batch_size,
                                     max_queue=s.write_queue_size, window=s.write_window)
         self.registry.batcher = self.batcher
-        self.nonces = load_nonce_store(s.pubsub)
+        self.nonces = load_nonce_store(s.pubsub, skew=s.hawk_skew)
         auth = HawkAuthenticator(s.hawk_credentials, self.nonces, skew=s.hawk_skew)
         self.app = make_app(self.registry, s, auth)
 
@@ -97,10 +97,13 @@ class Service:
         """Stop accepting, commit the queued writes, answer them, release everything."""
         if self.server is not None:
             self.server.stop()
+        if self.registry is not None and not await self.registry.wait_for_writes(
+                self.settings.shutdown_timeout):
+            log.warning("write requests still in flight after %s s", self.settings.shutdown_timeout)
         if self.batcher is not None:
             await self.batcher.drain()
             # Let the handlers whose writes just committed send their answers.
-            await asyncio.sleep(0.1)
+            await self.registry.wait_for_writes(1.0)
         if self.server is not None:
             try:
                 await asyncio.wait_for(self.server.close_all_connections(), 10)
@@ -140,6 +143,10 @@ async def _serve(settings: Settings) -> int:
     log.info("addonreg listening on %s:%s (storage %s, %s)", settings.host, service.port,
              settings.storage.split(":", 1)[0], type(loop).__module__.split(".")[0])
     await stopping.wait()
+    # A second SIGTERM must not cut the drain short (nor kill us once the loop
+    # has closed and the default action is back); SIGKILL remains for that.
+    loop.remove_signal_handler(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log.info("stopping")
     await service.stop()
     log.info("stopped")

@@ -14,21 +14,27 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from typing import Any, AsyncIterator, Dict, Iterator, Optional
 from urllib.parse import urlsplit
 
 import pymysql
 import pytest
+import redis
+import redis.exceptions
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
+from addonreg.auth import sign
 from addonreg.config import load_settings
 from addonreg.server import Service
 
 MYSQL_URL = os.environ.get("ADDONREG_TEST_MYSQL", "mysql://root@127.0.0.1:3306/addonreg_test")
+REDIS_URL = os.environ.get("ADDONREG_TEST_REDIS", "redis://127.0.0.1:6379/0")
 REQUIRE_SERVICES = os.environ.get("ADDONREG_REQUIRE_SERVICES") == "1"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _mysql_state: Dict[str, Any] = {}
+_redis_state: Dict[str, Any] = {}
 
 
 def mysql_connect(url: str = MYSQL_URL, db: bool = True):
@@ -60,6 +66,33 @@ def need_mysql() -> None:
         if REQUIRE_SERVICES:
             pytest.fail(reason + " (ADDONREG_REQUIRE_SERVICES=1: not skipping)")
         pytest.skip(reason)
+
+
+def redis_available() -> Optional[str]:
+    """None when Redis answers; otherwise the reason it does not."""
+    if "reason" not in _redis_state:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            client.ping()
+            _redis_state["reason"] = None
+        except (redis.exceptions.RedisError, OSError) as exc:
+            _redis_state["reason"] = f"Redis at {REDIS_URL} unavailable: {exc}"
+        finally:
+            client.close()
+    return _redis_state["reason"]
+
+
+def need_redis() -> None:
+    reason = redis_available()
+    if reason:
+        if REQUIRE_SERVICES:
+            pytest.fail(reason + " (ADDONREG_REQUIRE_SERVICES=1: not skipping)")
+        pytest.skip(reason)
+
+
+def redis_pubsub_url() -> str:
+    """The test Redis as a pub/sub URL on a channel of its own (no cross-talk between runs)."""
+    return f"{REDIS_URL}?channel=addonreg-test-{uuid.uuid4().hex}"
 
 
 def reset_mysql(url: str = MYSQL_URL) -> None:
@@ -115,6 +148,28 @@ class Client:
 
     def close(self) -> None:
         self.http.close()
+
+
+CREDS = {"amo": "amo-secret-key", "other": "other-key"}
+
+
+class Writer(Client):
+    """A client that signs its requests with Hawk."""
+
+    def __init__(self, base, ident="amo"):
+        super().__init__(base)
+        self.ident = ident
+
+    async def signed(self, method, path, body=None, raw=None, headers=None, ident=None,
+                     key=None, **sign_kw):
+        if body is not None:
+            raw = json.dumps(body).encode()
+        headers = dict(headers or {})
+        content_type = headers.setdefault("Content-Type", "application/json") if raw else None
+        ident = ident or self.ident
+        headers["Authorization"] = sign(ident, key or CREDS[ident], method, self.base + path,
+                                        raw or b"", content_type, **sign_kw)
+        return await self.fetch(method, path, raw=raw, headers=headers)
 
 
 @pytest.fixture

@@ -9,31 +9,9 @@ import pytest
 from addonreg.auth import sign
 from addonreg.server import Service
 from addonreg.storage.testing import sha
-from tests.conftest import BACKENDS, Client, assert_error, body, make_settings
+from tests.conftest import BACKENDS, CREDS, Writer, assert_error, body, make_settings
 
 pytestmark = pytest.mark.parametrize("storage_url", BACKENDS, indirect=True)
-
-CREDS = {"amo": "amo-secret-key", "other": "other-key"}
-
-
-class Writer(Client):
-    """A client that signs its requests with Hawk."""
-
-    def __init__(self, base, ident="amo"):
-        super().__init__(base)
-        self.ident = ident
-
-    async def signed(self, method, path, body=None, raw=None, headers=None, ident=None,
-                     key=None, **sign_kw):
-        if body is not None:
-            raw = json.dumps(body).encode()
-        headers = dict(headers or {})
-        content_type = headers.setdefault("Content-Type", "application/json") if raw else None
-        ident = ident or self.ident
-        headers["Authorization"] = sign(ident, key or CREDS[ident], method, self.base + path,
-                                        raw or b"", content_type, **sign_kw)
-        return await self.fetch(method, path, raw=raw, headers=headers)
-
 
 @pytest.fixture
 async def service(storage_url):
