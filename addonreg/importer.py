@@ -2,10 +2,11 @@
 
 The file is read and checked whole before anything is written, so a
 malformed row stops the import with nothing written and a message naming its
-line. Rows are then committed in batches through :meth:`RegistrationStore.apply`,
-each changed row taking its own serial exactly as an API registration would.
-Importing the same file again changes nothing (a registered file with the
-same version takes no serial).
+line. Rows are then committed in batches through the same path as API writes
+(:class:`~addonreg.batcher.WriteBatcher`), each changed row taking its own
+serial, and every change is published on the invalidation bus, so running
+servers' caches follow the import at once. Importing the same file again
+changes nothing (a registered file with the same version takes no serial).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import sys
 import time
 from typing import IO, Iterator, List, Optional
 
+from .batcher import WriteBatcher
+from .bus import BusError, load_bus
 from .config import Settings
 from .ids import InvalidIdentifier, check_addon_id, check_sha256, check_version
 from .storage import BackendError, Operation, load_storage
@@ -119,23 +122,30 @@ async def import_file(settings: Settings, path: str, batch_size: int = 2000,
         print(f"addonreg import: cannot read {path}: {exc}", file=sys.stderr)
         return 1
     store = load_storage(settings)
+    bus = load_bus(settings)
     changed = done = 0
     try:
         await store.open()
         await store.create_schema()
+        await bus.start(lambda records: None, lambda: None)
+        batcher = WriteBatcher(store, bus.publish, batch_size=max(batch_size, 1),
+                               max_queue=max(batch_size, 1), window=0)
+        batcher.start()
         from tqdm import tqdm
         with tqdm(total=len(operations), unit="rows", disable=not progress,
                   file=sys.stderr, desc="import") as bar:
             for i in range(0, len(operations), max(batch_size, 1)):
                 batch = operations[i:i + batch_size]
-                changed += sum(a.changed for a in await store.apply(batch))
+                changed += sum(a.changed for a in await batcher.submit(batch))
                 done += len(batch)
                 bar.update(len(batch))
-    except BackendError as exc:
+        await batcher.drain()
+    except (BackendError, BusError) as exc:
         print(f"addonreg import: storage failed after {done} rows (importing again is "
               f"harmless): {exc}", file=sys.stderr)
         return 1
     finally:
+        await bus.close()
         await store.close()
     elapsed = time.monotonic() - started
     print(f"imported {done} rows ({changed} changed, {done - changed} already there) "

@@ -213,6 +213,7 @@ class ServerProcess:
                         ADDONREG_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
         full_env.pop("ADDONREG_CONFIG", None)
         full_env.update(env)
+        self.env = full_env
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "addonreg", "serve", *args], env=full_env, cwd=ROOT,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

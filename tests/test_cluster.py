@@ -250,3 +250,23 @@ async def test_sigterm_during_a_large_bulk_write(cluster, writers, delay):
         assert count == 5000 and len(body(r)["results"]) == 5000
     else:
         assert count == 0, (code, count)
+
+
+async def test_an_import_reaches_running_servers_caches(cluster, writers, tmp_path):
+    import os
+    import subprocess
+    import sys
+    a = cluster()
+    wa = writers(a)
+    assert (await wa.get(path(1, "imp@example.com"))).code == 404  # cached "unknown"
+    rows = tmp_path / "rows.csv"
+    rows.write_text("addon_id,sha256,version\n"
+                    + "".join(f"imp@example.com,{sha(n)},1\n" for n in range(100)))
+    env = dict(os.environ, ADDONREG_STORAGE=MYSQL_URL,
+               ADDONREG_PUBSUB=a.env["ADDONREG_PUBSUB"])
+    result = subprocess.run([sys.executable, "-m", "addonreg", "import", "--quiet", str(rows)],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "imported 100 rows (100 changed" in result.stdout
+    r = await wa.get(path(1, "imp@example.com"))
+    assert r.code == 200 and body(r)["version"] == "1"
