@@ -18,9 +18,24 @@ JSON = "application/json"
 MSGPACK = "application/msgpack"
 _MSGPACK_TYPES = (MSGPACK, "application/x-msgpack", "application/vnd.msgpack")
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
-                          allow_nan=False).encode
-_loads = json.loads
+# ensure_ascii: a lone surrogate a client sent (valid JSON, not valid UTF-8)
+# can still be echoed back.
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number out of range")
+    return value
+
+
+# Strict JSON: no NaN/Infinity, and no number that only parses to infinity.
+_loads = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
 
 
 class DecodeError(ValueError):
@@ -37,7 +52,7 @@ def is_msgpack(content_type: Optional[str]) -> bool:
 
 def wants_msgpack(accept: Optional[str]) -> bool:
     """True when the Accept header asks for msgpack (before or without JSON)."""
-    if not accept or "msgpack" not in accept:
+    if not accept or "msgpack" not in accept.lower():
         return False
     for part in accept.split(","):
         kind = part.split(";", 1)[0].strip().lower()
@@ -48,16 +63,20 @@ def wants_msgpack(accept: Optional[str]) -> bool:
     return False
 
 
-def decode(body: bytes, content_type: Optional[str]) -> Any:
-    """Parse a request body; raise :class:`DecodeError` when it does not parse."""
-    if is_msgpack(content_type):
+def decode(body: bytes, content_type: Optional[str], msgpack_allowed: bool = True) -> Any:
+    """Parse a request body; raise :class:`DecodeError` when it does not parse.
+
+    MessagePack only where ``msgpack_allowed``: elsewhere the body is JSON
+    whatever its Content-Type says.
+    """
+    if msgpack_allowed and is_msgpack(content_type):
         try:
             # unpackb bounds every length by len(body): no allocation bombs.
             return msgpack.unpackb(body, raw=False, strict_map_key=False)
         except Exception as exc:  # msgpack raises many unrelated types
             raise DecodeError("body is not valid MessagePack") from exc
     try:
-        return _loads(body)
+        return _loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise DecodeError("body is not valid JSON") from exc
 

@@ -131,10 +131,14 @@ class BaseHandler(tornado.web.RequestHandler):
     def raw_body(self) -> bytes:
         return self.request.body
 
-    def body_object(self) -> Dict[str, Any]:
-        """The decoded body, which must be an object (a map)."""
+    def body_object(self, msgpack_allowed: bool = False) -> Dict[str, Any]:
+        """The decoded body, which must be an object (a map).
+
+        JSON; MessagePack too where the contract says so (``msgpack_allowed``).
+        """
         try:
-            value = codec.decode(self.raw_body, self.request.headers.get("Content-Type"))
+            value = codec.decode(self.raw_body, self.request.headers.get("Content-Type"),
+                                 msgpack_allowed)
         except codec.DecodeError as exc:
             raise bad_request(str(exc)) from None
         if not isinstance(value, dict):
@@ -163,7 +167,7 @@ class BaseHandler(tornado.web.RequestHandler):
             raise bad_request(str(exc), ERRNO.INVALID_PARAMETERS, field=exc.field) from None
 
     def int_argument(self, name: str, default: int, lowest: int, highest: int) -> int:
-        raw = self.get_query_argument(name, None)
+        raw = self.get_query_argument(name, None, strip=False)
         if raw is None:
             return default
         try:
@@ -337,7 +341,8 @@ class LookupHandler(BodyHandler):
     """``POST /v1/lookup``: many files at once, answers in request order."""
 
     async def post(self) -> None:
-        keys = lookup_keys(self.body_object().get("files"), self.config.max_lookup)
+        keys = lookup_keys(self.body_object(msgpack_allowed=True).get("files"),
+                           self.config.max_lookup)
         records = await self.registry.lookup(keys)
         self.respond({"results": [
             {"addon_id": a, "sha256": s, "status": r.status, "version": r.version}
@@ -472,7 +477,7 @@ class RegistrationsHandler(BodyHandler):
 
     async def post(self) -> None:
         owner = await self.authenticate()
-        items = self.body_object().get("operations")
+        items = self.body_object(msgpack_allowed=True).get("operations")
         if not isinstance(items, list):
             raise bad_request("'operations' must be a list", field="operations")
         if not items:
