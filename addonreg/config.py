@@ -67,6 +67,12 @@ def _pubsub_url(raw: str) -> str:
         raise ValueError("must be local:// or redis://host:port/db")
     if parts.scheme == "redis":
         parts.port
+        from .bus.redis import parse_url  # the bus's own options (?channel=…&timeout=…)
+        try:
+            parse_url(raw)
+        except ValueError as exc:
+            raise ValueError(f"must be redis://host:port/db[?channel=…&timeout=…]: {exc}") \
+                from None
     return raw
 
 

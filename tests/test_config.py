@@ -31,6 +31,7 @@ def test_credentials_are_parsed_and_not_shown():
 @pytest.mark.parametrize("name, value", [
     ("PORT", "eighty"), ("PORT", "70000"), ("STORAGE", "postgres://x"),
     ("STORAGE", "mysql://host-only"), ("STORAGE", "sqlite://relative"), ("PUBSUB", "kafka://x"),
+    ("PUBSUB", "redis://127.0.0.1:6379/0?chanel=x"), ("PUBSUB", "redis://h:1/0?timeout=0"),
     ("MAX_LOOKUP", "0"), ("CACHE_TTL", "-1"), ("LOG_LEVEL", "LOUD"),
     ("HAWK_CREDENTIALS", "nokey"), ("XHEADERS", "maybe"), ("CACHE_TTL", "nan"),
 ])
