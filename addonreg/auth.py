@@ -39,6 +39,7 @@ Signing, for tests and tools::
 from __future__ import annotations
 
 import abc
+import asyncio
 import collections
 import hashlib
 import re
@@ -183,10 +184,11 @@ class RedisNonceStore(NonceStore):
     """
 
     def __init__(self, client: "redis.asyncio.Redis", skew: int = DEFAULT_SKEW,
-                 prefix: str = "addonreg:nonce:") -> None:
+                 prefix: str = "addonreg:nonce:", timeout: float = 2.0) -> None:
         self.client = client
         self.ttl = 2 * skew
         self.prefix = prefix
+        self.timeout = timeout
 
     @classmethod
     def from_url(cls, url: str, skew: int = DEFAULT_SKEW, prefix: str = "addonreg:nonce:",
@@ -196,10 +198,12 @@ class RedisNonceStore(NonceStore):
         ``timeout`` bounds connecting and every command, so a Redis that is
         down or stuck gives a prompt :class:`NonceStoreError`.
         """
+        # No socket_timeout: redis-py wraps writes in asyncio.wait_for then,
+        # which on Python 3.11 can swallow a cancellation (a close() that
+        # hangs). Each call is bounded with asyncio.timeout instead.
         client = redis.asyncio.Redis.from_url(
-            url, socket_connect_timeout=timeout, socket_timeout=timeout,
-            retry=Retry(NoBackoff(), 0))
-        return cls(client, skew=skew, prefix=prefix)
+            url, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+        return cls(client, skew=skew, prefix=prefix, timeout=timeout)
 
     def key(self, credential_id: str, nonce: str) -> str:
         digest = hashlib.sha256(nonce.encode("utf-8", "surrogatepass")).hexdigest()
@@ -207,16 +211,18 @@ class RedisNonceStore(NonceStore):
 
     async def check_and_remember(self, credential_id: str, nonce: str, timestamp: int) -> bool:
         try:
-            stored = await self.client.set(self.key(credential_id, nonce), b"1",
-                                           nx=True, ex=self.ttl)
-        except (redis.exceptions.RedisError, OSError) as exc:
+            async with asyncio.timeout(self.timeout):
+                stored = await self.client.set(self.key(credential_id, nonce), b"1",
+                                               nx=True, ex=self.ttl)
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
             raise NonceStoreError(original=exc) from exc
         return bool(stored)
 
     async def heartbeat(self) -> None:
         try:
-            await self.client.ping()
-        except (redis.exceptions.RedisError, OSError) as exc:
+            async with asyncio.timeout(self.timeout):
+                await self.client.ping()
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
             raise NonceStoreError(original=exc) from exc
 
     async def close(self) -> None:

@@ -55,11 +55,12 @@ Not thread-safe: one bus per event loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import os
 import random
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import msgpack
@@ -187,7 +188,11 @@ class RedisBus(InvalidationBus):
         self.backoff = backoff
         parts = urlsplit(url)
         self._where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"  # no password
-        options = dict(socket_connect_timeout=timeout, socket_timeout=timeout,
+        # No socket_timeout: with one, redis-py puts every write under
+        # asyncio.wait_for, which on Python 3.11 can swallow a cancellation (and
+        # close() would wait forever). Each operation here is bounded by
+        # asyncio.timeout instead.
+        options = dict(socket_connect_timeout=timeout, socket_timeout=None,
                        socket_keepalive=True, client_name="addonreg-bus")
         # One immediate retry, on a fresh connection: after a Redis restart the
         # pooled connection is dead and the first PUBLISH on it fails. A retried
@@ -200,7 +205,12 @@ class RedisBus(InvalidationBus):
             url, retry=Retry(NoBackoff(), 0, supported_errors=()), **options)
         self._sequence = 0
         self._last_seen: Dict[bytes, int] = {}  # origin -> last sequence; oldest first
-        self._outbox: asyncio.Queue[bytes] = asyncio.Queue(_OUTBOX_SIZE)
+        # Messages waiting for the sender task, oldest first. Not an asyncio.Queue
+        # awaited under wait_for(): on Python 3.11 that can swallow a cancellation.
+        self._outbox: Deque[bytes] = collections.deque()
+        self._wakeup = asyncio.Event()  # set: the outbox has something
+        self._idle = asyncio.Event()  # set: nothing queued nor being sent
+        self._idle.set()
         self._gap_pending = False  # a message of ours was lost since the last one that got through
         self._receiver: Optional[asyncio.Task] = None
         self._sender: Optional[asyncio.Task] = None
@@ -255,26 +265,33 @@ class RedisBus(InvalidationBus):
             log.warning("bus closed: %d change(s) not sent to the other processes", len(records))
             self._lost(1)
             return
-        try:
-            self._outbox.put_nowait(payload)
-        except asyncio.QueueFull:
+        if len(self._outbox) >= _OUTBOX_SIZE:
             log.warning("pub/sub outbox full (%d messages): change(s) not sent", _OUTBOX_SIZE)
             self._lost(1)
+            return
+        self._outbox.append(payload)
+        self._idle.clear()
+        self._wakeup.set()
 
     async def close(self) -> None:
         """Send what is queued (for at most ``timeout``), stop the tasks, close the connections."""
         if self._closed:
             return
         self._closed = True
+        self._wakeup.set()
         if self._sender is not None and not self._sender.done():
             try:
-                await asyncio.wait_for(self._outbox.join(), self.timeout)
-            except asyncio.TimeoutError:
-                log.warning("closing with %d message(s) unsent", self._outbox.qsize())
-        tasks = [t for t in (self._sender, self._receiver) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+                async with asyncio.timeout(self.timeout):
+                    await self._idle.wait()
+            except TimeoutError:
+                log.warning("closing with %d message(s) unsent", len(self._outbox))
+        pending = {t for t in (self._sender, self._receiver) if t is not None}
+        while pending:
+            for task in pending:
+                task.cancel()
+            # Cancel again if one is still running: a library may have swallowed
+            # the first cancellation (the loops also stop once they see _closed).
+            _, pending = await asyncio.wait(pending, timeout=self.timeout)
         await self._subscriber.aclose()
         await self._commands.aclose()
 
@@ -298,19 +315,28 @@ class RedisBus(InvalidationBus):
         """Send the outbox in order; after a loss, announce the gap until a message gets through."""
         failures = 0
         while True:
-            queued = True
-            if self._gap_pending and self._outbox.empty():
+            if not self._outbox:
+                self._idle.set()
+                if self._closed:
+                    return  # drained (close() also cancels: this is the way out if that was lost)
+                self._wakeup.clear()
+                if not self._gap_pending:
+                    await self._wakeup.wait()
+                    continue
                 try:
-                    payload = await asyncio.wait_for(self._outbox.get(), self._delay(failures))
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(self._delay(failures)):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    pass
+                if not self._outbox:
                     # An empty message with the next number: receivers see the gap now.
                     self._sequence += 1
-                    payload = encode(self.origin, self._sequence, ())
-                    queued = False
-            else:
-                payload = await self._outbox.get()
+                    self._outbox.append(encode(self.origin, self._sequence, ()))
+                    self._idle.clear()
+            payload = self._outbox[0]
             try:
-                await self._commands.publish(self.channel, payload)
+                async with asyncio.timeout(self.timeout):
+                    await self._commands.publish(self.channel, payload)
             except Exception as exc:  # whatever it is, the loop must go on
                 failures += 1
                 self._lost(1)
@@ -324,8 +350,7 @@ class RedisBus(InvalidationBus):
                 self._gap_pending = False
                 self._counts["published"] += 1
             finally:
-                if queued:
-                    self._outbox.task_done()
+                self._outbox.popleft()
 
     def _delay(self, failures: int) -> float:
         first, longest = self.backoff
@@ -337,7 +362,7 @@ class RedisBus(InvalidationBus):
         """Subscribe, listen until the subscription fails, and again, forever."""
         failures = 0
         may_have_missed = False  # a subscription was lost, or the first attempt failed
-        while True:
+        while not self._closed:
             pubsub = self._subscriber.pubsub()
             try:
                 await self._subscribe(pubsub)
@@ -383,7 +408,8 @@ class RedisBus(InvalidationBus):
                 if pinged and now - heard > self.keepalive + self.timeout:
                     raise redis.exceptions.TimeoutError("no answer to the keep-alive PING")
                 if not pinged and now - heard > self.keepalive:
-                    await pubsub.ping()
+                    async with asyncio.timeout(self.timeout):
+                        await pubsub.ping()
                     pinged = True
                 continue
             heard, pinged = now, False
