@@ -54,16 +54,22 @@ class BaseHandler(tornado.web.RequestHandler):
 
     _counted = False
 
-    def count_write(self) -> None:
-        """Count this request as a write in flight until it is answered (for shutdown)."""
+    def count_in_flight(self) -> None:
+        """Count this request as in flight until it is answered or dropped (for shutdown)."""
         if not self._counted:
             self._counted = True
-            self.registry.write_started()
+            self.registry.request_started()
 
     def on_finish(self) -> None:
         if self._counted:
             self._counted = False
-            self.registry.write_finished()
+            self.registry.request_finished()
+
+    def on_connection_close(self) -> None:
+        # The client left (perhaps before its body was complete): no answer
+        # will be finished, so stop counting the request here.
+        self.on_finish()
+        super().on_connection_close()
 
     # Output ----------------------------------------------------------------
 
@@ -193,7 +199,7 @@ class BodyHandler(BaseHandler):
 
     def prepare(self) -> None:
         if self.request.method != "GET":
-            self.count_write()
+            self.count_in_flight()
         self._chunks: List[bytes] = []
         self._size = 0
         length = self.request.headers.get("Content-Length")
@@ -256,7 +262,7 @@ class FileHandler(BaseHandler):
 
     def prepare(self) -> None:
         if self.request.method in ("PUT", "DELETE"):
-            self.count_write()
+            self.count_in_flight()
 
     async def put(self, addon_id: str, sha256: str) -> None:
         if len(self.raw_body) > self.config.max_body_size:

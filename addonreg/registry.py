@@ -37,9 +37,10 @@ class Registry:
             settings.cache_negative_ttl)
         self.checks: Dict[str, Any] = {"storage": store.heartbeat}
         self.batcher: Optional[WriteBatcher] = None
-        # Requests that may write, counted from their headers to their answer,
-        # so that shutdown lets them finish before the batcher is drained.
-        self.writes_in_flight = 0
+        # Requests with a body (writes, bulk lookups), counted from their headers
+        # to their answer, so that shutdown lets them finish before the
+        # batcher is drained.
+        self.requests_in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -72,18 +73,18 @@ class Registry:
 
     # Writes ----------------------------------------------------------------
 
-    def write_started(self) -> None:
-        self.writes_in_flight += 1
+    def request_started(self) -> None:
+        self.requests_in_flight += 1
         self._idle.clear()
 
-    def write_finished(self) -> None:
-        self.writes_in_flight -= 1
-        if self.writes_in_flight <= 0:
-            self.writes_in_flight = 0
+    def request_finished(self) -> None:
+        self.requests_in_flight -= 1
+        if self.requests_in_flight <= 0:
+            self.requests_in_flight = 0
             self._idle.set()
 
-    async def wait_for_writes(self, timeout: float) -> bool:
-        """Wait until no write request is in flight; False when ``timeout`` passed first."""
+    async def wait_for_requests(self, timeout: float) -> bool:
+        """Wait until no counted request is in flight; False when ``timeout`` passed first."""
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
             return True

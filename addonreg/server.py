@@ -97,13 +97,13 @@ class Service:
         """Stop accepting, commit the queued writes, answer them, release everything."""
         if self.server is not None:
             self.server.stop()
-        if self.registry is not None and not await self.registry.wait_for_writes(
+        if self.registry is not None and not await self.registry.wait_for_requests(
                 self.settings.shutdown_timeout):
-            log.warning("write requests still in flight after %s s", self.settings.shutdown_timeout)
+            log.warning("requests still in flight after %s s", self.settings.shutdown_timeout)
         if self.batcher is not None:
             await self.batcher.drain()
             # Let the handlers whose writes just committed send their answers.
-            await self.registry.wait_for_writes(1.0)
+            await self.registry.wait_for_requests(1.0)
         if self.server is not None:
             try:
                 await asyncio.wait_for(self.server.close_all_connections(), 10)
