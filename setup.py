@@ -18,6 +18,7 @@ setup(
         "tqdm>=4.66,<5",
         "redis>=5.0,<9",
         "mohawk>=1.1,<2",
+        "prometheus-client>=0.20,<1",
         "uvloop>=0.19,<0.24; sys_platform != 'win32'",
     ],
     extras_require={

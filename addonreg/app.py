@@ -12,6 +12,8 @@ import tornado.web
 from . import __version__
 from . import handlers as h
 from .auth import HawkAuthenticator
+from .logs import log_request
+from .metrics import MetricsPump
 from .registry import Registry
 
 __all__ = ["make_app", "version_info"]
@@ -39,7 +41,8 @@ def version_info() -> Dict[str, str]:
 
 
 def make_app(registry: Registry, settings, auth: HawkAuthenticator,
-             version: Optional[Dict[str, str]] = None) -> tornado.web.Application:
+             version: Optional[Dict[str, str]] = None,
+             pump: Optional[MetricsPump] = None) -> tornado.web.Application:
     deps = {"registry": registry, "settings": settings, "auth": auth}
     routes = [
         (rf"/v1/addons/{_ADDON}/files/{_SHA}", h.FileHandler, deps),
@@ -55,7 +58,8 @@ def make_app(registry: Registry, settings, auth: HawkAuthenticator,
         (r"/__lbheartbeat__", h.LBHeartbeatHandler, deps),
         (r"/__heartbeat__", h.HeartbeatHandler, deps),
         (r"/__version__", h.VersionHandler, dict(deps, version=version or version_info())),
+        (r"/__metrics__", h.MetricsHandler, dict(deps, pump=pump)),
     ]
     return tornado.web.Application(
         routes, default_handler_class=h.NotFoundHandler, default_handler_args=deps,
-        compress_response=False)
+        compress_response=False, log_function=log_request)

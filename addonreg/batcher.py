@@ -33,7 +33,7 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Awaitable, Callable, Deque, Dict, List, Optional, Sequence
+from typing import Awaitable, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from .storage import Applied, BackendError, Job, Operation, Record, RegistrationStore
 
@@ -77,6 +77,7 @@ class WriteBatcher:
         self._closing = False
         self._task: Optional[asyncio.Task] = None
         self._retries: Dict[str, asyncio.TimerHandle] = {}
+        self._samples: List[Tuple[int, float]] = []  # (operations, seconds) per commit
         self.stats = {"batches": 0, "operations": 0, "changes": 0, "failed_batches": 0,
                       "last_batch_size": 0, "last_commit_seconds": 0.0}
 
@@ -116,6 +117,11 @@ class WriteBatcher:
         self._queue.append(_Item(job.operations, None, job))
         self._queued_ops += len(job.operations)
         self._wakeup.set()
+
+    def drain_samples(self) -> List[Tuple[int, float]]:
+        """(operations, commit seconds) of each commit since the last call (for metrics)."""
+        samples, self._samples = self._samples, []
+        return samples
 
     # The writer --------------------------------------------------------------
 
@@ -167,7 +173,9 @@ class WriteBatcher:
         except BackendError:
             self.stats["failed_batches"] += 1
             raise
-        self.stats["last_commit_seconds"] = time.perf_counter() - started
+        elapsed = self.stats["last_commit_seconds"] = time.perf_counter() - started
+        if len(self._samples) < 10_000:
+            self._samples.append((len(ops), elapsed))
         self.stats["batches"] += 1
         self.stats["operations"] += len(ops)
         self.stats["last_batch_size"] = len(ops)

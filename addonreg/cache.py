@@ -38,12 +38,22 @@ V = TypeVar("V")
 _MISSING = object()
 
 
+class _CountingLRU(LRUCache):
+    """An LRUCache that counts its evictions (``popitem`` is only called to evict)."""
+
+    evictions = 0
+
+    def popitem(self):
+        self.evictions += 1
+        return super().popitem()
+
+
 class LookupCache(Generic[K, V]):
     """An LRU of ``key -> value or None`` with single-flight fills."""
 
     def __init__(self, maxsize: int, ttl: float, negative_ttl: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._lru: LRUCache = LRUCache(maxsize)
+        self._lru = _CountingLRU(maxsize)
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self._clock = clock
@@ -59,6 +69,10 @@ class LookupCache(Generic[K, V]):
     @property
     def maxsize(self) -> int:
         return self._lru.maxsize
+
+    @property
+    def evictions(self) -> int:
+        return self._lru.evictions
 
     def peek(self, key: K) -> Any:
         """The fresh cached value, or ``_MISSING``; counts a hit. For the hot path."""
@@ -178,4 +192,4 @@ class LookupCache(Generic[K, V]):
 
     def stats(self) -> Dict[str, int]:
         return {"size": len(self._lru), "maxsize": self._lru.maxsize,
-                "hits": self.hits, "misses": self.misses}
+                "hits": self.hits, "misses": self.misses, "evictions": self.evictions}

@@ -8,7 +8,8 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .config import ConfigError, Settings, configure_logging, load_settings
+from .config import ConfigError, Settings, load_settings
+from .logs import configure_logging
 
 __all__ = ["main"]
 

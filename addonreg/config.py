@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
-import logging
 import os
 from typing import Any, Callable, Dict, Mapping, Optional
 from urllib.parse import urlsplit
@@ -93,6 +92,13 @@ def _log_level(raw: str) -> str:
     return value
 
 
+def _log_format(raw: str) -> str:
+    value = raw.lower()
+    if value not in ("json", "text"):
+        raise ValueError("must be json or text")
+    return value
+
+
 def _event_loop(raw: str) -> str:
     value = raw.lower()
     if value not in ("auto", "asyncio", "uvloop"):
@@ -151,9 +157,10 @@ class Settings:
     heartbeat_timeout: float = _field(2.0, _non_negative_float,
                                       "longest wait for one heartbeat check, seconds")
     log_level: str = _field("INFO", _log_level, "logging level")
+    log_format: str = _field("json", _log_format, "json (one object per line) or text")
     event_loop: str = _field("auto", _event_loop, "auto (uvloop when installed), asyncio, uvloop")
     xheaders: bool = _field(False, _bool, "trust X-Forwarded-For/X-Real-Ip from a proxy")
-    access_log: bool = _field(False, _bool, "log every request (costs throughput)")
+    access_log: bool = _field(False, _bool, "log every request, not only 5xx (costs throughput)")
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -220,13 +227,3 @@ def load_settings(config_file: Optional[str] = None,
         if raw is not None:
             values[key] = _parse(key, str(raw), "from the command line")
     return Settings(**values)
-
-
-def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(process)d %(message)s")
-    # Tornado logs every 2xx/3xx at INFO: off unless asked for, as it costs
-    # a good share of a cached lookup's time. Errors are still logged.
-    logging.getLogger("tornado.access").setLevel(
-        logging.INFO if settings.access_log else logging.WARNING)

@@ -16,10 +16,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import tornado.web
 from tornado.web import HTTPError
 
-from . import __version__, codec
+from . import __version__, codec, metrics
 from .auth import AuthError, HawkAuthenticator, NonceStoreError
 from .batcher import QueueFull
 from .errors import ERRNO, APIError, error_body
+from .metrics import MetricsPump
 from .ids import (InvalidIdentifier, check_addon_id, check_sha256, check_version, is_addon_id,
                   normalize_sha256)
 from .registry import MISSING, Registry
@@ -39,6 +40,8 @@ def bad_request(message: str, errno: ERRNO = ERRNO.INVALID_REQUEST_BODY, **detai
 
 class BaseHandler(tornado.web.RequestHandler):
     """Dependencies arrive through :meth:`initialize`; errors leave through :meth:`write_error`."""
+
+    endpoint = "other"  # the label of this handler's requests in metrics
 
     def initialize(self, registry: Registry, settings,
                    auth: Optional[HawkAuthenticator] = None) -> None:
@@ -236,6 +239,8 @@ class FileHandler(BaseHandler):
     body is small, and Tornado's own limit bounds it.
     """
 
+    endpoint = "file"
+
     async def get(self, addon_id: str, sha256: str) -> None:
         key = self.path_key(addon_id, sha256)
         record = self.registry.cached_file(key)
@@ -292,6 +297,8 @@ class FileHandler(BaseHandler):
 class AddonFilesHandler(BaseHandler):
     """``GET /v1/addons/{addon_id}/files``: every file of an add-on."""
 
+    endpoint = "addon_files"
+
     async def get(self, addon_id: str) -> None:
         if not is_addon_id(addon_id):
             raise bad_request(check_error("addon_id"), ERRNO.INVALID_PARAMETERS, field="addon_id")
@@ -346,6 +353,8 @@ def lookup_keys(items: Any, max_items: int, id_field: str = "addon_id") -> List[
 class LookupHandler(BodyHandler):
     """``POST /v1/lookup``: many files at once, answers in request order."""
 
+    endpoint = "lookup"
+
     async def post(self) -> None:
         keys = lookup_keys(self.body_object(msgpack_allowed=True).get("files"),
                            self.config.max_lookup)
@@ -360,6 +369,8 @@ class LookupHandler(BodyHandler):
 class ChangesHandler(BaseHandler):
     """``GET /v1/changes?since=S&limit=N``: the change feed."""
 
+    endpoint = "changes"
+
     async def get(self) -> None:
         since = self.int_argument("since", 0, 0, 2 ** 63 - 1)
         limit = self.int_argument("limit", 1000, 1, 10000)
@@ -372,6 +383,8 @@ class ChangesHandler(BaseHandler):
 
 class ServiceHandler(BaseHandler):
     """``GET /v1/``: what this service is and its public settings."""
+
+    endpoint = "service"
 
     def get(self) -> None:
         self.finish(codec.encode_json({
@@ -399,6 +412,8 @@ def _valid_key(addon_id: Any, sha256: Any) -> Optional[Key]:
 class OldAddonHandler(BodyHandler):
     """``POST /addon`` ``{id, sha256}`` -> ``{id, sha256, registered}`` (2013 API)."""
 
+    endpoint = "old_addon"
+
     async def post(self) -> None:
         addon_id, sha256 = _old_item(self.body_object())
         key = _valid_key(addon_id, sha256)
@@ -409,6 +424,8 @@ class OldAddonHandler(BodyHandler):
 
 class OldAddonsHandler(BodyHandler):
     """``POST /addons`` ``{addons: [{id, sha256}, ...]}`` (2013 API)."""
+
+    endpoint = "old_addons"
 
     async def post(self) -> None:
         items = self.body_object().get("addons")
@@ -430,6 +447,8 @@ class OldAddonsHandler(BodyHandler):
 # Operations --------------------------------------------------------------------
 
 class LBHeartbeatHandler(BaseHandler):
+    endpoint = "lbheartbeat"
+
     def get(self) -> None:
         self.set_header("Cache-Control", "no-store")
         self.finish(b"{}")
@@ -438,6 +457,8 @@ class LBHeartbeatHandler(BaseHandler):
 
 
 class HeartbeatHandler(BaseHandler):
+    endpoint = "heartbeat"
+
     async def get(self) -> None:
         checks = await self.registry.heartbeat()
         body = {name: "ok" if ok else "error" for name, ok in checks.items()}
@@ -451,6 +472,8 @@ class HeartbeatHandler(BaseHandler):
 
 
 class VersionHandler(BaseHandler):
+    endpoint = "version"
+
     def initialize(self, registry: Registry, settings, auth: Optional[HawkAuthenticator] = None,
                    version: Optional[Dict[str, str]] = None) -> None:
         super().initialize(registry, settings, auth)
@@ -481,6 +504,8 @@ def _operation(i: int, item: Any) -> Operation:
 class RegistrationsHandler(BodyHandler):
     """``POST /v1/registrations``: many operations, all valid or none written."""
 
+    endpoint = "registrations"
+
     async def post(self) -> None:
         owner = await self.authenticate()
         items = self.body_object(msgpack_allowed=True).get("operations")
@@ -508,6 +533,8 @@ class RegistrationsHandler(BodyHandler):
 class JobHandler(BodyHandler):
     """``GET /v1/jobs/{id}``: an asynchronous write's state (its owner only)."""
 
+    endpoint = "jobs"
+
     async def get(self, job_id: str) -> None:
         owner = await self.authenticate()
         job = await self.registry.job(job_id) if len(job_id) <= 64 else None
@@ -523,6 +550,8 @@ class JobHandler(BodyHandler):
 class OldHashHandler(BodyHandler):
     """``POST /hash`` ``{id, sha256}`` (2013 API, Hawk): ``202`` once committed."""
 
+    endpoint = "old_hash"
+
     async def post(self) -> None:
         await self.authenticate()
         addon_id, sha256 = _old_item(self.body_object())
@@ -534,6 +563,26 @@ class OldHashHandler(BodyHandler):
         self.respond({"id": addon_id, "sha256": sha256, "registered": True}, 202)
 
 
+class MetricsHandler(BaseHandler):
+    """``GET /__metrics__``: Prometheus text format, every process of the host."""
+
+    endpoint = "metrics"
+
+    def initialize(self, registry: Registry, settings, auth: Optional[HawkAuthenticator] = None,
+                   pump: Optional[MetricsPump] = None) -> None:
+        super().initialize(registry, settings, auth)
+        self.pump = pump
+
+    def get(self) -> None:
+        if self.pump is not None:
+            self.pump.pump()  # this process's latest, not a second old
+        self.set_header("Content-Type", metrics.CONTENT_TYPE)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(metrics.exposition())
+
+
 class NotFoundHandler(BaseHandler):
+    endpoint = "not_found"
+
     def prepare(self) -> None:
         raise APIError(404, ERRNO.MISSING_RESOURCE, "no such resource")

@@ -12,6 +12,7 @@ live only ``cache_disconnected_ttl`` seconds).
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -37,6 +38,7 @@ class Registry:
             settings.cache_negative_ttl)
         self.checks: Dict[str, Any] = {"storage": store.heartbeat}
         self.batcher: Optional[WriteBatcher] = None
+        self._lag_samples: List[float] = []
         # Requests with a body (writes, bulk lookups), counted from their headers
         # to their answer, so that shutdown lets them finish before the
         # batcher is drained.
@@ -119,6 +121,13 @@ class Registry:
     def apply_changes(self, records: Sequence[Record]) -> None:
         for record in records:
             self.apply_change(record)
+        if records and len(self._lag_samples) < 10_000:
+            # From the commit (updated_at, the writer's clock) to now: one sample a message.
+            self._lag_samples.append(max(time.time() - records[-1].updated_at / 1e6, 0.0))
+
+    def drain_lag_samples(self) -> List[float]:
+        samples, self._lag_samples = self._lag_samples, []
+        return samples
 
     def bus_state(self, connected: bool) -> None:
         """Pub/sub went down (False) or came back (True): shorten or restore lifetimes."""

@@ -22,7 +22,9 @@ from .app import make_app
 from .auth import HawkAuthenticator, NonceStore, load_nonce_store
 from .batcher import WriteBatcher
 from .bus import InvalidationBus, load_bus
-from .config import Settings, configure_logging
+from .config import Settings
+from .logs import configure_logging
+from .metrics import MetricsPump, process_exited
 from .registry import Registry
 from .storage import BackendError, RegistrationStore, load_storage
 
@@ -45,6 +47,7 @@ class Service:
         self.nonces: Optional[NonceStore] = None
         self.registry: Optional[Registry] = None
         self.batcher: Optional[WriteBatcher] = None
+        self.pump: Optional[MetricsPump] = None
         self.server: Optional[tornado.httpserver.HTTPServer] = None
         self.sockets: List[socket.socket] = []
 
@@ -67,13 +70,15 @@ class Service:
         self.registry.batcher = self.batcher
         self.nonces = load_nonce_store(s.pubsub, skew=s.hawk_skew)
         auth = HawkAuthenticator(s.hawk_credentials, self.nonces, skew=s.hawk_skew)
-        self.app = make_app(self.registry, s, auth)
+        self.pump = MetricsPump(self.registry, self.batcher, self.bus)
+        self.app = make_app(self.registry, s, auth, pump=self.pump)
 
     async def start_writer(self) -> None:
         """Subscribe to invalidations, start the batcher, finish jobs a previous run left."""
         await self.bus.start(self.registry.apply_changes, self.registry.invalidate_all,
                              self.registry.bus_state)
         self.batcher.start()
+        self.pump.start()
         resumed = await self.registry.resume_jobs()
         if resumed:
             log.info("resuming %d queued jobs", resumed)
@@ -109,6 +114,8 @@ class Service:
                 await asyncio.wait_for(self.server.close_all_connections(), 10)
             except asyncio.TimeoutError:
                 log.warning("connections still open after 10 s; closing anyway")
+        if self.pump is not None:
+            await self.pump.stop()
         for closable in (self.bus, self.nonces, self.store):
             if closable is not None:
                 await closable.close()
@@ -149,6 +156,7 @@ async def _serve(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log.info("stopping")
     await service.stop()
+    process_exited()
     log.info("stopped")
     return 0
 

@@ -1,0 +1,146 @@
+"""Prometheus metrics, multi-process aware (``GET /__metrics__``).
+
+With several processes per host, set ``PROMETHEUS_MULTIPROC_DIR`` to a
+directory the processes share, empty at start (``supervisord.conf`` does):
+prometheus_client then keeps each process's values in files there and a
+scrape of any process reports the sum of all. Without it, a scrape reports
+the process that answered.
+
+The hot path stays cheap: a request costs one counter increment and one
+histogram observation (in :func:`observe_request`, called from Tornado's
+``log_function``); everything else the process already counts in plain
+integers (cache hits, misses and evictions, queue depth, bus counters) is
+copied into the metrics once a second by :class:`MetricsPump`, and at scrape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, Dict, Optional
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge,
+                               Histogram, generate_latest)
+from prometheus_client import multiprocess
+
+__all__ = ["MULTIPROCESS", "observe_request", "MetricsPump", "exposition", "process_exited"]
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REQUESTS = Counter("addonreg_requests", "HTTP requests answered",
+                   ["endpoint", "method", "status"], registry=REGISTRY)
+LATENCY = Histogram("addonreg_request_duration_seconds", "Time to answer a request",
+                    ["endpoint"], registry=REGISTRY,
+                    buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))
+CACHE_HITS = Counter("addonreg_cache_hits", "Lookups answered from the process cache",
+                     ["cache"], registry=REGISTRY)
+CACHE_MISSES = Counter("addonreg_cache_misses", "Lookups that went to storage",
+                       ["cache"], registry=REGISTRY)
+CACHE_EVICTIONS = Counter("addonreg_cache_evictions", "Entries evicted (LRU)",
+                          ["cache"], registry=REGISTRY)
+CACHE_SIZE = Gauge("addonreg_cache_entries", "Entries in the process caches", ["cache"],
+                   registry=REGISTRY, multiprocess_mode="livesum")
+BATCH_SIZE = Histogram("addonreg_write_batch_size", "Operations per write transaction",
+                       registry=REGISTRY,
+                       buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000))
+COMMIT_LATENCY = Histogram("addonreg_write_commit_seconds", "Time to commit one batch",
+                           registry=REGISTRY,
+                           buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5))
+QUEUE_DEPTH = Gauge("addonreg_write_queue_depth", "Operations waiting to be written",
+                    registry=REGISTRY, multiprocess_mode="livesum")
+INVALIDATIONS = Counter("addonreg_invalidations_received",
+                        "Change messages received from other processes", registry=REGISTRY)
+INVALIDATION_LAG = Histogram("addonreg_invalidation_lag_seconds",
+                             "From a change's commit to its arrival in this process's cache",
+                             registry=REGISTRY,
+                             buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, 1, 5))
+PUBSUB_RECONNECTS = Counter("addonreg_pubsub_reconnects", "Pub/sub subscriptions re-made",
+                            registry=REGISTRY)
+PUBSUB_RESETS = Counter("addonreg_pubsub_resets",
+                        "Caches cleared because changes may have been missed", registry=REGISTRY)
+
+_request_children: Dict[Any, Any] = {}
+
+
+def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
+    """Count one answered request (children cached: ``labels()`` is not free)."""
+    key = (endpoint, method, status)
+    child = _request_children.get(key)
+    if child is None:
+        child = _request_children[key] = (REQUESTS.labels(endpoint, method, str(status)),
+                                          LATENCY.labels(endpoint))
+    child[0].inc()
+    child[1].observe(seconds)
+
+
+class MetricsPump:
+    """Copies a process's own counters into the metrics, once a second and at scrape."""
+
+    def __init__(self, registry, batcher=None, bus=None, interval: float = 1.0) -> None:
+        self.registry = registry
+        self.batcher = batcher
+        self.bus = bus
+        self.interval = interval
+        self._seen: Dict[str, float] = {}
+        self._task: Optional[asyncio.Task] = None
+
+    def _delta(self, name: str, total: float) -> float:
+        before = self._seen.get(name, 0)
+        self._seen[name] = total
+        return max(total - before, 0)
+
+    def pump(self) -> None:
+        for name, cache in (("files", self.registry.files), ("addons", self.registry.addons)):
+            CACHE_HITS.labels(name).inc(self._delta(f"{name}.hits", cache.hits))
+            CACHE_MISSES.labels(name).inc(self._delta(f"{name}.misses", cache.misses))
+            CACHE_EVICTIONS.labels(name).inc(self._delta(f"{name}.evictions", cache.evictions))
+            CACHE_SIZE.labels(name).set(len(cache))
+        for lag in self.registry.drain_lag_samples():
+            INVALIDATION_LAG.observe(lag)
+        if self.batcher is not None:
+            QUEUE_DEPTH.set(self.batcher.queued)
+            for size, seconds in self.batcher.drain_samples():
+                BATCH_SIZE.observe(size)
+                COMMIT_LATENCY.observe(seconds)
+        if self.bus is not None:
+            stats = self.bus.stats()
+            INVALIDATIONS.inc(self._delta("bus.received", stats.get("received", 0)))
+            PUBSUB_RECONNECTS.inc(self._delta("bus.reconnects", stats.get("reconnects", 0)))
+            PUBSUB_RESETS.inc(self._delta("bus.resets", stats.get("resets", 0)))
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.pump()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self.pump()
+
+
+def exposition() -> bytes:
+    """The text format of every metric (all processes of the host in multi-process mode)."""
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def process_exited(pid: Optional[int] = None) -> None:
+    """Drop this process's live gauges from the shared directory (multi-process mode)."""
+    if MULTIPROCESS:
+        multiprocess.mark_process_dead(pid or os.getpid())
+
