@@ -42,6 +42,8 @@ import abc
 import asyncio
 import collections
 import hashlib
+import logging
+import pprint
 import re
 import secrets
 import time
@@ -56,6 +58,29 @@ import redis.asyncio
 import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+
+class _LazyPrettyPrint:
+    """Stands in for ``pprint`` inside mohawk, whose debug lines are formatted eagerly.
+
+    mohawk 1.1 calls ``log.debug("…".format(pprint.pformat(x)))`` on every
+    request, whatever the log level: for a bulk write that pretty-prints the
+    whole body (measured: 40 % of the CPU of a 5,000-operation request, 19 %
+    of a single PUT). Formatting only when mohawk's debug logging is on keeps
+    its messages when someone wants them, and costs nothing otherwise.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def pformat(self, value: object) -> str:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            return pprint.pformat(value)
+        return "(not formatted: mohawk debug logging is off)"
+
+
+mohawk.util.pprint = _LazyPrettyPrint(mohawk.util.log)
+mohawk.base.pprint = _LazyPrettyPrint(mohawk.base.log)
 
 __all__ = ["AuthError", "NonceStore", "NonceStoreError", "MemoryNonceStore", "RedisNonceStore",
            "load_nonce_store", "HawkAuthenticator", "sign"]

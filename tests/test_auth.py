@@ -439,3 +439,21 @@ def test_repr_shows_no_key():
 async def test_sign_uses_long_random_nonces():
     nonces = {_valid_nonce(sign("amo", KEY, "POST", URL, BODY)) for _ in range(50)}
     assert len(nonces) == 50 and all(len(n) >= 20 for n in nonces)
+
+
+async def test_mohawk_does_not_pretty_print_bodies_unless_debugging(monkeypatch):
+    """mohawk formats its debug lines eagerly; the shim in auth.py makes that lazy."""
+    import pprint
+
+    calls = []
+    real = pprint.pformat
+    monkeypatch.setattr(pprint, "pformat", lambda value, *a, **kw: calls.append(1) or real(value))
+    big = b'{"operations": [' + b'{"op": "register"},' * 2000 + b'{}]}'
+    assert await check(authenticator(), sign("amo", KEY, "POST", URL, big), content=big) == "amo"
+    assert calls == []
+    logging.getLogger("mohawk").setLevel(logging.DEBUG)
+    try:
+        await check(authenticator(), sign("amo", KEY, "POST", URL, BODY))
+    finally:
+        logging.getLogger("mohawk").setLevel(logging.NOTSET)
+    assert calls  # still there for whoever debugs mohawk
