@@ -1,7 +1,7 @@
-"""Bare Tornado baseline for ``bench/quick.py``: the ceiling of one process.
+"""Bare Tornado baseline for the benchmarks in ``bench/``: the ceiling of one process.
 
-One ``tornado.web.Application`` with one handler that answers every ``GET``
-and ``POST`` on any path with the same fixed JSON body, sized like
+One ``tornado.web.Application`` with one handler that answers every ``GET``,
+``POST`` and ``PUT`` on any path with the same fixed JSON body, sized like
 addonreg's single-file answer (``--size`` bytes; a request body is read by
 Tornado and ignored). No storage, no validation, no cache: what is left is the
 cost of Tornado's HTTP handling on the chosen event loop, so
@@ -54,6 +54,7 @@ class FixedHandler(tornado.web.RequestHandler):
         self.finish(self.body)
 
     post = get
+    put = get  # bench/writes.py: the same signed PUTs as the service gets (not checked)
 
 
 def loop_factory(choice: str):

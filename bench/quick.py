@@ -124,9 +124,12 @@ def reset_mysql(url: str) -> None:
 
     parts = urlsplit(url)
     database = parts.path.strip("/")
-    conn = pymysql.connect(host=parts.hostname or HOST, port=parts.port or 3306,
-                           user=parts.username or "root", password=parts.password or "",
-                           autocommit=True)
+    try:
+        conn = pymysql.connect(host=parts.hostname or HOST, port=parts.port or 3306,
+                               user=parts.username or "root", password=parts.password or "",
+                               autocommit=True)
+    except pymysql.MySQLError as exc:
+        raise BenchError(f"cannot reach MariaDB at {parts.hostname}:{parts.port}: {exc}") from None
     try:
         with conn.cursor() as cur:
             cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
@@ -449,13 +452,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed", file=sys.stderr)
         return 2
+    # Ctrl-C and SIGTERM both end up in the finally blocks below, even when the
+    # shell started us with SIGINT ignored (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
-    started = datetime.datetime.now()
-    servers: List[Server] = []
     try:
-        with tempfile.TemporaryDirectory(prefix="addonreg-bench-") as tmp_name:
-            tmp = Path(tmp_name)
-            return run(args, tmp, servers, started)
+        with tempfile.TemporaryDirectory(prefix="addonreg-bench-") as tmp:
+            return run(args, Path(tmp))
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
@@ -464,8 +467,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
 
 
-def run(args: argparse.Namespace, tmp: Path, servers: List[Server],
-        started: datetime.datetime) -> int:
+def run(args: argparse.Namespace, tmp: Path) -> int:
+    """Seed, start, check, load, report; the servers are stopped whatever happens."""
+    started = datetime.datetime.now()
+    servers: List[Server] = []
     wrk_cpu, server_cpu, pinning = choose_cpus(args.no_pin)
     env = {k: v for k, v in os.environ.items() if k != "ADDONREG_STORAGE"}
     env.update(ADDONREG_HOST=HOST, ADDONREG_PORT="0", ADDONREG_EVENT_LOOP=args.event_loop,
