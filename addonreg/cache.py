@@ -30,12 +30,33 @@ from typing import (Any, Awaitable, Callable, Dict, Generic, Hashable, Iterable,
 
 from cachetools import LRUCache
 
-__all__ = ["LookupCache"]
+__all__ = ["LookupCache", "EntryCodec"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 _MISSING = object()
+
+
+class EntryCodec(Generic[V]):
+    """How an entry (a value and the time it was stored) is kept in the LRU.
+
+    This default keeps a tuple. A cache of many small values can pass a
+    codec that packs both into one ``bytes`` (see ``registry.RecordCodec``):
+    at a million entries, object headers are most of the memory.
+    """
+
+    def pack(self, stored_at: float, value: Optional[V]) -> Any:
+        return (stored_at, value)
+
+    def stored_at(self, entry: Any) -> float:
+        return entry[0]
+
+    def value(self, key: Any, entry: Any) -> Optional[V]:
+        return entry[1]
+
+    def is_negative(self, entry: Any) -> bool:
+        return entry[1] is None
 
 
 class _CountingLRU(LRUCache):
@@ -52,8 +73,10 @@ class LookupCache(Generic[K, V]):
     """An LRU of ``key -> value or None`` with single-flight fills."""
 
     def __init__(self, maxsize: int, ttl: float, negative_ttl: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 codec: Optional[EntryCodec] = None) -> None:
         self._lru = _CountingLRU(maxsize)
+        self._codec = codec or EntryCodec()
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self._clock = clock
@@ -78,16 +101,17 @@ class LookupCache(Generic[K, V]):
         """The fresh cached value, or ``_MISSING``; counts a hit. For the hot path."""
         entry = self._lru.get(key)
         if entry is not None:
-            value = entry[1]
-            if self._clock() - entry[0] < (self.negative_ttl if value is None else self.ttl):
+            codec = self._codec
+            ttl = self.negative_ttl if codec.is_negative(entry) else self.ttl
+            if self._clock() - codec.stored_at(entry) < ttl:
                 self.hits += 1
-                return value
+                return codec.value(key, entry)
         return _MISSING
 
     def _store(self, key: K, value: Optional[V]) -> None:
         # The time stored, not a deadline: a change of ttl (pub/sub went down)
         # applies to the entries already there.
-        self._lru[key] = (self._clock(), value)
+        self._lru[key] = self._codec.pack(self._clock(), value)
 
     def put(self, key: K, value: Optional[V]) -> None:
         """Replace the cached answer for ``key`` (a write happened)."""
@@ -107,7 +131,7 @@ class LookupCache(Generic[K, V]):
     def current(self, key: K) -> Any:
         """The cached value even if expired, or ``_MISSING``; no hit counted."""
         entry = self._lru.get(key)
-        return _MISSING if entry is None else entry[1]
+        return _MISSING if entry is None else self._codec.value(key, entry)
 
     async def get(self, key: K, fill: Callable[[K], Awaitable[Optional[V]]]) -> Optional[V]:
         """The value for ``key``, from cache or from ``fill(key)`` (one fill per key at a time)."""

@@ -164,3 +164,22 @@ async def test_expired_entries_are_served_when_the_fill_fails():
     assert await cache.get_many(["a", "n"], fill.many) == ["A", None]
     with pytest.raises(BackendError):
         await cache.get_many(["a", "zzz"], fill.many)
+
+
+def test_record_codec_round_trip():
+    from addonreg.registry import RecordCodec, cache_key, file_key
+    from addonreg.storage import Record
+    from addonreg.storage.testing import sha
+
+    codec = RecordCodec()
+    for record in (Record("fx@example.com", sha(1), "1.0 β ✓\ud800", "registered", 7, 1795808236123456),
+                   Record("{6ba7b810-9dad-11d1-80b4-00c04fd430c8}", sha(2), None, "revoked",
+                          2 ** 62, 0)):
+        key = cache_key(record.key)
+        assert file_key(key) == record.key
+        entry = codec.pack(123.5, record)
+        assert codec.stored_at(entry) == 123.5 and not codec.is_negative(entry)
+        assert codec.value(key, entry) == record
+    entry = codec.pack(9.25, None)
+    assert codec.is_negative(entry) and codec.stored_at(entry) == 9.25
+    assert codec.value(b"x" * 40, entry) is None
