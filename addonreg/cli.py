@@ -1,4 +1,4 @@
-"""The ``addonreg`` command: ``serve``, ``initdb``, ``import``."""
+"""The ``addonreg`` command: ``serve``, ``initdb``, ``import``, ``publish``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,17 @@ def _parser() -> argparse.ArgumentParser:
                                    "- for standard input")
     load.add_argument("--batch-size", type=int, default=2000, help="rows per transaction")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
+    publish = command("publish", "write the read resources as static files for nginx")
+    publish.add_argument("directory", help="where the tree goes (nginx serves DIR/current)")
+    publish.add_argument("--follow", action="store_true",
+                         help="after the build, apply changes from the feed until stopped")
+    publish.add_argument("--from", dest="source_url", metavar="URL",
+                         help="read the feed from a running service (default: from storage)")
+    publish.add_argument("--rebuild", action="store_true",
+                         help="build a new tree even when a saved one can be resumed")
+    publish.add_argument("--interval", type=float, default=0.2,
+                         help="seconds between polls of the feed when following")
+    publish.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -60,4 +71,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .importer import import_file
         return asyncio.run(import_file(settings, args.file, batch_size=args.batch_size,
                                        progress=not args.quiet))
+    if args.command == "publish":
+        from .publisher import run_publish
+        configure_logging(settings)
+        return asyncio.run(run_publish(
+            settings, args.directory, follow=args.follow, source_url=args.source_url,
+            rebuild=args.rebuild, interval=args.interval, progress=not args.quiet))
     return 2  # unreachable: argparse requires a command

@@ -12,7 +12,8 @@ from typing import Any, Optional, Tuple
 
 import msgpack
 
-__all__ = ["JSON", "MSGPACK", "DecodeError", "decode", "encode", "wants_msgpack"]
+__all__ = ["JSON", "MSGPACK", "DecodeError", "decode", "encode", "wants_msgpack", "file_body",
+           "addon_files_body"]
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
@@ -83,6 +84,20 @@ def decode(body: bytes, content_type: Optional[str], msgpack_allowed: bool = Tru
 
 def encode_json(value: Any) -> bytes:
     return _dumps(value).encode("utf-8")
+
+
+def file_body(record: Any) -> bytes:
+    """The body of ``GET /v1/addons/{addon_id}/files/{sha256}`` (200) for a record.
+
+    The service and the static publisher both use this, so a published file
+    is byte for byte what the service answers.
+    """
+    return encode_json(record.to_dict())
+
+
+def addon_files_body(addon_id: str, records: Any) -> bytes:
+    """The body of ``GET /v1/addons/{addon_id}/files`` (records sorted by sha256)."""
+    return encode_json({"addon_id": addon_id, "files": [r.to_dict() for r in records]})
 
 
 def encode(value: Any, msgpack_wanted: bool) -> Tuple[bytes, str]:

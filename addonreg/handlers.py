@@ -261,7 +261,7 @@ class FileHandler(BaseHandler):
             self.set_status(304)
             self.finish()
             return
-        self.finish(codec.encode_json(record.to_dict()))
+        self.finish(codec.file_body(record))
 
     head = get
 
@@ -313,8 +313,7 @@ class AddonFilesHandler(BaseHandler):
             self.set_status(304)
             self.finish()
             return
-        self.finish(codec.encode_json({"addon_id": addon_id,
-                                       "files": [r.to_dict() for r in records]}))
+        self.finish(codec.addon_files_body(addon_id, records))
 
     head = get
 

@@ -1,0 +1,439 @@
+"""Static publishing: the read resources as files that nginx (or a CDN) serves.
+
+``addonreg publish DIR`` writes, for every add-on, the body of
+``GET /v1/addons/{addon_id}/files`` and, for every registered file, the body of
+``GET /v1/addons/{addon_id}/files/{sha256}``; ``--follow`` then tails the
+change feed and keeps the tree up to date.
+
+Layout (``config/nginx.conf``, static mode, serves ``DIR/current``)::
+
+    DIR/current -> trees/<build>          the tree nginx serves (a symlink)
+    DIR/trees/<build>/v1/addons/<addon_id>/files/<sha256>      a file's record
+    DIR/trees/<build>/v1/addons/<addon_id>/files/index.json    the add-on's list
+    DIR/state.json                        {"serial", "tree", "source"}: where to resume
+
+Guarantees:
+
+* No reader sees a partial file: every file is written beside its target and
+  renamed over it. A full build goes into a new tree and the ``current``
+  symlink is swapped in one rename, so a rebuild is never half visible.
+* Bodies are byte for byte what the service answers for the same resource
+  at the same serial: file bodies are rendered by the service's own
+  :func:`addonreg.codec.file_body`, add-on lists are the service's own answer
+  (source ``--from URL``) or rendered by :func:`addonreg.codec.addon_files_body`
+  from storage.
+* A revoked file's static copy is removed, so its request falls through to
+  the service, which answers ``410``. Unknown files are never in the tree.
+* The last applied serial is saved (atomically) after each applied page, so
+  a restarted publisher resumes where it stopped. A feed that went backwards
+  (storage reset or restored: its last serial is below ours) or that stayed
+  unreachable longer than ``max_outage`` triggers a full rebuild rather than
+  silent drift.
+
+Several publishers (one per nginx host) can follow one service: each keeps
+its own directory and state.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from typing import Dict, Iterable, List, Optional, Set, Tuple
+from urllib.parse import quote
+
+from . import codec
+from .storage import REGISTERED, REVOKED, BackendError, Record, RegistrationStore
+
+__all__ = ["StaticTree", "FeedSource", "StorageSource", "ServiceSource", "FeedError",
+           "Publisher"]
+
+log = logging.getLogger("addonreg.publisher")
+
+PAGE = 5000
+LIST_NAME = "index.json"
+
+
+class FeedError(Exception):
+    """The change feed could not be read."""
+
+
+# The tree ----------------------------------------------------------------------
+
+class StaticTree:
+    """One published tree under ``root`` (a directory nginx can serve)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._dirs: Set[str] = set()
+
+    def _addon_dir(self, addon_id: str) -> str:
+        # Ids are a GUID in braces or local@domain with [a-z0-9._-]: never a
+        # "/" and never "." or "..", so an id is a safe directory name as is.
+        return os.path.join(self.root, "v1", "addons", addon_id, "files")
+
+    def file_path(self, addon_id: str, sha256: str) -> str:
+        return os.path.join(self._addon_dir(addon_id), sha256)
+
+    def list_path(self, addon_id: str) -> str:
+        return os.path.join(self._addon_dir(addon_id), LIST_NAME)
+
+    def write(self, path: str, body: bytes) -> None:
+        """Atomically replace ``path`` with ``body``."""
+        directory = os.path.dirname(path)
+        if directory not in self._dirs:
+            os.makedirs(directory, exist_ok=True)
+            self._dirs.add(directory)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(body)
+        os.replace(tmp, path)
+
+    def remove(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def put_record(self, record: Record) -> None:
+        """A file's static copy follows its record: written if registered, removed if not."""
+        path = self.file_path(record.addon_id, record.sha256)
+        if record.status == REGISTERED:
+            self.write(path, codec.file_body(record))
+        else:
+            self.remove(path)
+
+    def put_list(self, addon_id: str, body: Optional[bytes]) -> None:
+        """The add-on's list body; None: the add-on has no files (404 from the service)."""
+        if body is None:
+            self.remove(self.list_path(addon_id))
+        else:
+            self.write(self.list_path(addon_id), body)
+
+
+# Sources -------------------------------------------------------------------------
+
+class FeedSource(abc.ABC):
+    """Where the publisher reads changes and add-on lists from."""
+
+    name = "source"
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    @abc.abstractmethod
+    async def changes(self, since: int, limit: int) -> Tuple[List[Record], int]:
+        """Records changed after ``since`` (ascending) and the next ``since``."""
+
+    @abc.abstractmethod
+    async def addon_list(self, addon_id: str) -> Optional[bytes]:
+        """The body of the add-on's file list as the service answers it; None when it has none."""
+
+    async def last_serial(self) -> Optional[int]:
+        """The feed's newest serial when the source can tell (to detect a reset)."""
+        return None
+
+
+class StorageSource(FeedSource):
+    """Read the change feed straight from storage (the publisher runs beside the database)."""
+
+    def __init__(self, store: RegistrationStore) -> None:
+        self.store = store
+        self.name = "storage"
+
+    async def open(self) -> None:
+        await self.store.open()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def changes(self, since: int, limit: int) -> Tuple[List[Record], int]:
+        try:
+            records = await self.store.changes(since, limit)
+        except BackendError as exc:
+            raise FeedError(str(exc)) from exc
+        return records, records[-1].serial if records else since
+
+    async def addon_list(self, addon_id: str) -> Optional[bytes]:
+        try:
+            records = await self.store.list_files(addon_id)
+        except BackendError as exc:
+            raise FeedError(str(exc)) from exc
+        return codec.addon_files_body(addon_id, records) if records else None
+
+    async def last_serial(self) -> Optional[int]:
+        try:
+            return await self.store.last_serial()
+        except BackendError as exc:
+            raise FeedError(str(exc)) from exc
+
+
+class ServiceSource(FeedSource):
+    """Read the change feed from a running service (``GET /v1/changes``)."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        from tornado.httpclient import AsyncHTTPClient
+        self.base = base_url.rstrip("/")
+        self.name = self.base
+        self.timeout = timeout
+        self.http = AsyncHTTPClient(force_instance=True)
+
+    async def close(self) -> None:
+        self.http.close()
+
+    async def _get(self, path: str):
+        from tornado.httpclient import HTTPRequest
+        try:
+            return await self.http.fetch(HTTPRequest(self.base + path, request_timeout=self.timeout),
+                                         raise_error=False)
+        except OSError as exc:
+            raise FeedError(f"{self.base}: {exc}") from exc
+
+    async def changes(self, since: int, limit: int) -> Tuple[List[Record], int]:
+        response = await self._get(f"/v1/changes?since={since}&limit={limit}")
+        if response.code != 200:
+            raise FeedError(f"GET /v1/changes answered {response.code}")
+        try:
+            data = json.loads(response.body)
+            records = [Record(c["addon_id"], c["sha256"], c["version"], c["status"], c["serial"],
+                              _parse_timestamp(c["updated_at"])) for c in data["changes"]]
+            return records, int(data["next_since"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FeedError(f"GET /v1/changes: unexpected body: {exc}") from exc
+
+    async def addon_list(self, addon_id: str) -> Optional[bytes]:
+        response = await self._get(f"/v1/addons/{quote(addon_id, safe='')}/files")
+        if response.code == 404:
+            return None
+        if response.code != 200:
+            raise FeedError(f"GET /v1/addons/…/files answered {response.code}")
+        return response.body
+
+
+def _parse_timestamp(text: str) -> int:
+    """``2026-11-27T18:00:00.123456Z`` -> microseconds since the epoch."""
+    import calendar
+    seconds = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+    return seconds * 1_000_000 + int(text[20:26])
+
+
+# The publisher ---------------------------------------------------------------------
+
+class Publisher:
+    """Builds and follows the static tree under ``directory`` from ``source``."""
+
+    def __init__(self, directory: str, source: FeedSource, *, interval: float = 0.2,
+                 max_outage: float = 60.0, progress: bool = True) -> None:
+        self.directory = os.path.abspath(directory)
+        self.source = source
+        self.interval = interval
+        self.max_outage = max_outage
+        self.progress = progress
+        self.serial = 0
+        self.tree: Optional[StaticTree] = None
+        self.stats = {"rebuilds": 0, "files_written": 0, "changes_applied": 0}
+        self._stopping = asyncio.Event()
+
+    # State --------------------------------------------------------------------
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.directory, "state.json")
+
+    def load_state(self) -> Optional[dict]:
+        try:
+            with open(self.state_path, encoding="utf-8") as fh:
+                state = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        tree = os.path.join(self.directory, "trees", str(state.get("tree", "")))
+        if not isinstance(state.get("serial"), int) or not os.path.isdir(tree):
+            return None
+        if state.get("source") != self.source.name:
+            return None  # another feed: its serials mean nothing here
+        return state
+
+    def save_state(self) -> None:
+        data = json.dumps({"serial": self.serial, "tree": os.path.basename(self.tree.root),
+                           "source": self.source.name}).encode()
+        tmp = self.state_path + ".tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.state_path)
+
+    # Full build -----------------------------------------------------------------
+
+    async def build(self) -> int:
+        """Publish everything into a new tree, swap it in, drop the old one; files written."""
+        started = time.monotonic()
+        os.makedirs(os.path.join(self.directory, "trees"), exist_ok=True)
+        name = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+        tree = StaticTree(os.path.join(self.directory, "trees", name))
+        os.makedirs(tree.root)
+        since, written = 0, 0
+        addons: Dict[str, Dict[str, Record]] = {}
+        from tqdm import tqdm
+        with tqdm(unit="files", disable=not self.progress, file=sys.stderr,
+                  desc="publish") as bar:
+            while True:
+                records, next_since = await self.source.changes(since, PAGE)
+                if not records:
+                    break
+                for record in records:
+                    tree.put_record(record)
+                    written += record.status == REGISTERED
+                    addons.setdefault(record.addon_id, {})[record.sha256] = record
+                bar.update(len(records))
+                since = next_since
+            for addon_id, files in addons.items():
+                tree.put_list(addon_id, codec.addon_files_body(
+                    addon_id, [files[sha] for sha in sorted(files)]))
+                written += 1
+                bar.update(0)
+        old = self.tree
+        self.tree, self.serial = tree, since
+        self._swap_current(tree)
+        self.save_state()
+        if old is not None and old.root != tree.root:
+            shutil.rmtree(old.root, ignore_errors=True)
+        self._remove_stale_trees()
+        elapsed = time.monotonic() - started
+        self.stats["rebuilds"] += 1
+        self.stats["files_written"] += written
+        summary = (f"published {written} files for {len(addons)} add-ons in {elapsed:.2f} s: "
+                   f"{written / elapsed if elapsed else 0:,.0f} files/s (serial {self.serial})")
+        if self.progress:
+            print(summary, file=sys.stderr)
+        else:
+            log.info("%s", summary)
+        return written
+
+    def _swap_current(self, tree: StaticTree) -> None:
+        link = os.path.join(self.directory, "current")
+        tmp = link + ".tmp"
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        os.symlink(os.path.relpath(tree.root, self.directory), tmp)
+        os.replace(tmp, link)
+
+    def _remove_stale_trees(self) -> None:
+        trees = os.path.join(self.directory, "trees")
+        for name in os.listdir(trees):
+            path = os.path.join(trees, name)
+            if path != self.tree.root:
+                shutil.rmtree(path, ignore_errors=True)
+
+    # Following ---------------------------------------------------------------------
+
+    async def apply_page(self) -> int:
+        """Apply the next page of changes; how many records it held."""
+        records, next_since = await self.source.changes(self.serial, PAGE)
+        if next_since < self.serial or any(r.serial <= self.serial for r in records):
+            raise FeedError(f"the feed went backwards ({next_since} < {self.serial})")
+        if not records:
+            return 0
+        dirty: Dict[str, None] = {}
+        for record in records:
+            self.tree.put_record(record)
+            dirty[record.addon_id] = None
+        for addon_id in dirty:
+            self.tree.put_list(addon_id, await self.source.addon_list(addon_id))
+        self.serial = next_since
+        self.save_state()
+        self.stats["changes_applied"] += len(records)
+        self.stats["files_written"] += len(records) + len(dirty)
+        return len(records)
+
+    async def start(self, rebuild: bool = False) -> None:
+        """Resume the saved tree, or build one."""
+        await self.source.open()
+        state = None if rebuild else self.load_state()
+        if state is not None:
+            self.tree = StaticTree(os.path.join(self.directory, "trees", state["tree"]))
+            self.serial = state["serial"]
+            self._swap_current(self.tree)
+            last = await self.source.last_serial()
+            if last is not None and last < self.serial:
+                log.warning("feed reset (its last serial %d < ours %d): full rebuild",
+                            last, self.serial)
+                await self.build()
+            else:
+                log.info("resuming from serial %d", self.serial)
+        else:
+            await self.build()
+
+    async def follow(self) -> None:
+        """Apply changes until :meth:`stop`; rebuild when the feed is lost or goes backwards."""
+        failing_since: Optional[float] = None
+        while not self._stopping.is_set():
+            try:
+                if failing_since is not None and \
+                        time.monotonic() - failing_since > self.max_outage:
+                    log.warning("feed lost for over %.0f s: full rebuild", self.max_outage)
+                    await self.build()
+                    failing_since = None
+                    continue
+                last = await self.source.last_serial()
+                if last is not None and last < self.serial:
+                    raise FeedError(f"the feed went backwards ({last} < {self.serial})")
+                applied = await self.apply_page()
+                if failing_since is not None:
+                    log.info("feed back after %.1f s", time.monotonic() - failing_since)
+                failing_since = None
+                if applied == PAGE:
+                    continue  # more waiting
+            except FeedError as exc:
+                if "backwards" in str(exc):
+                    log.warning("%s: full rebuild", exc)
+                    await self.build()
+                    continue
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("feed unavailable: %s", exc)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+            except asyncio.TimeoutError:
+                pass
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        await self.source.close()
+
+
+async def run_publish(settings, directory: str, *, follow: bool, source_url: Optional[str],
+                      rebuild: bool, interval: float, progress: bool) -> int:
+    """``addonreg publish``: the exit code."""
+    import signal
+    from .storage import load_storage
+    source: FeedSource = ServiceSource(source_url) if source_url else \
+        StorageSource(load_storage(settings))
+    publisher = Publisher(directory, source, interval=interval, progress=progress)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, publisher.stop)
+    try:
+        await publisher.start(rebuild=rebuild)
+        if follow:
+            log.info("following %s from serial %d", source.name, publisher.serial)
+            await publisher.follow()
+    except (FeedError, BackendError) as exc:
+        print(f"addonreg publish: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await publisher.close()
+    return 0
