@@ -26,6 +26,13 @@ setup(
             "pytest>=8,<10",
             "pytest-asyncio>=1.0,<2",
             "hypothesis>=6.100,<7",
+            "supervisor>=4.2,<5",
+        ],
+        "deploy": [
+            "supervisor>=4.2,<5",
+        ],
+        "bench": [
+            "matplotlib>=3.8,<4",
         ],
     },
     entry_points={"console_scripts": ["addonreg = addonreg.cli:main"]},

@@ -37,7 +37,7 @@ from typing import Awaitable, Callable, Deque, Dict, List, Optional, Sequence, T
 
 from .storage import Applied, BackendError, Job, Operation, Record, RegistrationStore
 
-__all__ = ["QueueFull", "WriteBatcher"]
+__all__ = ["QueueFull", "ShuttingDown", "WriteBatcher"]
 
 log = logging.getLogger("addonreg.batcher")
 
@@ -46,6 +46,10 @@ Publish = Callable[[Sequence[Record]], Awaitable[None]]
 
 class QueueFull(Exception):
     """The write queue is full, or closed for shutdown; retry later."""
+
+
+class ShuttingDown(QueueFull):
+    """The batcher is draining for shutdown and takes no new work."""
 
 
 class _Item:
@@ -93,7 +97,7 @@ class WriteBatcher:
 
     def _check_room(self, count: int) -> None:
         if self._closing:
-            raise QueueFull("the server is shutting down")
+            raise ShuttingDown("the server is shutting down")
         if self._queued_ops + count > self.max_queue:
             raise QueueFull(f"{self._queued_ops} operations already queued")
 

@@ -32,6 +32,7 @@ class ERRNO(enum.IntEnum):
     TOO_MANY_ITEMS = 117
     BACKEND = 201
     QUEUE_FULL = 202
+    SHUTTING_DOWN = 203
     UNDEFINED = 999
 
 

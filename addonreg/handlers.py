@@ -18,7 +18,7 @@ from tornado.web import HTTPError
 
 from . import __version__, codec, metrics
 from .auth import AuthError, HawkAuthenticator, NonceStoreError
-from .batcher import QueueFull
+from .batcher import QueueFull, ShuttingDown
 from .errors import ERRNO, APIError, error_body
 from .metrics import MetricsPump
 from .ids import (InvalidIdentifier, check_addon_id, check_sha256, check_version, is_addon_id,
@@ -63,6 +63,13 @@ class BaseHandler(tornado.web.RequestHandler):
             self._counted = True
             self.registry.request_started()
 
+    def finish(self, chunk: Any = None) -> Any:
+        if self.registry.stopping:
+            # Shutting down: answer, then close the connection, so that
+            # keep-alive clients (nginx) take their next request elsewhere.
+            self.request.connection._disconnect_on_finish = True
+        return super().finish(chunk)
+
     def on_finish(self) -> None:
         if self._counted:
             self._counted = False
@@ -97,6 +104,9 @@ class BaseHandler(tornado.web.RequestHandler):
         elif isinstance(exc, BackendError):
             status_code, errno = 503, ERRNO.BACKEND
             message = "Storage is unavailable; retry later."
+        elif isinstance(exc, ShuttingDown):
+            status_code, errno = 503, ERRNO.SHUTTING_DOWN
+            message = "This server is shutting down; retry. Nothing was written."
         elif isinstance(exc, QueueFull):
             status_code, errno = 503, ERRNO.QUEUE_FULL
             message = "Too many writes queued; retry later. Nothing was written."

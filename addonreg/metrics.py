@@ -1,7 +1,8 @@
 """Prometheus metrics, multi-process aware (``GET /__metrics__``).
 
 With several processes per host, set ``PROMETHEUS_MULTIPROC_DIR`` to a
-directory the processes share, empty at start (``supervisord.conf`` does):
+directory the processes share, empty at start (``bin/addonreg-supervisord``
+does):
 prometheus_client then keeps each process's values in files there and a
 scrape of any process reports the sum of all. Without it, a scrape reports
 the process that answered.

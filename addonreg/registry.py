@@ -94,6 +94,7 @@ class Registry:
         # to their answer, so that shutdown lets them finish before the
         # batcher is drained.
         self.requests_in_flight = 0
+        self.stopping = False  # SIGTERM received: every answer closes its connection
         self._idle = asyncio.Event()
         self._idle.set()
 

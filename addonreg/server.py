@@ -99,7 +99,14 @@ class Service:
         return self
 
     async def stop(self) -> None:
-        """Stop accepting, commit the queued writes, answer them, release everything."""
+        """Stop accepting, commit the queued writes, answer them, release everything.
+
+        Connections already open are not cut: each gets at most one more
+        answer, sent with ``Connection: close``; requests in flight finish
+        (up to ``shutdown_timeout``) before the batcher is drained.
+        """
+        if self.registry is not None:
+            self.registry.stopping = True
         if self.server is not None:
             self.server.stop()
         if self.registry is not None and not await self.registry.wait_for_requests(

@@ -121,3 +121,52 @@ def test_console_script_is_installed():
     assert result.returncode == 0
     for command in ("serve", "initdb", "import"):
         assert command in result.stdout
+
+
+def test_sigterm_lets_keep_alive_clients_go_without_cutting_a_request(server_process, tmp_path):
+    """After SIGTERM each open connection gets its answer with Connection: close, then
+    new connections are refused: no request is left unanswered, nothing acknowledged is lost."""
+    import http.client
+    import threading
+    import time
+
+    from addonreg.auth import sign
+
+    db = tmp_path / "ka.sqlite3"
+    proc = server_process({"ADDONREG_STORAGE": f"sqlite:///{db}",
+                           "ADDONREG_HAWK_CREDENTIALS": "amo:k"})
+    acked, outcomes = [], []
+
+    def client(i):
+        conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=10)
+        for n in range(100_000):
+            path = f"/v1/addons/c{i}@example.com/files/{sha(n)}"
+            auth = sign("amo", "k", "PUT", f"http://127.0.0.1:{proc.port}{path}", b"", None)
+            try:
+                conn.request("PUT", path, headers={"Authorization": auth})
+            except ConnectionRefusedError:
+                outcomes.append("refused")  # a new connection: the server stopped listening
+                return
+            try:
+                response = conn.getresponse()
+                response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError) as exc:
+                outcomes.append(type(exc).__name__)  # a request left without an answer
+                return
+            if response.status == 201:
+                acked.append((f"c{i}@example.com", sha(n)))
+            if response.getheader("Connection") == "close":
+                conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    proc.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(20)
+    assert proc.stop() == 0
+    assert outcomes == ["refused"] * 8, outcomes
+    stored = {(a, s.hex()) for a, s in sqlite3.connect(db).execute(
+        "SELECT addon_id, sha256 FROM registrations")}
+    assert len(acked) > 0 and set(acked) <= stored
