@@ -37,15 +37,14 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
 from addonreg.auth import sign
 from addonreg.storage.testing import sha
+from tests.nginx import NGINX, free_port, render_nginx_conf
 from tests.conftest import (CREDS, MYSQL_URL, REQUIRE_SERVICES, ROOT, mysql_connect, need_mysql,
                             need_redis, redis_pubsub_url, reset_mysql)
 
 pytestmark = [pytest.mark.mysql, pytest.mark.subprocess]
 
 LAUNCHER = Path(ROOT) / "bin" / "addonreg-supervisord"
-NGINX_TEMPLATE = Path(ROOT) / "config" / "nginx.conf"
 SUPERVISORD = Path(sys.executable).parent / "supervisord"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 # What clients sign for (Hawk covers host and port): nginx must pass it on unchanged.
 PUBLIC_HOST = "registry.example.test:8443"
 CLIENT_IP = "127.0.0.2"  # clients connect from here, nginx from 127.0.0.1
@@ -71,22 +70,6 @@ def need_supervisord() -> None:
     if not SUPERVISORD.exists():
         reason = f"supervisord not installed in {SUPERVISORD.parent} (pip install -e '.[test]')"
     _need(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def render_nginx_conf(listen: str, read: str, write: str) -> str:
-    """``config/nginx.conf`` with its placeholders filled, as an operator renders it."""
-    text = NGINX_TEMPLATE.read_text()
-    for name, value in (("LISTEN", listen), ("READ_UPSTREAM", read), ("WRITE_UPSTREAM", write)):
-        assert f"@{name}@" in text, f"config/nginx.conf lost its @{name}@ placeholder"
-        text = text.replace(f"@{name}@", value)
-    assert not re.search(r"@[A-Z_]+@", text), "config/nginx.conf has an unknown placeholder"
-    return text
 
 
 def alive(pid: int) -> bool:
