@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import (Any, Awaitable, Callable, Dict, Generic, Hashable, Iterable, List, Optional,
+from typing import (Any, Awaitable, Callable, Dict, Generic, Hashable, List, Optional,
                     Sequence, Tuple, TypeVar)
 
 from cachetools import LRUCache

@@ -24,7 +24,7 @@ from .metrics import MetricsPump
 from .ids import (InvalidIdentifier, check_addon_id, check_sha256, check_version, is_addon_id,
                   normalize_sha256)
 from .registry import MISSING, Registry
-from .storage import REVOKED, BackendError, Key, Operation, Record, result_item
+from .storage import REVOKED, BackendError, Key, Operation, result_item
 
 __all__ = ["BaseHandler"]
 

@@ -45,11 +45,11 @@ import shutil
 import sys
 import time
 import uuid
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 from urllib.parse import quote
 
 from . import codec
-from .storage import REGISTERED, REVOKED, BackendError, Record, RegistrationStore
+from .storage import REGISTERED, BackendError, Record, RegistrationStore
 
 __all__ = ["StaticTree", "FeedSource", "StorageSource", "ServiceSource", "FeedError",
            "Publisher"]

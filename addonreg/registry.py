@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .batcher import QueueFull, WriteBatcher
 from .cache import _MISSING, EntryCodec, LookupCache
-from .storage import (JOB_QUEUED, REGISTERED, REVOKED, Applied, BackendError, Job, Key,
+from .storage import (JOB_QUEUED, REGISTERED, REVOKED, Applied, Job, Key,
                       Operation, Record, RegistrationStore)
 
 __all__ = ["Registry", "MISSING", "RecordCodec"]

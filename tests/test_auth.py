@@ -12,44 +12,21 @@ import base64
 import hashlib
 import hmac
 import logging
-import os
 import time
 import uuid
 
 import pytest
-import redis
 
+from tests.conftest import REDIS_URL, need_redis
 from addonreg.auth import (AuthError, HawkAuthenticator, MemoryNonceStore, NonceStoreError,
                            RedisNonceStore, load_nonce_store, sign)
 
-REDIS_URL = os.environ.get("ADDONREG_TEST_REDIS", "redis://127.0.0.1:6379/0")
-REQUIRE_SERVICES = os.environ.get("ADDONREG_REQUIRE_SERVICES") == "1"  # as in conftest.py
 KEY = "s3cret-key-that-must-never-show"
 OTHER_KEY = "another-secret-key-never-shown"
 CREDENTIALS = {"amo": KEY, "tools": OTHER_KEY}
 URL = "https://addonreg.example:8443/v1/registrations?x=1"
 BODY = b'{"operations": [{"op": "register", "addon_id": "a@b", "sha256": "' + b"a" * 64 + b'"}]}'
 JSON = "application/json"
-
-_redis_state = {}
-
-
-def need_redis() -> None:
-    if "reason" not in _redis_state:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
-        try:
-            client.ping()
-            _redis_state["reason"] = None
-        except redis.RedisError as exc:
-            _redis_state["reason"] = f"Redis at {REDIS_URL} unavailable: {exc}"
-        finally:
-            client.close()
-    reason = _redis_state["reason"]
-    if reason:
-        if REQUIRE_SERVICES:
-            pytest.fail(reason + " (ADDONREG_REQUIRE_SERVICES=1: not skipping)")
-        pytest.skip(reason)
-
 
 @pytest.fixture
 async def redis_stores():

@@ -8,7 +8,7 @@ import pytest
 
 from addonreg.storage import Operation
 from addonreg.storage.testing import sha
-from tests.conftest import CREDS, Writer, body
+from tests.conftest import CREDS, Writer
 
 SAMPLE = re.compile(r"^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$", re.M)
 

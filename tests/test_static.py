@@ -95,7 +95,7 @@ async def wait_for(check, timeout=1.0):
 async def test_nginx_serves_the_tree_and_falls_through(static):
     service, start_publisher, nginx = static
     writer, front = Writer(service.base), Writer(nginx.base)
-    publisher = start_publisher()
+    start_publisher()
     try:
         path = f"/v1/addons/{GUID}/files/{sha(1)}"
         assert (await writer.signed("PUT", path, {"version": "1.0"})).code == 201

@@ -1,7 +1,6 @@
 """The write endpoints over a real server, on every backend: Hawk, PUT/DELETE, bulk, jobs."""
 
 import asyncio
-import json
 
 import msgpack
 import pytest

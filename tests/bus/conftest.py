@@ -15,13 +15,12 @@ teardown.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import socket
 import subprocess
 import time
 import uuid
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 import redis
@@ -31,36 +30,13 @@ import redis.exceptions
 from addonreg.bus.redis import RedisBus
 from addonreg.storage import Record
 
-REDIS_URL = os.environ.get("ADDONREG_TEST_REDIS", "redis://127.0.0.1:6379/0")
-REQUIRE_SERVICES = os.environ.get("ADDONREG_REQUIRE_SERVICES") == "1"
-
-_redis_state: Dict[str, Optional[str]] = {}
+from tests.conftest import REDIS_URL, REQUIRE_SERVICES, need_redis  # noqa: F401 (used by the tests)
 
 
 def _unavailable(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(reason + " (ADDONREG_REQUIRE_SERVICES=1: not skipping)")
     pytest.skip(reason)
-
-
-def redis_available() -> Optional[str]:
-    """None when the shared Redis answers; otherwise the reason it does not."""
-    if "reason" not in _redis_state:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-        try:
-            client.ping()
-            _redis_state["reason"] = None
-        except (redis.exceptions.RedisError, OSError) as exc:
-            _redis_state["reason"] = f"Redis at {REDIS_URL} unavailable: {exc}"
-        finally:
-            client.close()
-    return _redis_state["reason"]
-
-
-def need_redis() -> None:
-    reason = redis_available()
-    if reason:
-        _unavailable(reason)
 
 
 def need_redis_server() -> str:
