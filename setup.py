@@ -15,6 +15,7 @@ setup(
         "aiosqlite>=0.20,<0.23",
         "cachetools>=5.3,<9",
         "msgpack>=1.0,<2",
+        "orjson>=3.9,<4",
         "tqdm>=4.66,<5",
         "redis>=5.0,<9",
         "mohawk>=1.1,<2",

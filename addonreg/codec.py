@@ -11,6 +11,7 @@ import json
 from typing import Any, Optional, Tuple
 
 import msgpack
+import orjson
 
 __all__ = ["JSON", "MSGPACK", "DecodeError", "decode", "encode", "wants_msgpack", "file_body",
            "addon_files_body"]
@@ -36,7 +37,25 @@ def _finite_float(text: str) -> float:
 
 
 # Strict JSON: no NaN/Infinity, and no number that only parses to infinity.
-_loads = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
+_strict_loads = json.JSONDecoder(parse_constant=_reject_constant,
+                                 parse_float=_finite_float).decode
+
+
+def _loads(body: bytes) -> Any:
+    # orjson first: several times faster, and as strict. What it refuses that
+    # JSON allows (lone surrogate escapes, integers past 64 bits) goes to the
+    # standard library's strict decoder, which also settles real errors.
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _strict_loads(body.decode("utf-8"))
+
+
+def _json_bytes(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # a lone surrogate or a huge integer a client sent: ASCII-safe
+        return _dumps(value).encode("ascii")
 
 
 class DecodeError(ValueError):
@@ -77,13 +96,13 @@ def decode(body: bytes, content_type: Optional[str], msgpack_allowed: bool = Tru
         except Exception as exc:  # msgpack raises many unrelated types
             raise DecodeError("body is not valid MessagePack") from exc
     try:
-        return _loads(body.decode("utf-8"))
+        return _loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise DecodeError("body is not valid JSON") from exc
 
 
 def encode_json(value: Any) -> bytes:
-    return _dumps(value).encode("utf-8")
+    return _json_bytes(value)
 
 
 def file_body(record: Any) -> bytes:
@@ -104,4 +123,4 @@ def encode(value: Any, msgpack_wanted: bool) -> Tuple[bytes, str]:
     """The body and its Content-Type."""
     if msgpack_wanted:
         return msgpack.packb(value, use_bin_type=True), MSGPACK
-    return _dumps(value).encode("utf-8"), JSON + "; charset=UTF-8"
+    return _json_bytes(value), JSON + "; charset=UTF-8"
