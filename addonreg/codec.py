@@ -43,12 +43,16 @@ _strict_loads = json.JSONDecoder(parse_constant=_reject_constant,
 
 def _loads(body: bytes) -> Any:
     # orjson first: several times faster, and as strict. What it refuses that
-    # JSON allows (lone surrogate escapes, integers past 64 bits) goes to the
-    # standard library's strict decoder, which also settles real errors.
+    # JSON allows (lone surrogate escapes) goes to the standard library's
+    # strict decoder, which also settles real errors.
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         return _strict_loads(body.decode("utf-8"))
+
+
+def _exact_loads(body: bytes) -> Any:
+    return _strict_loads(body.decode("utf-8"))
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -83,11 +87,14 @@ def wants_msgpack(accept: Optional[str]) -> bool:
     return False
 
 
-def decode(body: bytes, content_type: Optional[str], msgpack_allowed: bool = True) -> Any:
+def decode(body: bytes, content_type: Optional[str], msgpack_allowed: bool = True,
+           exact: bool = False) -> Any:
     """Parse a request body; raise :class:`DecodeError` when it does not parse.
 
     MessagePack only where ``msgpack_allowed``: elsewhere the body is JSON
-    whatever its Content-Type says.
+    whatever its Content-Type says. ``exact``: values come back exactly as
+    sent, for answers that echo them (orjson reads integers past 64 bits as
+    floats).
     """
     if msgpack_allowed and is_msgpack(content_type):
         try:
@@ -96,7 +103,7 @@ def decode(body: bytes, content_type: Optional[str], msgpack_allowed: bool = Tru
         except Exception as exc:  # msgpack raises many unrelated types
             raise DecodeError("body is not valid MessagePack") from exc
     try:
-        return _loads(body)
+        return _exact_loads(body) if exact else _loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise DecodeError("body is not valid JSON") from exc
 

@@ -150,14 +150,15 @@ class BaseHandler(tornado.web.RequestHandler):
     def raw_body(self) -> bytes:
         return self.request.body
 
-    def body_object(self, msgpack_allowed: bool = False) -> Dict[str, Any]:
+    def body_object(self, msgpack_allowed: bool = False, exact: bool = False) -> Dict[str, Any]:
         """The decoded body, which must be an object (a map).
 
-        JSON; MessagePack too where the contract says so (``msgpack_allowed``).
+        JSON; MessagePack too where the contract says so (``msgpack_allowed``);
+        ``exact`` for answers that echo what was sent.
         """
         try:
             value = codec.decode(self.raw_body, self.request.headers.get("Content-Type"),
-                                 msgpack_allowed)
+                                 msgpack_allowed, exact)
         except codec.DecodeError as exc:
             raise bad_request(str(exc)) from None
         if not isinstance(value, dict):
@@ -424,7 +425,7 @@ class OldAddonHandler(BodyHandler):
     endpoint = "old_addon"
 
     async def post(self) -> None:
-        addon_id, sha256 = _old_item(self.body_object())
+        addon_id, sha256 = _old_item(self.body_object(exact=True))
         key = _valid_key(addon_id, sha256)
         record = None if key is None else await self.registry.file(key)
         self.respond({"id": addon_id, "sha256": sha256,
@@ -437,7 +438,7 @@ class OldAddonsHandler(BodyHandler):
     endpoint = "old_addons"
 
     async def post(self) -> None:
-        items = self.body_object().get("addons")
+        items = self.body_object(exact=True).get("addons")
         if not isinstance(items, list):
             raise bad_request("'addons' must be a list", ERRNO.INVALID_REQUEST_BODY)
         if len(items) > self.config.max_lookup:
