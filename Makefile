@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(VENV)/bin/python bench/quick.py $(BENCH_ARGS)
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis addonreg.sqlite3*

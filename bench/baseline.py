@@ -14,7 +14,8 @@ listening socket is made like the service's (``backlog=1024``), and Tornado's
 access log is off as in the service.
 
 Run: ``python bench/baseline.py [--host 127.0.0.1] [--port 0] [--size 204]
-[--event-loop auto|asyncio|uvloop]``. Prints ``baseline listening on
+[--event-loop auto|asyncio|uvloop] [--reuse-port]`` (``--reuse-port``: SO_REUSEPORT,
+so that several processes share one port, as ``bench/run.py --processes N`` does). Prints ``baseline listening on
 HOST:PORT (LOOP)`` on standard output once it accepts connections, and stops
 on SIGTERM or SIGINT.
 """
@@ -69,11 +70,12 @@ def loop_factory(choice: str):
     return asyncio.new_event_loop
 
 
-async def serve(host: str, port: int, body: bytes) -> None:
+async def serve(host: str, port: int, body: bytes, reuse_port: bool = False) -> None:
     app = tornado.web.Application([(r"/.*", FixedHandler, {"body": body})],
                                   compress_response=False)
     server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=75)
-    sockets = tornado.netutil.bind_sockets(port, host, backlog=1024)
+    # reuse_port: several baseline processes on one port, like `addonreg serve` x N.
+    sockets = tornado.netutil.bind_sockets(port, host, backlog=1024, reuse_port=reuse_port)
     server.add_sockets(sockets)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -93,10 +95,12 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=204, help="bytes of the answer body")
     parser.add_argument("--event-loop", choices=("auto", "asyncio", "uvloop"),
                         default=os.environ.get("ADDONREG_EVENT_LOOP", "auto").lower())
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="SO_REUSEPORT, to run several processes on one port")
     args = parser.parse_args()
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     with asyncio.Runner(loop_factory=loop_factory(args.event_loop)) as runner:
-        runner.run(serve(args.host, args.port, fixed_body(args.size)))
+        runner.run(serve(args.host, args.port, fixed_body(args.size), args.reuse_port))
     return 0
 
 
