@@ -20,7 +20,12 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+# The benchmark also wants matplotlib (its plot); wrk and nginx come from apt.
+$(VENV)/.bench-stamp: $(STAMP)
+	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-stamp
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 clean:
