@@ -124,8 +124,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
-from urllib.parse import urlsplit
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -1760,7 +1759,7 @@ def render_markdown(r: Dict[str, Any]) -> str:
     uni = _get(r, "scenarios", "get-uniform", "summary", "service")
     if uni:
         ratio = uni.get("cache_hit_ratio_median")
-        lines += [f"get-uniform: every run draws a new random sequence over the whole set; "
+        lines += ["get-uniform: every run draws a new random sequence over the whole set; "
                   + (f"cache hit ratio {ratio:.1%} (median, from /__metrics__), so "
                      f"{1 - ratio:.1%} of the requests went to {o['storage']}; "
                      if ratio is not None else
