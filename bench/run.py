@@ -1053,7 +1053,6 @@ class Suite:
                           None, 10000.0)]
             cases += [Case(f"bulk-{n}", "service", group, "bulk", n, a.bulk_connections,
                            "registrations", 60_000 / n) for n in (1000, 5000)]
-            extras: Dict[int, Dict[str, Any]] = {}
 
             def measure(case: Case, seconds: int, label: str) -> Dict[str, Any]:
                 box: Dict[str, Any] = {}
