@@ -360,8 +360,11 @@ async def converge(deploy, front, path: str, old: int, new: int, write) -> float
         raise AssertionError("reads through nginx never reached both processes")
     answer = await write()
     reads: List[Answer] = []
+    # As wide as the warm-up bursts, which reached both processes: nginx hands
+    # out its most recently used keep-alive connections first, so narrower
+    # bursts can stay on one process's connections (a flake seen in CI).
     while time.monotonic() - answer.ended < 0.3:
-        reads += await front.burst(16, "GET", path)
+        reads += await front.burst(24, "GET", path)
     assert {a.code for a in reads} <= {old, new}, {a.code for a in reads}
     late = [a for a in reads if a.started - answer.ended > 0.1 and a.code != new]
     assert not late, f"{len(late)} reads sent 100 ms after the write still answered {old}"
@@ -539,7 +542,7 @@ def unavailable(a: Answer, errno: Optional[int] = None) -> bool:
     if a.method == "HEAD":
         return a.response.body == b""
     data = a.json()
-    return data["code"] == 503 and data["errno"] in ((201, 202) if errno is None else (errno,))
+    return data["code"] == 503 and data["errno"] in ((201, 202, 203) if errno is None else (errno,))
 
 
 async def test_kill_9_of_a_process(deploy, front):
