@@ -311,8 +311,10 @@ class AddonFilesHandler(BaseHandler):
     endpoint = "addon_files"
 
     async def get(self, addon_id: str) -> None:
-        if not is_addon_id(addon_id):
-            raise bad_request(check_error("addon_id"), ERRNO.INVALID_PARAMETERS, field="addon_id")
+        try:
+            check_addon_id(addon_id)
+        except InvalidIdentifier as exc:
+            raise bad_request(str(exc), ERRNO.INVALID_PARAMETERS, field=exc.field) from None
         records = await self.registry.addon_files(addon_id)
         if not records:
             raise APIError(404, ERRNO.MISSING_RESOURCE, "this add-on has no registered files",
@@ -327,14 +329,6 @@ class AddonFilesHandler(BaseHandler):
         self.finish(codec.addon_files_body(addon_id, records))
 
     head = get
-
-
-def check_error(field: str) -> str:
-    try:
-        check_addon_id(None) if field == "addon_id" else check_sha256(None)
-    except InvalidIdentifier as exc:
-        return str(exc)
-    return ""
 
 
 def lookup_keys(items: Any, max_items: int, id_field: str = "addon_id") -> List[Key]:
