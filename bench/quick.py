@@ -447,17 +447,17 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("bench: wrk is not installed", file=sys.stderr)
-        return 2
-    # Ctrl-C and SIGTERM both end up in the finally blocks below, even when the
-    # shell started us with SIGINT ignored (a background job).
+def run_with_cleanup(run, args: argparse.Namespace, prefix: str) -> int:
+    """``run(args, tmp)`` in a temporary directory; the exit code of a bench command.
+
+    Ctrl-C and SIGTERM both end up in ``run``'s finally blocks (which stop the
+    servers), even when the shell started us with SIGINT ignored (a
+    background job). Shared by bench/quick.py, bench/writes.py and bench/run.py.
+    """
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        with tempfile.TemporaryDirectory(prefix="addonreg-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
             return run(args, Path(tmp))
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
@@ -465,6 +465,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("bench: wrk is not installed", file=sys.stderr)
+        return 2
+    return run_with_cleanup(run, args, "addonreg-bench-")
 
 
 def run(args: argparse.Namespace, tmp: Path) -> int:

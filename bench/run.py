@@ -118,7 +118,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import uuid
@@ -2064,9 +2063,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
-
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
@@ -2081,17 +2077,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ImportError:
         print("bench: warning: matplotlib is not installed, there will be no plot "
               "(.venv/bin/pip install -e '.[bench]')", file=sys.stderr)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        with tempfile.TemporaryDirectory(prefix="addonreg-bench-run-") as tmp:
-            return run(args, Path(tmp))
-    except BenchError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
+    return quick.run_with_cleanup(run, args, "addonreg-bench-run-")
 
 
 if __name__ == "__main__":

@@ -82,11 +82,9 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -101,6 +99,7 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(1, str(REPO_DIR))
 
 import naive_server  # noqa: E402
+import quick  # noqa: E402
 from quick import (BenchError, Server, _ms, choose_cpus, git_commit, pinned,  # noqa: E402
                    reset_mysql, stop_all)
 
@@ -741,26 +740,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
-
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        with tempfile.TemporaryDirectory(prefix="addonreg-bench-writes-") as tmp:
-            return run(args, Path(tmp))
-    except BenchError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
+    return quick.run_with_cleanup(run, args, "addonreg-bench-writes-")
 
 
 def run(args: argparse.Namespace, tmp: Path) -> int:
