@@ -4,7 +4,7 @@
 there": negative caching) for at most ``ttl`` (values) or the shorter
 ``negative_ttl`` (``None``). Both may be changed at any time and apply to
 entries already cached. The lifetime is only a safety bound: writes
-replace entries as they happen (:meth:`LookupCache.put`, called for every
+replace entries as they happen (:meth:`LookupCache.refresh`, called for every
 change the bus delivers), and :meth:`LookupCache.clear` drops everything
 when changes may have been missed.
 
@@ -117,6 +117,24 @@ class LookupCache(Generic[K, V]):
         """Replace the cached answer for ``key`` (a write happened)."""
         self._flights.pop(key, None)
         self._store(key, value)
+
+    def refresh(self, key: K, value: Optional[V]) -> bool:
+        """A write happened: replace the cached answer for ``key`` if there is one.
+
+        An uncached key stays uncached (a bulk write must not push the
+        answers readers want out of the LRU), and a fill in flight for it,
+        which may have read the state before the write, does not store its
+        result. True when an entry was replaced.
+        """
+        self._flights.pop(key, None)
+        if key in self._lru:
+            self._store(key, value)
+            return True
+        return False
+
+    def __contains__(self, key: K) -> bool:
+        """Whether ``key`` has an entry, fresh or expired (no hit counted, LRU order kept)."""
+        return key in self._lru
 
     def discard(self, key: K) -> None:
         """Forget ``key``."""

@@ -197,12 +197,19 @@ class Registry:
             cache.ttl, cache.negative_ttl = ttl, negative
 
     def apply_change(self, record: Record) -> None:
-        """A committed change: the cached answers for its file and add-on follow it."""
+        """A committed change: the cached answers for its file and add-on follow it.
+
+        Only answers already cached are replaced: a bulk write of new files
+        fills nobody's cache (readers' entries stay), and the next read of
+        such a file finds the committed row in storage.
+        """
         ckey = cache_key(record.key)
-        current = self.files.current(ckey)
-        if isinstance(current, Record) and current.serial > record.serial:
-            return  # an older change delivered late
-        self.files.put(ckey, record)
+        files = self.files
+        if ckey in files:
+            current = files.current(ckey)
+            if isinstance(current, Record) and current.serial > record.serial:
+                return  # an older change delivered late
+        files.refresh(ckey, record)
         self.addons.discard(record.addon_id)
 
     def invalidate_all(self) -> None:

@@ -122,6 +122,33 @@ async def test_put_during_fill_wins():
     assert await cache.get("a", fill.one) == "new"
 
 
+async def test_refresh_replaces_cached_entries_only():
+    cache = LookupCache(10, ttl=100, negative_ttl=5)
+    fill = Fill({"a": "A"})
+    assert await cache.get("a", fill.one) == "A"
+    assert await cache.get("b", fill.one) is None
+    assert cache.refresh("a", "A2") and cache.refresh("b", "B")
+    assert not cache.refresh("c", "C")  # not cached: stays out of the LRU
+    assert "c" not in cache and len(cache) == 2
+    assert await cache.get("a", fill.one) == "A2"
+    assert await cache.get("b", fill.one) == "B"
+    assert len(fill.calls) == 2
+
+
+async def test_refresh_during_fill_of_an_uncached_key_keeps_the_fill_out():
+    cache = LookupCache(10, ttl=100, negative_ttl=5)
+    fill = Fill({})
+    fill.gate = asyncio.Event()
+    task = asyncio.ensure_future(cache.get("k", fill.one))
+    await asyncio.sleep(0)
+    assert not cache.refresh("k", "new")  # the fill read the state before the write
+    fill.gate.set()
+    assert await task is None  # its caller gets what it read...
+    assert "k" not in cache  # ...but it is not cached
+    fill.gate, fill.data["k"] = None, "new"
+    assert await cache.get("k", fill.one) == "new"
+
+
 async def test_clear_during_bulk_fill_discards_it():
     cache = LookupCache(10, ttl=100, negative_ttl=5)
     fill = Fill({"a": "old"})

@@ -51,8 +51,9 @@ async def test_metrics_move_with_traffic(service, client):
     assert value(text, "addonreg_requests_total", **file_200) == base["req"] + 3
     assert value(text, "addonreg_requests_total", endpoint="file", status="404") == base["req404"] + 1
     assert value(text, "addonreg_request_duration_seconds_count", endpoint="file") == base["lat"] + 4
-    assert value(text, "addonreg_cache_hits_total", cache="files") >= base["hits"] + 3
-    assert value(text, "addonreg_cache_misses_total", cache="files") == base["misses"] + 1
+    # A write does not fill the cache: the first GET and the unknown file miss.
+    assert value(text, "addonreg_cache_hits_total", cache="files") == base["hits"] + 2
+    assert value(text, "addonreg_cache_misses_total", cache="files") == base["misses"] + 2
     assert value(text, "addonreg_write_batch_size_count") == base["batches"] + 1
     assert value(text, "addonreg_cache_entries", cache="files") == 2
     assert "addonreg_write_queue_depth" in text

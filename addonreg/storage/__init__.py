@@ -82,9 +82,11 @@ class Record(NamedTuple):
                 "updated_at": format_timestamp(self.updated_at)}
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Operation:
-    """A write: ``op`` is ``register`` or ``revoke``; identifiers already validated."""
+class Operation(NamedTuple):
+    """A write: ``op`` is ``register`` or ``revoke``; identifiers already validated.
+
+    A named tuple, like :class:`Record`: a bulk request builds thousands.
+    """
 
     op: str
     addon_id: str
@@ -96,8 +98,7 @@ class Operation:
         return (self.addon_id, self.sha256)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Applied:
+class Applied(NamedTuple):
     """The outcome of one operation.
 
     ``record`` is the state after the operation (None: a revoke of an unknown

@@ -109,6 +109,41 @@ class StorageTests:
         assert (await store.get("a@b", sha(1))).status == REVOKED
         assert await store.last_serial() == serials[-1]
 
+    async def test_new_files_batch_with_a_known_file_among_them(self, store):
+        # A batch that looks all new (distinct registrations) but is not: a
+        # backend may guess and must then fall back to the full rules.
+        [first] = await store.apply([reg("a@b", 1, "1")])
+        results = await store.apply([reg("a@b", 2), reg("a@b", 1, "1"), reg("a@b", 3, "3")])
+        assert [(a.created, a.changed) for a in results] == [(True, True), (False, False),
+                                                              (True, True)]
+        assert results[1].record == first.record
+        assert [results[0].record.serial, results[2].record.serial] == [
+            first.record.serial + 1, first.record.serial + 2]
+        [changed] = await store.apply([reg("a@b", 1, "2")])
+        assert changed.changed and changed.record.serial == first.record.serial + 3
+        fresh = await store.apply([reg("a@b", n) for n in range(4, 9)])
+        assert all(a.created for a in fresh)
+        assert [a.record.serial for a in fresh] == list(range(first.record.serial + 4,
+                                                               first.record.serial + 9))
+        assert await store.last_serial() == first.record.serial + 8
+        # a@b/1's first serial was superseded by its new version's
+        assert [r.serial for r in await store.changes(0, 100)] == list(
+            range(first.record.serial + 1, first.record.serial + 9))
+
+    async def test_quotes_and_escapes_are_stored_verbatim(self, store):
+        odd = ["o'brien\\%s@x", 'q"uote@x', "pct%%d@x"]
+        versions = ["1.0'; DROP TABLE registrations; --", "a\\b\n%s", "β ✓ 100%"]
+        for n, (addon_id, version) in enumerate(zip(odd, versions)):
+            [applied] = await store.apply([reg(addon_id, n, version)])
+            assert applied.created
+        for n, (addon_id, version) in enumerate(zip(odd, versions)):
+            record = await store.get(addon_id, sha(n))
+            assert (record.addon_id, record.version) == (addon_id, version)
+        found = await store.get_many([(a, sha(n)) for n, a in enumerate(odd)])
+        assert len(found) == 3
+        [revoked] = await store.apply([rev(odd[0], 0)])
+        assert revoked.record.version == versions[0]
+
     async def test_get_many_one_round_trip(self, store):
         await store.apply([reg(f"a{i}@b", i) for i in range(1500)])
         keys = [(f"a{i}@b", sha(i)) for i in range(0, 3000, 2)] + [("a0@b", sha(0))]
