@@ -434,3 +434,63 @@ async def test_mohawk_does_not_pretty_print_bodies_unless_debugging(monkeypatch)
     finally:
         logging.getLogger("mohawk").setLevel(logging.NOTSET)
     assert calls  # still there for whoever debugs mohawk
+
+
+# The verifier against mohawk's own Receiver -----------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+import mohawk  # noqa: E402
+import mohawk.exc  # noqa: E402
+
+_URLS = ["https://addonreg.example:8443/v1/registrations?x=1", "http://addonreg.example/v1/",
+         "https://ADDONREG.example/v1/addons/a@b/files/" + "a" * 64, "http://127.0.0.1:8080/hash",
+         "http://[::1]:9000/v1/jobs/abc?y=%20z", "https://addonreg.example:443/p;params?q",
+         "http://h?x/p", "http://u@H:81/p", "http://h/p#frag", "http://h/p?", "http://h:8a/p",
+         "http://h", "http://h/a b", "http://h\\x/p"]
+
+
+def _outcome(call):
+    try:
+        call()
+    except mohawk.exc.HawkFail as exc:
+        return type(exc).__name__
+    except (ValueError, TypeError) as exc:
+        return "malformed"
+    return "ok"
+
+
+@settings(max_examples=300, deadline=None)
+@given(sent_url=st.sampled_from(_URLS), url=st.sampled_from(_URLS),
+       sent_method=st.sampled_from(["PUT", "POST", "delete"]),
+       method=st.sampled_from(["PUT", "POST", "DELETE"]),
+       sent_content=st.sampled_from([b"", BODY, b"x"]), content=st.sampled_from([b"", BODY, b"x"]),
+       sent_type=st.sampled_from(["", JSON, "application/JSON; charset=utf-8", "text/plain"]),
+       content_type=st.sampled_from(["", JSON, "application/json;q=1", "text/plain"]),
+       hash_content=st.sampled_from([None, True, False]),
+       key=st.sampled_from([KEY, OTHER_KEY]), offset=st.sampled_from([0, 59, -60, 61, -3600]),
+       ext=st.sampled_from([None, "some ext", ""]), app=st.sampled_from([None, "app1"]))
+def test_the_verifier_decides_as_mohawk_receiver(sent_url, url, sent_method, method,
+                                                  sent_content, content, sent_type,
+                                                  content_type, hash_content, key, offset,
+                                                  ext, app):
+    """HawkAuthenticator._verify (one parse, no Receiver) against mohawk.Receiver."""
+    if hash_content is None:
+        hash_content = bool(sent_content)
+    if "8a" in sent_url:
+        sent_url = url if "8a" not in url else _URLS[0]  # mohawk cannot sign it
+    sender = mohawk.Sender(
+        {"id": "amo", "key": key.encode(), "algorithm": "sha256"}, sent_url, sent_method,
+        content=sent_content if hash_content else mohawk.base.EmptyValue,
+        content_type=sent_type if hash_content else mohawk.base.EmptyValue,
+        always_hash_content=hash_content, ext=ext, app=app, dlg="d" if app else None,
+        _timestamp=int(time.time()) + offset)
+    header = sender.request_header
+    auth = authenticator()
+    attributes = auth._parse(header)
+    ours = _outcome(lambda: auth._verify(attributes, KEY.encode(), method, url, content,
+                                         content_type))
+    theirs = _outcome(lambda: mohawk.Receiver(
+        auth._credentials, header, url, method, content=content, content_type=content_type,
+        seen_nonce=lambda *a: False, accept_untrusted_content=not content,
+        timestamp_skew_in_seconds=auth.skew))
+    assert ours == theirs
