@@ -725,7 +725,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
                         help="after the runs, profile the service with py-spy during one extra "
                              "run of this length per service scenario (0: no profile)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting of the service (e.g. write_window=0), as if from "
+                             "ADDONREG_<NAME>; repeatable")
     args = parser.parse_args(argv)
+    try:
+        args.set = dict(item.split("=", 1) for item in args.set)
+    except ValueError:
+        parser.error("--set takes NAME=VALUE")
     for name in ("runs", "duration", "connections", "bulk_connections", "naive_pool_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -764,13 +771,14 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
                ADDONREG_LOG_LEVEL="INFO", ADDONREG_ACCESS_LOG="false",
                ADDONREG_STORAGE=args.mysql_url, ADDONREG_PUBSUB="local://",
                ADDONREG_HAWK_CREDENTIALS=f"{CREDENTIAL_ID}:{hawk_key}")
+    service_env = dict(env, **{f"ADDONREG_{k.upper()}": v for k, v in args.set.items()})
     db = Database(args.mysql_url)
     profiles: Dict[str, object] = {}
     try:
         db.reset()
         service = Server(
             "addonreg serve", pinned([sys.executable, "-m", "addonreg", "serve"], server_cpu),
-            env, tmp / "service.log",
+            service_env, tmp / "service.log",
             re.compile(r"addonreg listening on \S+:(?P<port>\d+) \(storage \w+, (?P<loop>\w+)\)"))
         servers.append(service)
         service.start()

@@ -112,12 +112,26 @@ def _key_list(conn: aiomysql.Connection, keys: Sequence[Key]) -> str:
     return ",".join([f"({_text(conn, a)},X'{h}')" for a, h in keys])
 
 
-def _row_values(conn: aiomysql.Connection, rows: Sequence[Record]) -> str:
-    """``VALUES`` rows for ``registrations``; the batch's time is ``@addonreg_now``."""
+def _row_values(conn: aiomysql.Connection, rows: Sequence[Record], now: str) -> str:
+    """``VALUES`` rows for ``registrations``; ``now`` is the batch's time (an SQL expression)."""
     _hashes(r.sha256 for r in rows)
     return ",".join([
         f"({_text(conn, r.addon_id)},X'{r.sha256}',{_text(conn, r.version)},"
-        f"{_STATUS_CODE[r.status]},{int(r.serial)},@addonreg_now)" for r in rows])
+        f"{_STATUS_CODE[r.status]},{int(r.serial)},{now})" for r in rows])
+
+
+_INLINE_TIME_ROWS = 200
+"""Up to this many rows, the batch's time is written in each row; above, it is
+sent once as ``@addonreg_now`` (one more round trip, far less SQL to parse)."""
+
+
+async def _batch_time(cur: aiomysql.Cursor, now: int, rows: int) -> str:
+    """The SQL expression of the batch's time for ``rows`` rows."""
+    literal = "'" + _from_us(now).isoformat(" ", "microseconds") + "'"
+    if rows <= _INLINE_TIME_ROWS:
+        return literal
+    await cur.execute(f"SET @addonreg_now = {literal}")
+    return "@addonreg_now"
 
 
 def _only_new_registrations(ops: Sequence[Operation]) -> bool:
@@ -141,7 +155,7 @@ class MySQLStore(RegistrationStore):
         self._read_pool: Optional[aiomysql.Pool] = None
         self._write_pool: Optional[aiomysql.Pool] = None
         self._write_lock = asyncio.Lock()
-        self._expect_new = True  # see _insert_new
+        self._expect_new = True  # see _apply_new
 
     async def open(self) -> None:
         # minsize=0: the service starts (and answers from cache, or 503) even
@@ -246,79 +260,92 @@ class MySQLStore(RegistrationStore):
 
     async def _apply(self, conn: aiomysql.Connection, ops: Sequence[Operation],
                      job_id: Optional[str]) -> Optional[List[Applied]]:
-        await conn.begin()
         try:
-            async with conn.cursor() as cur:
-                if job_id is not None:
-                    await cur.execute("SELECT status FROM jobs WHERE id = %s FOR UPDATE",
-                                      (job_id,))
-                    row = await cur.fetchone()
-                    if row is None or row[0] != JOB_QUEUED:
-                        await conn.rollback()
-                        return None
-                # The counter's row lock serialises writers until COMMIT.
-                await cur.execute("SELECT value FROM counters WHERE name = 'serial' FOR UPDATE")
-                last = int((await cur.fetchone())[0])
-                now = now_us()
-                # One timestamp for the batch, sent once rather than per row.
-                await cur.execute("SET @addonreg_now = %s", (_from_us(now),))
-                planned = None
-                if self._expect_new and _only_new_registrations(ops):
-                    planned = await self._insert_new(conn, cur, ops, last, now)
-                if planned is None:
-                    # A plain read is enough: every writer holds the counter
-                    # lock until it commits, so this sees every earlier
-                    # commit, and it takes no gap locks on absent keys.
-                    current = await self._get_many(
-                        conn, list(dict.fromkeys(op.key for op in ops)))
-                    # Would the optimistic path have done? Try it next time if so.
-                    self._expect_new = not current
-                    results, changed, new_last = planned = plan(ops, current, last, now)
-                    for i in range(0, len(changed), _CHUNK):
-                        await cur.execute(
-                            f"INSERT INTO registrations ({_COLUMNS}) VALUES "
-                            + _row_values(conn, list(changed.values())[i:i + _CHUNK])
-                            + " ON DUPLICATE KEY UPDATE version = VALUES(version), "
-                              "status = VALUES(status), serial = VALUES(serial), "
-                              "updated_at = VALUES(updated_at)")
-                results, changed, new_last = planned
-                if changed:
-                    await cur.execute("UPDATE counters SET value = %s WHERE name = 'serial'",
-                                      (new_last,))
-                if job_id is not None:
-                    await cur.execute("UPDATE jobs SET status = %s, results = %s WHERE id = %s",
-                                      (JOB_DONE, encode_results(ops, results), job_id))
-            await conn.commit()
+            if job_id is None and self._expect_new and _only_new_registrations(ops):
+                results = await self._apply_new(conn, ops)
+                if results is not None:
+                    return results
+            return await self._apply_general(conn, ops, job_id)
         except BaseException:
             conn.close()  # rolls back on the server; the pool drops it
             raise
-        return results
 
-    async def _insert_new(self, conn: aiomysql.Connection, cur: aiomysql.Cursor,
-                          ops: Sequence[Operation], last: int, now: int):
+    async def _apply_new(self, conn: aiomysql.Connection,
+                         ops: Sequence[Operation]) -> Optional[List[Applied]]:
         """The optimistic path for a batch of registrations of distinct files.
 
-        Most registrations are of files never seen before: plan the batch as
-        if none of its files existed and insert it without reading first; a
-        duplicate key changes nothing (``serial = serial``), so the affected
-        row count says whether the guess held. If it did not, everything since
-        the savepoint is undone and the caller reads and plans as usual (and
-        stops guessing until a batch is all new again). The (plan, …) or None.
+        Most registrations are of files never seen before, and a single PUT's
+        answer waits for its batch's round trips. So: take the batch's serials
+        and the counter's lock in one statement (``LAST_INSERT_ID(expr)``
+        hands the new value back in the OK packet), plan the batch as if none
+        of its files existed, insert it without reading first (a duplicate key
+        changes nothing: ``serial = serial``), commit: four round trips. The
+        affected row count says whether the guess held; if not, the
+        transaction is rolled back, None returned, and guessing stops until a
+        batch read by the general path is all new again.
         """
-        planned = plan(ops, {}, last, now)
-        rows = list(planned[1].values())
-        await cur.execute("SAVEPOINT addonreg_new")
-        inserted = 0
-        for i in range(0, len(rows), _CHUNK):
-            inserted += await cur.execute(
-                f"INSERT INTO registrations ({_COLUMNS}) VALUES "
-                + _row_values(conn, rows[i:i + _CHUNK])
-                + " ON DUPLICATE KEY UPDATE serial = serial")
-        if inserted == len(rows):
-            return planned
-        await cur.execute("ROLLBACK TO SAVEPOINT addonreg_new")
-        self._expect_new = False
-        return None
+        await conn.begin()
+        async with conn.cursor() as cur:
+            await cur.execute("UPDATE counters SET value = LAST_INSERT_ID(value + %s) "
+                              "WHERE name = 'serial'", (len(ops),))
+            taken = cur.lastrowid  # the counter's new value
+            now = now_us()
+            results, changed, new_last = plan(ops, {}, taken - len(ops), now)
+            rows = list(changed.values())
+            when = await _batch_time(cur, now, len(rows))
+            inserted = 0
+            for i in range(0, len(rows), _CHUNK):
+                inserted += await cur.execute(
+                    f"INSERT INTO registrations ({_COLUMNS}) VALUES "
+                    + _row_values(conn, rows[i:i + _CHUNK], when)
+                    + " ON DUPLICATE KEY UPDATE serial = serial")
+        if inserted != len(rows) or new_last != taken:
+            await conn.rollback()
+            self._expect_new = False
+            return None
+        await conn.commit()
+        return results
+
+    async def _apply_general(self, conn: aiomysql.Connection, ops: Sequence[Operation],
+                             job_id: Optional[str]) -> Optional[List[Applied]]:
+        """Read the batch's files, plan (:func:`plan`), write the changes, commit."""
+        await conn.begin()
+        async with conn.cursor() as cur:
+            if job_id is not None:
+                await cur.execute("SELECT status FROM jobs WHERE id = %s FOR UPDATE",
+                                  (job_id,))
+                row = await cur.fetchone()
+                if row is None or row[0] != JOB_QUEUED:
+                    await conn.rollback()
+                    return None
+            # The counter's row lock serialises writers until COMMIT.
+            await cur.execute("SELECT value FROM counters WHERE name = 'serial' FOR UPDATE")
+            last = int((await cur.fetchone())[0])
+            # A plain read is enough: every writer holds the counter lock until
+            # it commits, so this sees every earlier commit, and it takes no
+            # gap locks on absent keys.
+            current = await self._get_many(conn, list(dict.fromkeys(op.key for op in ops)))
+            # Would the optimistic path have done? Try it next time if so.
+            self._expect_new = not current
+            now = now_us()
+            results, changed, new_last = plan(ops, current, last, now)
+            if changed:
+                rows = list(changed.values())
+                when = await _batch_time(cur, now, len(rows))
+                for i in range(0, len(rows), _CHUNK):
+                    await cur.execute(
+                        f"INSERT INTO registrations ({_COLUMNS}) VALUES "
+                        + _row_values(conn, rows[i:i + _CHUNK], when)
+                        + " ON DUPLICATE KEY UPDATE version = VALUES(version), "
+                          "status = VALUES(status), serial = VALUES(serial), "
+                          "updated_at = VALUES(updated_at)")
+                await cur.execute("UPDATE counters SET value = %s WHERE name = 'serial'",
+                                  (new_last,))
+            if job_id is not None:
+                await cur.execute("UPDATE jobs SET status = %s, results = %s WHERE id = %s",
+                                  (JOB_DONE, encode_results(ops, results), job_id))
+        await conn.commit()
+        return results
 
     async def apply(self, ops: Sequence[Operation], job_id: Optional[str] = None
                     ) -> Optional[List[Applied]]:
