@@ -67,6 +67,7 @@ _STATUS_CODE = {REGISTERED: 1, REVOKED: 2}
 _STATUS_NAME = {1: REGISTERED, 2: REVOKED}
 _EPOCH = datetime.datetime(1970, 1, 1)
 _CHUNK = 5000  # rows per statement: one statement for a full batch
+_DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
 _DRIVER_ERRORS = (pymysql.err.MySQLError, OSError, asyncio.TimeoutError, RuntimeError)
 
 
@@ -275,36 +276,60 @@ class MySQLStore(RegistrationStore):
         """The optimistic path for a batch of registrations of distinct files.
 
         Most registrations are of files never seen before, and a single PUT's
-        answer waits for its batch's round trips. So: take the batch's serials
-        and the counter's lock in one statement (``LAST_INSERT_ID(expr)``
-        hands the new value back in the OK packet), plan the batch as if none
-        of its files existed, insert it without reading first (a duplicate key
-        changes nothing: ``serial = serial``), commit: four round trips. The
-        affected row count says whether the guess held; if not, the
-        transaction is rolled back, None returned, and guessing stops until a
-        batch read by the general path is all new again.
+        answer waits for its batch's round trips (with many concurrent PUTs
+        the process has nothing else to do meanwhile). So the whole
+        transaction goes in ONE round trip, as one multi-statement:
+
+        * ``UPDATE counters SET value = LAST_INSERT_ID(value + n)`` takes the
+          counter's lock and the batch's n serials; the new value comes back
+          in the statement's OK packet, and the rows' serials are written as
+          ``LAST_INSERT_ID() - k``, so they need not be known beforehand;
+        * a plain ``INSERT`` of all rows, planned as if none of the files
+          existed (the guess);
+        * ``COMMIT``.
+
+        If a file was already there the INSERT fails with a duplicate key,
+        the server runs nothing after it, the transaction is rolled back,
+        None is returned (the caller takes the general path), and guessing
+        stops until a batch read by the general path is all new again.
         """
-        await conn.begin()
+        n = len(ops)
+        now = now_us()
+        literal = "'" + _from_us(now).isoformat(" ", "microseconds") + "'"
+        statements = ["BEGIN"]
+        when = literal
+        if n > _INLINE_TIME_ROWS:
+            statements.append(f"SET @addonreg_now = {literal}")
+            when = "@addonreg_now"
+        statements.append(f"UPDATE counters SET value = LAST_INSERT_ID(value + {n}) "
+                          "WHERE name = 'serial'")
+        _hashes(op.sha256 for op in ops)
+        code = _STATUS_CODE[REGISTERED]
+        for i in range(0, n, _CHUNK):
+            statements.append(
+                f"INSERT INTO registrations ({_COLUMNS}) VALUES " + ",".join([
+                    f"({_text(conn, op.addon_id)},X'{op.sha256}',{_text(conn, op.version)},"
+                    f"{code},LAST_INSERT_ID()-{n - k},{when})"
+                    for k, op in enumerate(ops[i:i + _CHUNK], i + 1)]))
+        statements.append("COMMIT")
         async with conn.cursor() as cur:
-            await cur.execute("UPDATE counters SET value = LAST_INSERT_ID(value + %s) "
-                              "WHERE name = 'serial'", (len(ops),))
-            taken = cur.lastrowid  # the counter's new value
-            now = now_us()
-            results, changed, new_last = plan(ops, {}, taken - len(ops), now)
-            rows = list(changed.values())
-            when = await _batch_time(cur, now, len(rows))
-            inserted = 0
-            for i in range(0, len(rows), _CHUNK):
-                inserted += await cur.execute(
-                    f"INSERT INTO registrations ({_COLUMNS}) VALUES "
-                    + _row_values(conn, rows[i:i + _CHUNK], when)
-                    + " ON DUPLICATE KEY UPDATE serial = serial")
-        if inserted != len(rows) or new_last != taken:
-            await conn.rollback()
-            self._expect_new = False
-            return None
-        await conn.commit()
-        return results
+            await cur.execute(";".join(statements))  # BEGIN's result
+            if when != literal:
+                await cur.nextset()  # SET
+            await cur.nextset()  # UPDATE counters
+            taken = cur.lastrowid  # the counter's new value: the last serial
+            try:
+                while await cur.nextset():  # the INSERTs, then COMMIT
+                    pass
+            except pymysql.err.IntegrityError as exc:
+                if exc.args[0] != _DUPLICATE_KEY:
+                    raise
+                await conn.rollback()
+                self._expect_new = False
+                return None
+        base = taken - n
+        return [Applied(Record(op.addon_id, op.sha256, op.version, REGISTERED, base + k, now),
+                        created=True, changed=True) for k, op in enumerate(ops, 1)]
 
     async def _apply_general(self, conn: aiomysql.Connection, ops: Sequence[Operation],
                              job_id: Optional[str]) -> Optional[List[Applied]]:

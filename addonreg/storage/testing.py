@@ -198,11 +198,25 @@ class StorageTests:
         record = await store.get(addon_id, sha(1))
         assert record.version == "v" * 255
 
-    @pytest.mark.parametrize("count", [1, 4500])
+    @pytest.mark.parametrize("count", [1, 4500, 12000])
     async def test_large_batches(self, store, count):
         results = await store.apply([reg(f"a{i % 97}@b", i) for i in range(count)])
         assert sum(a.created for a in results) == count
-        assert len(await store.changes(0, 10000)) == count
+        assert [a.record.serial for a in results] == list(range(1, count + 1))
+        feed = await store.changes(0, 20000)
+        assert [(r.key, r.serial) for r in feed] == [(a.record.key, a.record.serial)
+                                                     for a in results]
+        assert await store.last_serial() == count
+
+    async def test_large_batch_with_a_known_file_at_its_end(self, store):
+        [known] = await store.apply([reg("z@b", "known", "1")])
+        ops = [reg(f"a{i % 97}@b", i) for i in range(11999)] + [reg("z@b", "known", "1")]
+        results = await store.apply(ops)
+        assert sum(a.created for a in results) == 11999
+        assert results[-1] == type(results[-1])(known.record)  # unchanged, no serial
+        assert await store.last_serial() == known.record.serial + 11999
+        assert len(await store.changes(0, 20000)) == 12000
+        assert (await store.get(*ops[5000].key)).serial == known.record.serial + 5001
 
     async def test_jobs_lifecycle(self, store):
         ops = [reg("a@b", 1, "1"), rev("a@b", 1), rev("x@y", 2), reg("a@b", 3, "β")]
