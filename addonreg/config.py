@@ -12,7 +12,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import os
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
@@ -106,6 +106,17 @@ def _event_loop(raw: str) -> str:
     return value
 
 
+def _gc_threshold(raw: str) -> Tuple[int, int, int]:
+    try:
+        values = tuple(int(x) for x in raw.replace(" ", "").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 0:
+        raise ValueError("must be three non-negative integers, e.g. 10000,20,20 "
+                         "(0 as the first turns automatic collection off)")
+    return values  # type: ignore[return-value]
+
+
 def _bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -161,6 +172,9 @@ class Settings:
     event_loop: str = _field("auto", _event_loop, "auto (uvloop when installed), asyncio, uvloop")
     xheaders: bool = _field(False, _bool, "trust X-Forwarded-For/X-Real-Ip from a proxy")
     access_log: bool = _field(False, _bool, "log every request, not only 5xx (costs throughput)")
+    gc_threshold: Tuple[int, int, int] = _field(
+        (10_000, 20, 20), _gc_threshold,
+        "Python's gc thresholds (gen0,gen1,gen2); start-up objects are frozen out of it")
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)

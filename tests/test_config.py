@@ -34,6 +34,7 @@ def test_credentials_are_parsed_and_not_shown():
     ("PUBSUB", "redis://127.0.0.1:6379/0?chanel=x"), ("PUBSUB", "redis://h:1/0?timeout=0"),
     ("MAX_LOOKUP", "0"), ("CACHE_TTL", "-1"), ("LOG_LEVEL", "LOUD"),
     ("HAWK_CREDENTIALS", "nokey"), ("XHEADERS", "maybe"), ("CACHE_TTL", "nan"),
+    ("GC_THRESHOLD", "1000,10"), ("GC_THRESHOLD", "1000,-1,10"), ("GC_THRESHOLD", "a,b,c"),
 ])
 def test_bad_environment_value_is_named(name, value):
     with pytest.raises(ConfigError) as info:
@@ -41,6 +42,12 @@ def test_bad_environment_value_is_named(name, value):
     message = str(info.value)
     assert f"'{name.lower()}'" in message and f"$ADDONREG_{name}" in message
     assert repr(value) in message
+
+
+def test_gc_threshold_is_parsed():
+    assert load_settings(environ={}).gc_threshold == (10_000, 20, 20)
+    assert load_settings(environ={"ADDONREG_GC_THRESHOLD": "700, 10,10"}).gc_threshold == (
+        700, 10, 10)
 
 
 def test_bad_ini_value_and_unknown_key(tmp_path):
