@@ -312,15 +312,23 @@ class MySQLStore(RegistrationStore):
                     f"{code},LAST_INSERT_ID()-{n - k},{when})"
                     for k, op in enumerate(ops[i:i + _CHUNK], i + 1)]))
         statements.append("COMMIT")
+        # One packet when the batch fits one INSERT; a larger one (an import
+        # with a big write_batch_size) goes a statement at a time, so no
+        # packet grows past what one INSERT of _CHUNK rows needs
+        # (max_allowed_packet).
+        packets = [";".join(statements)] if n <= _CHUNK else statements
+        counter = statements.index(next(x for x in statements if x.startswith("UPDATE")))
+        taken = done = 0
         async with conn.cursor() as cur:
-            await cur.execute(";".join(statements))  # BEGIN's result
-            if when != literal:
-                await cur.nextset()  # SET
-            await cur.nextset()  # UPDATE counters
-            taken = cur.lastrowid  # the counter's new value: the last serial
             try:
-                while await cur.nextset():  # the INSERTs, then COMMIT
-                    pass
+                for packet in packets:
+                    await cur.execute(packet)
+                    more = True
+                    while more:  # one result per statement
+                        if done == counter:
+                            taken = cur.lastrowid  # the counter's new value: the last serial
+                        done += 1
+                        more = bool(await cur.nextset())
             except pymysql.err.IntegrityError as exc:
                 if exc.args[0] != _DUPLICATE_KEY:
                     raise
