@@ -51,6 +51,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -314,23 +315,35 @@ def parse_wrk(output: str) -> Dict[str, object]:
     }
 
 
-def run_wrk(url: str, requests_file: Path, duration: int, connections: int,
-            cpu: Optional[int]) -> Dict[str, object]:
-    """One bounded wrk run; its parsed numbers. A non-200 answer fails the benchmark."""
-    argv = pinned(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-                   "-s", str(REPLAY_LUA), url, "--", str(requests_file)], cpu)
+def wrk(argv: List[str], duration: int, margin: int = 30) -> Tuple[str, float]:
+    """Run wrk (``argv``) for at most ``duration + margin`` s: its output and CPU seconds.
+
+    The one place every benchmark starts wrk: killed when it overruns, and a
+    non-zero exit fails the benchmark with wrk's output.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        output, _ = proc.communicate(timeout=duration + 30)
+        output, _ = proc.communicate(timeout=duration + margin)
     except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk ran past {duration + 30} s and was killed") from None
+        raise BenchError(f"wrk ran past {duration + margin} s and was killed") from None
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise BenchError(f"wrk exited with {proc.returncode}:\n{output}")
+    return output, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def run_wrk(url: str, requests_file: Path, duration: int, connections: int,
+            cpu: Optional[int]) -> Dict[str, object]:
+    """One bounded wrk run; its parsed numbers. A non-200 answer fails the benchmark."""
+    output, _ = wrk(pinned(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+                            "-s", str(REPLAY_LUA), url, "--", str(requests_file)], cpu),
+                    duration)
     numbers = parse_wrk(output)
     if numbers["non_200"]:
         raise BenchError(f"{url}: {numbers['non_200']} of {numbers['responses']} answers were "

@@ -631,22 +631,7 @@ def parse_mixed(output: str) -> Dict[str, Any]:
 
 def run_wrk(argv: List[str], duration: int) -> Tuple[str, float]:
     """One bounded wrk run: its output and the CPU seconds it used."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        output, _ = proc.communicate(timeout=duration + 60)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk ran past {duration + 60} s and was killed") from None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise BenchError(f"wrk exited with {proc.returncode}:\n{output}")
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return output, cpu
+    return quick.wrk(argv, duration, margin=60)
 
 
 class Meter:

@@ -426,18 +426,7 @@ def run_wrk(server: Server, requests_file: Path, duration: int, connections: int
     argv = pinned(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
                    "--timeout", "20s", "-s", str(SIGNED_LUA), server.url(), "--",
                    str(requests_file), f"{HOST}:{server.port}"], cpu)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        output, _ = proc.communicate(timeout=duration + 60)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk ran past {duration + 60} s and was killed") from None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if proc.returncode != 0:
-        raise BenchError(f"wrk exited with {proc.returncode}:\n{output}")
+    output, _ = quick.wrk(argv, duration, margin=60)
     return parse_wrk(output), output
 
 

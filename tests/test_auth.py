@@ -454,7 +454,7 @@ def _outcome(call):
         call()
     except mohawk.exc.HawkFail as exc:
         return type(exc).__name__
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError):
         return "malformed"
     return "ok"
 
