@@ -42,6 +42,10 @@ local function now_us()
   return tonumber(ts.tv_sec) * 1000000 + tonumber(ts.tv_nsec) / 1000
 end
 
+package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
+               .. "?.lua;" .. package.path
+local wrkcount = require("wrkcount")
+
 local reads, read_keys, writes, write_keys = {}, {}, {}, {}
 local is_write = {}
 local started = {} -- sha256 -> FIFO {h = head, t = tail, [i] = start time}
@@ -143,8 +147,7 @@ end
 function response(status, headers, body)
   local now = now_us()
   responses = responses + 1
-  local key = tostring(status)
-  statuses[key] = (statuses[key] or 0) + 1
+  wrkcount.status(status)
   if status < 200 or status > 299 then
     non2xx = non2xx + 1
   end
@@ -182,8 +185,7 @@ local function quantiles(sample)
 end
 
 function done(summary, latency, requests)
-  local reads_all, writes_all, by_status = {}, {}, {}
-  local total, bad, lost, sent, pre, again = 0, 0, 0, 0, 0, 0
+  local reads_all, writes_all = {}, {}
   for _, thread in ipairs(threads) do
     for _, v in ipairs(thread:get("read_lat")) do
       reads_all[#reads_all + 1] = v
@@ -191,23 +193,11 @@ function done(summary, latency, requests)
     for _, v in ipairs(thread:get("write_lat")) do
       writes_all[#writes_all + 1] = v
     end
-    total = total + thread:get("responses")
-    bad = bad + thread:get("non2xx")
-    lost = lost + thread:get("unmatched")
-    sent = sent + thread:get("writes_sent")
-    pre = pre + thread:get("writes_presigned")
-    again = again + thread:get("exhausted")
-    for status, n in pairs(thread:get("statuses")) do
-      by_status[status] = (by_status[status] or 0) + n
-    end
   end
-  local detail = {}
-  for status, n in pairs(by_status) do
-    detail[#detail + 1] = status .. "=" .. n
-  end
-  table.sort(detail)
+  local t, detail = wrkcount.sum(threads, { "responses", "non2xx", "unmatched", "writes_sent",
+                                            "writes_presigned", "exhausted" })
   io.write(string.format("mixed: reads %s; writes %s; responses %d non-2xx %d unmatched %d "
                          .. "writes_sent %d of %d exhausted %d (%s)\n",
-                         quantiles(reads_all), quantiles(writes_all), total, bad, lost, sent,
-                         pre, again, table.concat(detail, " ")))
+                         quantiles(reads_all), quantiles(writes_all), t.responses, t.non2xx,
+                         t.unmatched, t.writes_sent, t.writes_presigned, t.exhausted, detail))
 end

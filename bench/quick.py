@@ -286,33 +286,36 @@ def _ms(text: str) -> float:
     return float(match[1]) * _TIME_UNITS_MS[match[2]]
 
 
-def parse_wrk(output: str) -> Dict[str, object]:
-    """The numbers of ``wrk --latency`` output plus the line of ``replay.lua``."""
-    def find(pattern: str) -> "re.Match[str]":
-        match = re.search(pattern, output, re.MULTILINE)
-        if not match:
-            raise BenchError(f"cannot find {pattern!r} in wrk output:\n{output}")
-        return match
+def parse_wrk_common(output: str) -> Dict[str, object]:
+    """req/s, request count, duration, latency percentiles and socket errors of ``wrk --latency``.
 
+    The one reader of wrk's own lines; each benchmark adds its Lua script's line.
+    """
+    rate = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
+    total = re.search(r"^\s+(\d+) requests in ([\d.]+\w+), ", output, re.MULTILINE)
+    if not rate or not total:
+        raise BenchError(f"cannot read wrk's output:\n{output}")
     latency = {f"p{m[1]}_ms": _ms(m[2])
                for m in re.finditer(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", output, re.MULTILINE)}
-    if "p50_ms" not in latency or "p99_ms" not in latency:
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                     output)
+    return {"requests_per_s": float(rate[1]), "requests": int(total[1]),
+            "duration_s": _ms(total[2]) / 1e3, **latency,
+            "socket_errors": dict(zip(("connect", "read", "write", "timeout"),
+                                      map(int, sock.groups()))) if sock else {}}
+
+
+def parse_wrk(output: str) -> Dict[str, object]:
+    """The numbers of ``wrk --latency`` output plus the line of ``replay.lua``."""
+    replay = re.search(r"^replay: (\d+) responses, (\d+) non-200(?: \((.*)\))?$", output,
+                       re.MULTILINE)
+    if not replay:
+        raise BenchError(f"no 'replay:' line in wrk output:\n{output}")
+    numbers = parse_wrk_common(output)
+    if "p50_ms" not in numbers or "p99_ms" not in numbers:
         raise BenchError(f"no latency distribution in wrk output:\n{output}")
-    total = find(r"^\s+(\d+) requests in ([\d.]+\w+), ")
-    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                       output)
-    replay = find(r"^replay: (\d+) responses, (\d+) non-200(?: \((.*)\))?$")
-    return {
-        "requests_per_s": float(find(r"^Requests/sec:\s+([\d.]+)")[1]),
-        "requests": int(total[1]),
-        "duration_s": _ms(total[2]) / 1e3,
-        **latency,
-        "socket_errors": dict(zip(("connect", "read", "write", "timeout"),
-                                  map(int, socket.groups()))) if socket else {},
-        "responses": int(replay[1]),
-        "non_200": int(replay[2]),
-        "non_200_statuses": replay[3] or "",
-    }
+    return {**numbers, "responses": int(replay[1]), "non_200": int(replay[2]),
+            "non_200_statuses": replay[3] or ""}
 
 
 def wrk(argv: List[str], duration: int, margin: int = 30) -> Tuple[str, float]:

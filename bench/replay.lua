@@ -1,16 +1,30 @@
--- wrk script for bench/quick.py: replay pre-built requests round-robin and
--- count every answer that is not a 200.
+-- wrk script for bench/quick.py and bench/run.py: send pre-built requests,
+-- in order or at random, and count every answer that is not a 200.
 --
 -- Usage: wrk -s bench/replay.lua URL -- REQUESTS_FILE
+--        wrk -s bench/replay.lua URL -- PATHS_FILE random SEED
 --
--- REQUESTS_FILE holds one request per line: METHOD<TAB>PATH, or
+-- In order: REQUESTS_FILE holds one request per line: METHOD<TAB>PATH, or
 -- METHOD<TAB>PATH<TAB>JSON_BODY (sent with Content-Type: application/json).
 -- Every request is formatted once, in init(); request() only hands out the
--- next one, so the load generator does no per-request work in Lua.
+-- next one, round-robin, so the load generator does no per-request work.
+--
+-- random: PATHS_FILE holds one path per line (bench/run.py writes every
+-- registered file of its data set, 1,000,000 by default), read in init(),
+-- before wrk starts its clock; request() GETs a path drawn uniformly at
+-- random (math.random seeded with SEED), so every request is an independent
+-- draw over the whole list. Nothing is pre-formatted: a million formatted
+-- requests would not fit in a reasonable amount of memory.
+--
 -- done() prints one line that bench/quick.py reads:
 --   replay: <responses> responses, <n> non-200 [(<status>=<count> ...)]
 
+package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
+               .. "?.lua;" .. package.path
+local wrkcount = require("wrkcount")
+
 local prebuilt = {}
+local paths = {}
 local next_index = 1
 local threads = {}
 
@@ -23,30 +37,47 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-function init(args)
-  local path = args[1]
-  if not path then
-    error("replay.lua: usage: wrk -s replay.lua URL -- REQUESTS_FILE")
-  end
+local function read_lines(path)
+  local lines = {}
   local file = assert(io.open(path, "r"))
   for line in file:lines() do
     if line ~= "" then
-      local method, target, body = line:match("^(%u+)\t([^\t]+)\t?(.*)$")
-      if not method then
-        error("replay.lua: bad line in " .. path .. ": " .. line)
-      end
-      local headers = nil
-      if body == "" then
-        body = nil
-      else
-        headers = { ["Content-Type"] = "application/json" }
-      end
-      prebuilt[#prebuilt + 1] = wrk.format(method, target, headers, body)
+      lines[#lines + 1] = line
     end
   end
   file:close()
-  if #prebuilt == 0 then
-    error("replay.lua: no requests in " .. path)
+  if #lines == 0 then
+    error("replay.lua: nothing to send in " .. path)
+  end
+  return lines
+end
+
+function init(args)
+  local path = args[1]
+  if not path or (args[2] and args[2] ~= "random") then
+    error("replay.lua: usage: wrk -s replay.lua URL -- REQUESTS_FILE "
+          .. "| PATHS_FILE random SEED")
+  end
+  if args[2] == "random" then
+    paths = read_lines(path)
+    math.randomseed(tonumber(args[3]) or os.time())
+    request = function()
+      return wrk.format("GET", paths[math.random(#paths)])
+    end
+    return
+  end
+  for _, line in ipairs(read_lines(path)) do
+    local method, target, body = line:match("^(%u+)\t([^\t]+)\t?(.*)$")
+    if not method then
+      error("replay.lua: bad line in " .. path .. ": " .. line)
+    end
+    local headers = nil
+    if body == "" then
+      body = nil
+    else
+      headers = { ["Content-Type"] = "application/json" }
+    end
+    prebuilt[#prebuilt + 1] = wrk.format(method, target, headers, body)
   end
 end
 
@@ -60,28 +91,16 @@ function response(status, headers, body)
   responses = responses + 1
   if status ~= 200 then
     non200 = non200 + 1
-    local key = tostring(status)
-    statuses[key] = (statuses[key] or 0) + 1
+    wrkcount.status(status)
   end
 end
 
 function done(summary, latency, requests)
-  local total, bad, by_status = 0, 0, {}
-  for _, thread in ipairs(threads) do
-    total = total + thread:get("responses")
-    bad = bad + thread:get("non200")
-    for status, count in pairs(thread:get("statuses")) do
-      by_status[status] = (by_status[status] or 0) + count
-    end
-  end
-  local detail = {}
-  for status, count in pairs(by_status) do
-    detail[#detail + 1] = status .. "=" .. count
-  end
-  table.sort(detail)
+  local totals, detail = wrkcount.sum(threads, { "responses", "non200" })
   local suffix = ""
-  if #detail > 0 then
-    suffix = " (" .. table.concat(detail, " ") .. ")"
+  if detail ~= "" then
+    suffix = " (" .. detail .. ")"
   end
-  io.write(string.format("replay: %d responses, %d non-200%s\n", total, bad, suffix))
+  io.write(string.format("replay: %d responses, %d non-200%s\n", totals.responses,
+                         totals.non200, suffix))
 end

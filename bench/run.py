@@ -33,7 +33,7 @@ What it does
        * ``get-hot``: ``GET /v1/addons/{id}/files/{sha}`` round-robin over
          ``--hot`` (100) files spread over the set (``bench/replay.lua``);
        * ``get-uniform``: a uniformly random file of the WHOLE set for every
-         request (``bench/uniform.lua`` over a file of all paths), so with the
+         request (``bench/replay.lua`` in random mode, over a file of all paths), so with the
          cache at 1/10 of the set ~90 % of requests miss and go to the database;
        * ``lookup-100``, ``lookup-1000``: ``POST /v1/lookup`` of 100 / 1,000
          registered files (10 different bodies each, 11,000 files in all, which
@@ -142,7 +142,6 @@ HOST = "127.0.0.1"
 RESULTS_DIR = BENCH_DIR / "results"
 DATA_DIR = BENCH_DIR / ".data"
 REPLAY_LUA = BENCH_DIR / "replay.lua"
-UNIFORM_LUA = BENCH_DIR / "uniform.lua"
 MIXED_LUA = BENCH_DIR / "mixed.lua"
 SIGNED_LUA = BENCH_DIR / "signed.lua"
 BASELINE_PY = BENCH_DIR / "baseline.py"
@@ -590,20 +589,7 @@ class MixedKeys:
 
 # wrk ---------------------------------------------------------------------------
 
-def parse_wrk_common(output: str) -> Dict[str, Any]:
-    """req/s, request count, duration, latency percentiles and socket errors of ``wrk --latency``."""
-    rate = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
-    total = re.search(r"^\s+(\d+) requests in ([\d.]+\w+), ", output, re.MULTILINE)
-    if not rate or not total:
-        raise BenchError(f"cannot read wrk's output:\n{output}")
-    latency = {f"p{m[1]}_ms": quick._ms(m[2])
-               for m in re.finditer(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", output, re.MULTILINE)}
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                     output)
-    return {"requests_per_s": float(rate[1]), "requests": int(total[1]),
-            "duration_s": quick._ms(total[2]) / 1e3, **latency,
-            "socket_errors": dict(zip(("connect", "read", "write", "timeout"),
-                                      map(int, sock.groups()))) if sock else {}}
+parse_wrk_common = quick.parse_wrk_common
 
 
 _MIXED_LINE = re.compile(
@@ -852,7 +838,7 @@ class Suite:
         target = self.targets[name]
         target.check_alive()
         extra: Dict[str, Any] = {}
-        # A new random sequence every run (uniform.lua): replaying the same one would
+        # A new random sequence every run (replay.lua random): replaying the same one would
         # find the files of the previous run in the cache.
         seed = str(self.rng.randrange(1, 2 ** 31))
         script_args = [a.replace("{seed}", seed) for a in sc.script_args]
@@ -1380,7 +1366,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
                          "files", 1, REPLAY_LUA, [str(old_file)], base),
             ReadScenario("get-uniform", f"GET of a uniformly random file of all {len(rows):,} "
                          f"(cache {cache_size:,} entries: misses go to {a.storage})", 1,
-                         UNIFORM_LUA, [str(paths_file), "{seed}"], base),
+                         REPLAY_LUA, [str(paths_file), "random", "{seed}"], base),
         ]
         print(f"load: wrk -t1 -c{a.connections} --latency --timeout {WRK_TIMEOUT}; {a.runs} "
               f"runs x {a.duration} s per target and scenario, order rotated, {a.warmup} s "

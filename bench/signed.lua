@@ -21,6 +21,10 @@
 --   signed: <responses> responses, <n> non-2xx, <sent> sent of <prebuilt> pre-signed,
 --   <exhausted> exhausted (<status>=<count> ...)
 
+package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
+               .. "?.lua;" .. package.path
+local wrkcount = require("wrkcount")
+
 local prebuilt = {}
 local next_index = 1
 local threads = {}
@@ -80,32 +84,16 @@ end
 
 function response(status, headers, body)
   responses = responses + 1
-  local key = tostring(status)
-  statuses[key] = (statuses[key] or 0) + 1
+  wrkcount.status(status)
   if status < 200 or status > 299 then
     non2xx = non2xx + 1
   end
 end
 
 function done(summary, latency, requests)
-  local total, bad, out, pre, again, by_status = 0, 0, 0, 0, 0, {}
-  for _, thread in ipairs(threads) do
-    total = total + thread:get("responses")
-    bad = bad + thread:get("non2xx")
-    out = out + thread:get("sent")
-    pre = pre + thread:get("count")
-    again = again + thread:get("exhausted")
-    for status, n in pairs(thread:get("statuses")) do
-      by_status[status] = (by_status[status] or 0) + n
-    end
-  end
-  local detail = {}
-  for status, n in pairs(by_status) do
-    detail[#detail + 1] = status .. "=" .. n
-  end
-  table.sort(detail)
+  local t, detail = wrkcount.sum(threads, { "responses", "non2xx", "sent", "count",
+                                            "exhausted" })
   io.write(string.format("signed: %d responses, %d non-2xx, %d sent of %d pre-signed, "
                          .. "%d exhausted (%s)\n",
-                         total, bad, out, pre, again,
-                         table.concat(detail, " ")))
+                         t.responses, t.non2xx, t.sent, t.count, t.exhausted, detail))
 end

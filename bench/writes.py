@@ -100,7 +100,7 @@ sys.path.insert(1, str(REPO_DIR))
 
 import naive_server  # noqa: E402
 import quick  # noqa: E402
-from quick import (BenchError, Server, _ms, choose_cpus, git_commit, pinned,  # noqa: E402
+from quick import (BenchError, Server, choose_cpus, git_commit, pinned,  # noqa: E402
                    reset_mysql, stop_all)
 
 from addonreg.auth import sign  # noqa: E402
@@ -390,27 +390,13 @@ def check_bulk(server: Server, keys: Keys, hawk_key: str) -> None:
 
 def parse_wrk(output: str) -> Dict[str, object]:
     """The numbers of ``wrk --latency`` output plus the line of ``signed.lua``."""
-    def find(pattern: str) -> "re.Match[str]":
-        match = re.search(pattern, output, re.MULTILINE)
-        if not match:
-            raise BenchError(f"cannot find {pattern!r} in wrk output:\n{output}")
-        return match
-
-    latency = {f"p{m[1]}_ms": _ms(m[2])
-               for m in re.finditer(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", output, re.MULTILINE)}
-    total = find(r"^\s+(\d+) requests in ([\d.]+\w+), ")
-    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                       output)
-    replay = find(r"^signed: (\d+) responses, (\d+) non-2xx, (\d+) sent of (\d+) pre-signed, "
-                  r"(\d+) exhausted \((.*)\)$")
+    replay = re.search(r"^signed: (\d+) responses, (\d+) non-2xx, (\d+) sent of (\d+) "
+                       r"pre-signed, (\d+) exhausted \((.*)\)$", output, re.MULTILINE)
+    if not replay:
+        raise BenchError(f"no 'signed:' line in wrk output:\n{output}")
     statuses = dict(item.split("=") for item in replay[6].split())
     return {
-        "requests_per_s": float(find(r"^Requests/sec:\s+([\d.]+)")[1]),
-        "requests": int(total[1]),
-        "duration_s": _ms(total[2]) / 1e3,
-        **latency,
-        "socket_errors": dict(zip(("connect", "read", "write", "timeout"),
-                                  map(int, socket.groups()))) if socket else {},
+        **quick.parse_wrk_common(output),
         "responses": int(replay[1]),
         "non_2xx": int(replay[2]),
         "sent": int(replay[3]),
