@@ -22,7 +22,7 @@ from .batcher import QueueFull, ShuttingDown
 from .errors import ERRNO, APIError, error_body
 from .metrics import MetricsPump
 from .ids import (InvalidIdentifier, check_addon_id, check_sha256, check_version, is_addon_id,
-                  normalize_sha256)
+                  normalize_sha256, valid_keys)
 from .registry import MISSING, Registry
 from .storage import REVOKED, BackendError, Key, Operation, result_item
 
@@ -341,7 +341,14 @@ def lookup_keys(items: Any, max_items: int, id_field: str = "addon_id") -> List[
     if len(items) > max_items:
         raise APIError(413, ERRNO.TOO_MANY_ITEMS,
                        f"at most {max_items} files per lookup", {"max_lookup": max_items})
-    keys: List[Key] = []
+    try:
+        keys = valid_keys([item[id_field] for item in items], [item["sha256"] for item in items])
+    except (TypeError, KeyError, IndexError):  # an item that is not an object, or lacks one
+        keys = None
+    if keys is not None:
+        return keys
+    # Something is wrong: find the first bad item, and say what.
+    keys = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or id_field not in item or "sha256" not in item:
             raise bad_request(f"item {i} must be an object with {id_field} and sha256",

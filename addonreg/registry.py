@@ -66,6 +66,20 @@ class RecordCodec(EntryCodec[Record]):
     def is_negative(self, entry: bytes) -> bool:
         return len(entry) == 8
 
+    def fresh(self, key: CacheKey, entry: bytes, now: float, ttl: float,
+              negative_ttl: float) -> Any:
+        # EntryCodec.fresh in one unpack (this runs once per file of a lookup).
+        if len(entry) == 8:
+            return None if now - self._STORED.unpack_from(entry)[0] < negative_ttl \
+                else MISSING
+        stored_at, serial, updated_at, flags = self._HEAD.unpack_from(entry)
+        if now - stored_at >= ttl:
+            return MISSING
+        version = None if flags & self._NO_VERSION else \
+            entry[self._HEAD.size:].decode("utf-8", "surrogatepass")
+        return Record(key[32:].decode("ascii"), key[:32].hex(), version,
+                      REVOKED if flags & self._REVOKED else REGISTERED, serial, updated_at)
+
     def value(self, key: CacheKey, entry: bytes) -> Optional[Record]:
         if len(entry) == 8:
             return None

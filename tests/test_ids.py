@@ -48,3 +48,46 @@ def test_versions():
     for bad in ("", "a\x00", "a\n", "\x7f", "v" * 256, 1):
         with pytest.raises(InvalidIdentifier):
             check_version(bad)
+
+
+# valid_keys: the bulk lookup's all-at-once check must agree with the per-item one.
+
+from hypothesis import settings  # noqa: E402
+
+from addonreg.ids import check_addon_id, check_sha256, valid_keys  # noqa: E402
+
+_IDS = st.one_of(
+    st.sampled_from(["a@b", "{6ba7b810-9dad-11d1-80b4-00c04fd430c8}", "@x", "A.b_c-d@E",
+                     "a@b\nc@d", "a@b\n", "", "a", "a@", "a@b ", "é@b", "a" * 254 + "@b",
+                     "{6ba7b810-9dad-11d1-80b4-00c04fd430c8}\n"]),
+    st.text(alphabet="ab@.{}-\n_ 0", max_size=12), st.integers(), st.none())
+_HASHES = st.one_of(
+    st.sampled_from(["a" * 64, "A" * 64, "0" * 64, "sha256:" + "b" * 64, "a" * 63, "a" * 65,
+                     "g" * 64, "a" * 62 + " a", " " + "a" * 63, "a" * 63 + "\n", "٠" * 64]),
+    st.text(alphabet="0123456789abcdefABCDEF \n", min_size=60, max_size=66), st.integers())
+
+
+def _one_by_one(ids, hashes):
+    try:
+        return [(check_addon_id(a), check_sha256(h)) for a, h in zip(ids, hashes)]
+    except InvalidIdentifier:
+        return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(pairs=st.lists(st.tuples(_IDS, _HASHES), min_size=1, max_size=6))
+def test_valid_keys_agrees_with_the_per_item_checks(pairs):
+    ids, hashes = [p[0] for p in pairs], [p[1] for p in pairs]
+    fast = valid_keys(ids, hashes)
+    if fast is not None:  # all valid: exactly what the per-item checks give
+        assert fast == _one_by_one(ids, hashes)
+    elif _one_by_one(ids, hashes) is not None:
+        # None with all valid is allowed only for what the fast path leaves to
+        # the slow one: the "sha256:" prefix.
+        assert any(isinstance(h, str) and len(h) == 71 for h in hashes)
+
+
+def test_valid_keys_normalises_case_and_refuses_a_newline_inside_an_id():
+    assert valid_keys(["a@b"], ["AB" * 32]) == [("a@b", "ab" * 32)]
+    assert valid_keys(["a@b\nc@d"], ["ab" * 32]) is None
+    assert valid_keys(["a@b", "c@d"], ["ab" * 32, "cd" * 31 + " c"]) is None
