@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .batcher import QueueFull, WriteBatcher
 from .cache import _MISSING, EntryCodec, LookupCache
+from .coalesce import Coalescer
 from .storage import (JOB_QUEUED, REGISTERED, REVOKED, Applied, Job, Key,
                       Operation, Record, RegistrationStore)
 
@@ -101,6 +102,7 @@ class Registry:
         self.addons: LookupCache[str, Tuple[Record, ...]] = LookupCache(
             max(settings.cache_size // 10, 100), settings.cache_ttl,
             settings.cache_negative_ttl)
+        self._file_loader: Coalescer[CacheKey, Record] = Coalescer(self._fetch_files)
         self.checks: Dict[str, Any] = {"storage": store.heartbeat}
         self.batcher: Optional[WriteBatcher] = None
         self._lag_samples: List[float] = []
@@ -123,7 +125,14 @@ class Registry:
         return await self.files.get(cache_key(key), self._fill_file)
 
     async def _fill_file(self, ckey: CacheKey) -> Optional[Record]:
-        return await self.store.get(*file_key(ckey))
+        # Concurrent misses of single files share one bulk query (see coalesce.py).
+        return await self._file_loader.load(ckey)
+
+    async def _fetch_files(self, ckeys: List[CacheKey]) -> Dict[CacheKey, Record]:
+        if len(ckeys) == 1:
+            record = await self.store.get(*file_key(ckeys[0]))
+            return {ckeys[0]: record} if record is not None else {}
+        return await self._fill_files(ckeys)
 
     async def lookup(self, keys: Sequence[Key]) -> List[Optional[Record]]:
         """Records for many files, in order (None for unknown), one storage call for all misses."""
