@@ -20,7 +20,8 @@ Not thread-safe: one coalescer per event loop.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Dict, Generic, Hashable, List, Mapping, Optional, TypeVar
+from typing import (Awaitable, Callable, Dict, Generic, Hashable, List, Mapping, Optional, Set,
+                    TypeVar)
 
 __all__ = ["Coalescer"]
 
@@ -34,6 +35,7 @@ class Coalescer(Generic[K, V]):
         self._fetch_many = fetch_many
         self.max_batch = max_batch
         self._pending: Dict[K, asyncio.Future] = {}
+        self._tasks: Set[asyncio.Task] = set()  # the loop only keeps weak references
         self.calls = 0  # fetch_many calls made (for tests and metrics)
 
     async def load(self, key: K) -> Optional[V]:
@@ -50,7 +52,9 @@ class Coalescer(Generic[K, V]):
         keys = list(pending)
         for i in range(0, len(keys), self.max_batch):
             chunk = {k: pending[k] for k in keys[i:i + self.max_batch]}
-            asyncio.get_running_loop().create_task(self._fetch(chunk))
+            task = asyncio.get_running_loop().create_task(self._fetch(chunk))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _fetch(self, futures: Dict[K, asyncio.Future]) -> None:
         self.calls += 1
