@@ -50,7 +50,7 @@ import pprint
 import re
 import secrets
 import time
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Set, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 import mohawk
@@ -233,6 +233,10 @@ class RedisNonceStore(NonceStore):
         self.ttl = 2 * skew
         self.prefix = prefix
         self.timeout = timeout
+        # Checks asked for during one pass of the event loop, sent together.
+        self._pending: List[Tuple[str, asyncio.Future]] = []
+        self._tasks: Set[asyncio.Task] = set()
+        self.round_trips = 0
 
     @classmethod
     def from_url(cls, url: str, skew: int = DEFAULT_SKEW, prefix: str = "addonreg:nonce:",
@@ -254,13 +258,44 @@ class RedisNonceStore(NonceStore):
         return f"{self.prefix}{credential_id}:{digest}"
 
     async def check_and_remember(self, credential_id: str, nonce: str, timestamp: int) -> bool:
+        """One ``SET NX EX``; the checks of one pass of the event loop share a pipeline.
+
+        Under 64 concurrent PUTs a round trip per request cost a quarter of
+        the throughput; a pipeline is one round trip for all of them, and
+        Redis still runs each SET NX on its own, in order (so the same nonce
+        twice in one pipeline is still caught the second time).
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((self.key(credential_id, nonce), future))
+        return bool(await asyncio.shield(future))
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._send(pending))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, pending: List[Tuple[str, asyncio.Future]]) -> None:
+        self.round_trips += 1
         try:
             async with asyncio.timeout(self.timeout):
-                stored = await self.client.set(self.key(credential_id, nonce), b"1",
-                                               nx=True, ex=self.ttl)
+                pipe = self.client.pipeline(transaction=False)
+                for key, _ in pending:
+                    pipe.set(key, b"1", nx=True, ex=self.ttl)
+                replies = await pipe.execute()
         except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
-            raise NonceStoreError(original=exc) from exc
-        return bool(stored)
+            error = NonceStoreError(original=exc)
+            for _, future in pending:
+                if not future.done():
+                    future.set_exception(error)
+                    future.exception()  # retrieved: the waiters re-raise it
+            return
+        for (_, future), reply in zip(pending, replies):
+            if not future.done():
+                future.set_result(reply)
 
     async def heartbeat(self) -> None:
         try:

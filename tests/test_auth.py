@@ -346,6 +346,20 @@ async def test_replay_refused_by_another_process_sharing_redis(redis_stores):
     assert await check(second, other) == "tools"
 
 
+async def test_redis_checks_of_one_loop_pass_share_a_pipeline(redis_stores):
+    import asyncio
+
+    store, other = redis_stores(), redis_stores()
+    nonces = [f"n{i}" for i in range(40)] + ["n3", "n7"]  # two replays in the same pass
+    answers = await asyncio.gather(*(store.check_and_remember("amo", n, 0) for n in nonces))
+    assert answers == [True] * 40 + [False, False]
+    assert store.round_trips == 1
+    # Across processes (another client), one at a time, as before.
+    assert await other.check_and_remember("amo", "n5", 0) is False
+    assert await other.check_and_remember("amo", "n40", 0) is True
+    assert await other.check_and_remember("tools", "n5", 0) is True
+
+
 async def test_redis_refused_request_does_not_use_up_its_nonce(redis_stores):
     first, second = authenticator(redis_stores()), authenticator(redis_stores())
     await refused(first, sign("amo", OTHER_KEY, "POST", URL, BODY, nonce="n3"))
