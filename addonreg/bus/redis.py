@@ -102,6 +102,18 @@ def encode(origin: bytes, sequence: int, records: Sequence[Record]) -> bytes:
 
 def decode(payload: bytes) -> Tuple[bytes, int, List[Record]]:
     """``(origin, sequence, records)`` of a message; :class:`MessageError` when malformed."""
+    origin, sequence, rows = _split(payload)
+    return origin, sequence, decode_rows(rows)
+
+
+def decode_rows(rows: List[Any]) -> List[Record]:
+    """The records of a message's rows (from :func:`_split`); :class:`MessageError` if bad."""
+    return [_decode_record(i, row) for i, row in enumerate(rows)]
+
+
+def _split(payload: bytes) -> Tuple[bytes, int, List[Any]]:
+    """``(origin, sequence, rows)``, the rows not yet checked: a process skips its own
+    messages before paying for the records (a 5,000-file batch comes back to its writer)."""
     try:
         message = msgpack.unpackb(payload, raw=False)
     except Exception as exc:  # msgpack raises a zoo of types on garbage
@@ -115,7 +127,7 @@ def decode(payload: bytes) -> Tuple[bytes, int, List[Record]]:
         raise MessageError("no sequence number")
     if not isinstance(rows, list):
         raise MessageError("no records")
-    return origin, sequence, [_decode_record(i, row) for i, row in enumerate(rows)]
+    return origin, sequence, rows
 
 
 def _decode_record(index: int, row: Any) -> Record:
@@ -432,13 +444,14 @@ class RedisBus(InvalidationBus):
     def _handle(self, payload: bytes) -> None:
         """One message from the channel."""
         try:
-            origin, sequence, records = decode(payload)
+            origin, sequence, rows = _split(payload)
+            if origin == self.origin:
+                return  # applied by publish() already
+            records = decode_rows(rows)
         except MessageError as exc:
             self._counts["malformed"] += 1
             log.warning("ignoring a malformed message on %r: %s", self.channel, exc)
             return
-        if origin == self.origin:
-            return  # applied by publish() already
         last = self._last_seen.pop(origin, None)
         # Re-inserted, so the dict stays ordered from the longest silent origin.
         self._last_seen[origin] = sequence if last is None else max(last, sequence)
