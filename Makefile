@@ -20,7 +20,8 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-# The benchmark also wants matplotlib (its plot); wrk and nginx come from apt.
+# The benchmark also wants matplotlib (its plot) and py-spy (its profiles); wrk and nginx
+# come from apt.
 $(VENV)/.bench-stamp: $(STAMP)
 	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
 	touch $@

@@ -34,6 +34,8 @@ setup(
         ],
         "bench": [
             "matplotlib>=3.8,<4",
+            # The profiles in bench/results (bench/run.py, writes.py --profile).
+            "py-spy>=0.3.14,<0.5",
         ],
     },
     entry_points={"console_scripts": ["addonreg = addonreg.cli:main"]},
