@@ -50,7 +50,7 @@ import pprint
 import re
 import secrets
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 import mohawk
@@ -61,6 +61,8 @@ import redis.asyncio
 import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+from .coalesce import PassBatch
 
 
 class _LazyPrettyPrint:
@@ -246,10 +248,9 @@ class RedisNonceStore(NonceStore):
         self.prefix = prefix
         self.timeout = timeout
         # Checks asked for during one pass of the event loop, sent together.
-        self._pending: List[Tuple[str, asyncio.Future]] = []
-        self._tasks: Set[asyncio.Task] = set()
-        self.round_trips = 0
+        self._checks: PassBatch[str, int] = PassBatch(self._set_all_nx)
         self._set_all = client.register_script(_SET_ALL_NX)
+        self.round_trips = 0
 
     @classmethod
     def from_url(cls, url: str, skew: int = DEFAULT_SKEW, prefix: str = "addonreg:nonce:",
@@ -278,34 +279,15 @@ class RedisNonceStore(NonceStore):
         (``_SET_ALL_NX``), which runs each SET NX in order, atomically (so the
         same nonce twice in one call is still caught the second time).
         """
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.append((self.key(credential_id, nonce), future))
-        return bool(await asyncio.shield(future))
+        return bool(await self._checks.call(self.key(credential_id, nonce)))
 
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._send(pending))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, pending: List[Tuple[str, asyncio.Future]]) -> None:
+    async def _set_all_nx(self, keys: List[str]) -> List[int]:
         self.round_trips += 1
         try:
             async with asyncio.timeout(self.timeout):
-                replies = await self._set_all(keys=[key for key, _ in pending], args=[self.ttl])
+                return await self._set_all(keys=keys, args=[self.ttl])
         except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
-            error = NonceStoreError(original=exc)
-            for _, future in pending:
-                if not future.done():
-                    future.set_exception(error)
-                    future.exception()  # retrieved: the waiters re-raise it
-            return
-        for (_, future), reply in zip(pending, replies):
-            if not future.done():
-                future.set_result(reply)
+            raise NonceStoreError(original=exc) from exc
 
     async def heartbeat(self) -> None:
         try:

@@ -1,73 +1,99 @@
-"""Coalescing of concurrent single-key reads into one bulk read.
+"""Calls made during one pass of the event loop, sent as one.
 
-Under load many requests miss the cache at once, each for one file; fetched
-one by one they queue for the storage pool's few connections, each paying a
-round trip. :class:`Coalescer` gathers the keys asked for while the event
-loop runs one pass, and fetches them with one ``fetch_many`` call when the
-pass is over (the "data loader" pattern).
+Under load many requests want the same kind of small storage or Redis call
+at once: a cache miss of one file, a nonce check. Made one by one they
+queue for a few connections and each pays a round trip. :class:`PassBatch`
+gathers the calls made while the event loop runs one pass and sends them
+together once the pass is over; :class:`Coalescer` builds on it for reads
+by key (the "data loader" pattern).
 
-Guarantees:
+Guarantees (both):
 
-* ``load(key)`` answers what ``fetch_many`` found for ``key`` (None when it
-  was not found), or raises what ``fetch_many`` raised.
-* A key asked for twice before its fetch starts is fetched once.
-* At most ``max_batch`` keys go in one call; more make several calls.
-* A caller that is cancelled does not cancel the fetch of the others.
+* A call answers its own item's result, in order, or raises what the send
+  raised (every call of that send does).
+* At most ``max_batch`` items go in one send; more make several sends.
+* A caller that is cancelled does not cancel the send for the others.
 
-Not thread-safe: one coalescer per event loop.
+Not thread-safe: one per event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import (Awaitable, Callable, Dict, Generic, Hashable, List, Mapping, Optional, Set,
-                    TypeVar)
+from typing import (Awaitable, Callable, Generic, Hashable, List, Mapping, Optional,
+                    Sequence, Set, Tuple, TypeVar)
 
-__all__ = ["Coalescer"]
+__all__ = ["PassBatch", "Coalescer"]
 
+T = TypeVar("T")
+R = TypeVar("R")
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-class Coalescer(Generic[K, V]):
-    def __init__(self, fetch_many: Callable[[List[K]], Awaitable[Mapping[K, V]]],
-                 max_batch: int = 1000) -> None:
-        self._fetch_many = fetch_many
-        self.max_batch = max_batch
-        self._pending: Dict[K, asyncio.Future] = {}
-        self._tasks: Set[asyncio.Task] = set()  # the loop only keeps weak references
-        self.calls = 0  # fetch_many calls made (for tests and metrics)
+class PassBatch(Generic[T, R]):
+    """``await call(item)``: the items of one loop pass go to ``send`` as one list.
 
-    async def load(self, key: K) -> Optional[V]:
-        future = self._pending.get(key)
-        if future is None:
-            loop = asyncio.get_running_loop()
-            if not self._pending:
-                loop.call_soon(self._dispatch)  # once the current pass is over
-            future = self._pending[key] = loop.create_future()
+    ``send(items)`` returns one result per item, in order. Items are not
+    merged: the same item twice is sent twice (a nonce check relies on it).
+    """
+
+    def __init__(self, send: Callable[[List[T]], Awaitable[Sequence[R]]],
+                 max_batch: int = 1000) -> None:
+        self._send = send
+        self.max_batch = max_batch
+        self._pending: List[Tuple[T, asyncio.Future]] = []
+        self._tasks: Set[asyncio.Task] = set()  # the loop only keeps weak references
+
+    async def call(self, item: T) -> R:
+        loop = asyncio.get_running_loop()
+        if not self._pending:
+            loop.call_soon(self._flush)  # once the current pass is over
+        future = loop.create_future()
+        self._pending.append((item, future))
         return await asyncio.shield(future)
 
-    def _dispatch(self) -> None:
-        pending, self._pending = self._pending, {}
-        keys = list(pending)
-        for i in range(0, len(keys), self.max_batch):
-            chunk = {k: pending[k] for k in keys[i:i + self.max_batch]}
-            task = asyncio.get_running_loop().create_task(self._fetch(chunk))
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        loop = asyncio.get_running_loop()
+        for i in range(0, len(pending), self.max_batch):
+            task = loop.create_task(self._run(pending[i:i + self.max_batch]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _fetch(self, futures: Dict[K, asyncio.Future]) -> None:
-        self.calls += 1
+    async def _run(self, pending: List[Tuple[T, asyncio.Future]]) -> None:
         try:
-            found = await self._fetch_many(list(futures))
+            results = await self._send([item for item, _ in pending])
         except BaseException as exc:
-            for future in futures.values():
+            for _, future in pending:
                 if not future.done():
                     future.set_exception(exc)
                     future.exception()  # retrieved: the waiters re-raise it
             if not isinstance(exc, Exception):
                 raise
             return
-        for key, future in futures.items():
+        for (_, future), result in zip(pending, results):
             if not future.done():
-                future.set_result(found.get(key))
+                future.set_result(result)
+
+
+class Coalescer(Generic[K, V]):
+    """Single-key reads of one loop pass become one ``fetch_many`` call.
+
+    ``load(key)`` answers what ``fetch_many`` found for ``key`` (None when it
+    was not found). A key asked for twice in one pass is fetched once.
+    """
+
+    def __init__(self, fetch_many: Callable[[List[K]], Awaitable[Mapping[K, V]]],
+                 max_batch: int = 1000) -> None:
+        self._fetch_many = fetch_many
+        self._batch: PassBatch[K, Optional[V]] = PassBatch(self._fetch, max_batch)
+        self.calls = 0  # fetch_many calls made (for tests and metrics)
+
+    async def load(self, key: K) -> Optional[V]:
+        return await self._batch.call(key)
+
+    async def _fetch(self, keys: List[K]) -> List[Optional[V]]:
+        self.calls += 1
+        found = await self._fetch_many(list(dict.fromkeys(keys)))
+        return [found.get(key) for key in keys]
