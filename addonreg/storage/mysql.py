@@ -22,7 +22,8 @@ import datetime
 import json
 import re
 import warnings
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, TypeVar
+from typing import (Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple,
+                    TypeVar)
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomysql
@@ -113,26 +114,31 @@ def _key_list(conn: aiomysql.Connection, keys: Sequence[Key]) -> str:
     return ",".join([f"({_text(conn, a)},X'{h}')" for a, h in keys])
 
 
-def _row_values(conn: aiomysql.Connection, rows: Sequence[Record], now: str) -> str:
-    """``VALUES`` rows for ``registrations``; ``now`` is the batch's time (an SQL expression)."""
-    _hashes(r.sha256 for r in rows)
-    return ",".join([
-        f"({_text(conn, r.addon_id)},X'{r.sha256}',{_text(conn, r.version)},"
-        f"{_STATUS_CODE[r.status]},{int(r.serial)},{now})" for r in rows])
+Row = Tuple[str, str, Optional[str], int, Any]
+"""A row to insert: addon_id, sha256 (hex), version, status code, serial (an int
+or an SQL expression)."""
+
+
+def _row_values(conn: aiomysql.Connection, rows: Sequence[Row], when: str) -> str:
+    """``VALUES`` rows for ``registrations``; ``when`` is the batch's time (an SQL expression)."""
+    _hashes(row[1] for row in rows)
+    return ",".join([f"({_text(conn, addon_id)},X'{sha}',{_text(conn, version)},"
+                     f"{status},{serial},{when})"
+                     for addon_id, sha, version, status, serial in rows])
 
 
 _INLINE_TIME_ROWS = 200
 """Up to this many rows, the batch's time is written in each row; above, it is
-sent once as ``@addonreg_now`` (one more round trip, far less SQL to parse)."""
+set once as ``@addonreg_now`` (one more statement, far less SQL to parse)."""
 
 
-async def _batch_time(cur: aiomysql.Cursor, now: int, rows: int) -> str:
-    """The SQL expression of the batch's time for ``rows`` rows."""
+def _batch_time(now: int, rows: int) -> Tuple[Optional[str], str]:
+    """For a batch of ``rows`` rows at ``now``: the statement to run first (or None),
+    and the SQL expression of the batch's time."""
     literal = "'" + _from_us(now).isoformat(" ", "microseconds") + "'"
     if rows <= _INLINE_TIME_ROWS:
-        return literal
-    await cur.execute(f"SET @addonreg_now = {literal}")
-    return "@addonreg_now"
+        return None, literal
+    return f"SET @addonreg_now = {literal}", "@addonreg_now"
 
 
 def _only_new_registrations(ops: Sequence[Operation]) -> bool:
@@ -295,29 +301,23 @@ class MySQLStore(RegistrationStore):
         """
         n = len(ops)
         now = now_us()
-        literal = "'" + _from_us(now).isoformat(" ", "microseconds") + "'"
-        statements = ["BEGIN"]
-        when = literal
-        if n > _INLINE_TIME_ROWS:
-            statements.append(f"SET @addonreg_now = {literal}")
-            when = "@addonreg_now"
+        set_time, when = _batch_time(now, n)
+        statements = ["BEGIN"] + ([set_time] if set_time else [])
+        counter = len(statements)  # the statement whose OK packet carries the serial
         statements.append(f"UPDATE counters SET value = LAST_INSERT_ID(value + {n}) "
                           "WHERE name = 'serial'")
-        _hashes(op.sha256 for op in ops)
         code = _STATUS_CODE[REGISTERED]
+        rows = [(op.addon_id, op.sha256, op.version, code, f"LAST_INSERT_ID()-{n - k}")
+                for k, op in enumerate(ops, 1)]
         for i in range(0, n, _CHUNK):
-            statements.append(
-                f"INSERT INTO registrations ({_COLUMNS}) VALUES " + ",".join([
-                    f"({_text(conn, op.addon_id)},X'{op.sha256}',{_text(conn, op.version)},"
-                    f"{code},LAST_INSERT_ID()-{n - k},{when})"
-                    for k, op in enumerate(ops[i:i + _CHUNK], i + 1)]))
+            statements.append(f"INSERT INTO registrations ({_COLUMNS}) VALUES "
+                              + _row_values(conn, rows[i:i + _CHUNK], when))
         statements.append("COMMIT")
         # One packet when the batch fits one INSERT; a larger one (an import
         # with a big write_batch_size) goes a statement at a time, so no
         # packet grows past what one INSERT of _CHUNK rows needs
         # (max_allowed_packet).
         packets = [";".join(statements)] if n <= _CHUNK else statements
-        counter = statements.index(next(x for x in statements if x.startswith("UPDATE")))
         taken = done = 0
         async with conn.cursor() as cur:
             try:
@@ -363,8 +363,11 @@ class MySQLStore(RegistrationStore):
             now = now_us()
             results, changed, new_last = plan(ops, current, last, now)
             if changed:
-                rows = list(changed.values())
-                when = await _batch_time(cur, now, len(rows))
+                rows = [(r.addon_id, r.sha256, r.version, _STATUS_CODE[r.status], r.serial)
+                        for r in changed.values()]
+                set_time, when = _batch_time(now, len(rows))
+                if set_time:
+                    await cur.execute(set_time)
                 for i in range(0, len(rows), _CHUNK):
                     await cur.execute(
                         f"INSERT INTO registrations ({_COLUMNS}) VALUES "
