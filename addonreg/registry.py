@@ -76,15 +76,16 @@ class RecordCodec(EntryCodec[Record]):
         stored_at, serial, updated_at, flags = self._HEAD.unpack_from(entry)
         if now - stored_at >= ttl:
             return MISSING
-        version = None if flags & self._NO_VERSION else \
-            entry[self._HEAD.size:].decode("utf-8", "surrogatepass")
-        return Record(key[32:].decode("ascii"), key[:32].hex(), version,
-                      REVOKED if flags & self._REVOKED else REGISTERED, serial, updated_at)
+        return self._record(key, entry, serial, updated_at, flags)
 
     def value(self, key: CacheKey, entry: bytes) -> Optional[Record]:
         if len(entry) == 8:
             return None
         _, serial, updated_at, flags = self._HEAD.unpack_from(entry)
+        return self._record(key, entry, serial, updated_at, flags)
+
+    def _record(self, key: CacheKey, entry: bytes, serial: int, updated_at: int,
+                flags: int) -> Record:
         version = None if flags & self._NO_VERSION else \
             entry[self._HEAD.size:].decode("utf-8", "surrogatepass")
         return Record(key[32:].decode("ascii"), key[:32].hex(), version,
@@ -227,12 +228,10 @@ class Registry:
         such a file finds the committed row in storage.
         """
         ckey = cache_key(record.key)
-        files = self.files
-        if ckey in files:
-            current = files.current(ckey)
-            if isinstance(current, Record) and current.serial > record.serial:
-                return  # an older change delivered late
-        files.refresh(ckey, record)
+        current = self.files.current(ckey)
+        if isinstance(current, Record) and current.serial > record.serial:
+            return  # an older change delivered late
+        self.files.refresh(ckey, record)
         self.addons.discard(record.addon_id)
 
     def invalidate_all(self) -> None:
