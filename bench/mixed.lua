@@ -44,7 +44,7 @@ end
 
 package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
                .. "?.lua;" .. package.path
-local wrkcount = require("wrkcount")
+local wrkshared = require("wrkshared")
 
 local reads, read_keys, writes, write_keys = {}, {}, {}, {}
 local is_write = {}
@@ -93,16 +93,8 @@ function init(args)
     file = assert(io.open(signed_path, "r"))
     for line in file:lines() do
       if line ~= "" then
-        local method, target, auth, body = line:match("^(%u+)\t([^\t]+)\t([^\t]+)\t?(.*)$")
-        if not method then
-          error("mixed.lua: bad line in " .. signed_path .. ": " .. line:sub(1, 200))
-        end
-        local headers = { ["Host"] = host, ["Authorization"] = auth }
-        if body == "" then
-          body = nil
-        else
-          headers["Content-Type"] = "application/json"
-        end
+        local method, target, headers, body =
+          wrkshared.signed_request(line, host, "mixed.lua: " .. signed_path)
         writes[#writes + 1] = wrk.format(method, target, headers, body)
         local key = last_segment(target)
         write_keys[#write_keys + 1] = key
@@ -147,7 +139,7 @@ end
 function response(status, headers, body)
   local now = now_us()
   responses = responses + 1
-  wrkcount.status(status)
+  wrkshared.status(status)
   if status < 200 or status > 299 then
     non2xx = non2xx + 1
   end
@@ -194,7 +186,7 @@ function done(summary, latency, requests)
       writes_all[#writes_all + 1] = v
     end
   end
-  local t, detail = wrkcount.sum(threads, { "responses", "non2xx", "unmatched", "writes_sent",
+  local t, detail = wrkshared.sum(threads, { "responses", "non2xx", "unmatched", "writes_sent",
                                             "writes_presigned", "exhausted" })
   io.write(string.format("mixed: reads %s; writes %s; responses %d non-2xx %d unmatched %d "
                          .. "writes_sent %d of %d exhausted %d (%s)\n",

@@ -21,7 +21,7 @@
 
 package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
                .. "?.lua;" .. package.path
-local wrkcount = require("wrkcount")
+local wrkshared = require("wrkshared")
 
 local prebuilt = {}
 local paths = {}
@@ -91,12 +91,12 @@ function response(status, headers, body)
   responses = responses + 1
   if status ~= 200 then
     non200 = non200 + 1
-    wrkcount.status(status)
+    wrkshared.status(status)
   end
 end
 
 function done(summary, latency, requests)
-  local totals, detail = wrkcount.sum(threads, { "responses", "non200" })
+  local totals, detail = wrkshared.sum(threads, { "responses", "non200" })
   local suffix = ""
   if detail ~= "" then
     suffix = " (" .. detail .. ")"

@@ -23,7 +23,7 @@
 
 package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
                .. "?.lua;" .. package.path
-local wrkcount = require("wrkcount")
+local wrkshared = require("wrkshared")
 
 local prebuilt = {}
 local next_index = 1
@@ -49,17 +49,8 @@ function init(args)
   local file = assert(io.open(path, "r"))
   for line in file:lines() do
     if line ~= "" then
-      local method, target, auth, body = line:match("^(%u+)\t([^\t]+)\t([^\t]+)\t?(.*)$")
-      if not method then
-        error("signed.lua: bad line in " .. path .. ": " .. line:sub(1, 200))
-      end
-      local headers = { ["Host"] = host, ["Authorization"] = auth }
-      if body == "" then
-        body = nil
-      else
-        headers["Content-Type"] = "application/json"
-      end
-      prebuilt[#prebuilt + 1] = wrk.format(method, target, headers, body)
+      prebuilt[#prebuilt + 1] = wrk.format(
+        wrkshared.signed_request(line, host, "signed.lua: " .. path))
     end
   end
   file:close()
@@ -84,14 +75,14 @@ end
 
 function response(status, headers, body)
   responses = responses + 1
-  wrkcount.status(status)
+  wrkshared.status(status)
   if status < 200 or status > 299 then
     non2xx = non2xx + 1
   end
 end
 
 function done(summary, latency, requests)
-  local t, detail = wrkcount.sum(threads, { "responses", "non2xx", "sent", "count",
+  local t, detail = wrkshared.sum(threads, { "responses", "non2xx", "sent", "count",
                                             "exhausted" })
   io.write(string.format("signed: %d responses, %d non-2xx, %d sent of %d pre-signed, "
                          .. "%d exhausted (%s)\n",

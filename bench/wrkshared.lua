@@ -1,11 +1,12 @@
 -- Shared by the wrk scripts of bench/ (replay.lua, signed.lua, mixed.lua):
 -- each counts answers per thread in globals (so that done() can read them
--- with thread:get()), and done() sums them here.
+-- with thread:get()), and done() sums them here; signed.lua and mixed.lua
+-- read the same file of pre-signed requests.
 --
 -- Loaded with, at the top of a script:
 --   package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
 --                  .. "?.lua;" .. package.path
---   local wrkcount = require("wrkcount")
+--   local wrkshared = require("wrkshared")
 
 local M = {}
 
@@ -36,6 +37,24 @@ function M.sum(threads, names)
   end
   table.sort(detail)
   return totals, table.concat(detail, " ")
+end
+
+-- One line of a file of pre-signed requests (bench/writes.py, bench/run.py),
+-- METHOD<TAB>PATH<TAB>AUTHORIZATION[<TAB>JSON_BODY], as a request for
+-- wrk.format with Host `host`: method, path, headers, body. `where` names the
+-- script and file in the error a bad line raises.
+function M.signed_request(line, host, where)
+  local method, target, auth, body = line:match("^(%u+)\t([^\t]+)\t([^\t]+)\t?(.*)$")
+  if not method then
+    error(where .. ": bad line: " .. line:sub(1, 200))
+  end
+  local headers = { ["Host"] = host, ["Authorization"] = auth }
+  if body == "" then
+    body = nil
+  else
+    headers["Content-Type"] = "application/json"
+  end
+  return method, target, headers, body
 end
 
 return M
