@@ -266,6 +266,20 @@ def check_service(service: Server, hot: Sequence[Row], lookup: Sequence[Row]) ->
     return size
 
 
+READY_BASELINE = re.compile(r"baseline listening on \S+:(?P<port>\d+) \((?P<loop>\w+),")
+
+
+def baseline_server(name: str, size: int, event_loop: str, cpu: Optional[int],
+                    env: Dict[str, str], log_path: Path, port: int = 0,
+                    reuse_port: bool = False) -> Server:
+    """bench/baseline.py (bare Tornado answering ``size`` bytes), not yet started."""
+    argv = [sys.executable, str(BASELINE_PY), "--host", HOST, "--port", str(port),
+            "--size", str(size), "--event-loop", event_loop]
+    if reuse_port:
+        argv.append("--reuse-port")
+    return Server(name, pinned(argv, cpu), env, log_path, READY_BASELINE)
+
+
 def check_baseline(baseline: Server, hot: Sequence[Row], lookup: Sequence[Row]) -> None:
     for path, body in ((file_path(hot[0]), None),
                        ("/v1/lookup", lookup_body(lookup).encode())):
@@ -521,12 +535,8 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         servers.append(service)
         service.start()
         answer_size = check_service(service, hot, lookup)
-        baseline = Server(
-            "baseline", pinned([sys.executable, str(BASELINE_PY), "--host", HOST, "--port", "0",
-                                "--size", str(answer_size), "--event-loop", args.event_loop],
-                               server_cpu),
-            env, tmp / "baseline.log",
-            re.compile(r"baseline listening on \S+:(?P<port>\d+) \((?P<loop>\w+),"))
+        baseline = baseline_server("baseline", answer_size, args.event_loop, server_cpu, env,
+                                   tmp / "baseline.log")
         servers.append(baseline)
         baseline.start()
         check_baseline(baseline, hot, lookup)

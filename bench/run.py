@@ -144,7 +144,6 @@ DATA_DIR = BENCH_DIR / ".data"
 REPLAY_LUA = BENCH_DIR / "replay.lua"
 MIXED_LUA = BENCH_DIR / "mixed.lua"
 SIGNED_LUA = BENCH_DIR / "signed.lua"
-BASELINE_PY = BENCH_DIR / "baseline.py"
 READS_MYSQL_URL = "mysql://root@127.0.0.1:3306/addonreg_bench"
 SCRATCH_MYSQL_URL = "mysql://root@127.0.0.1:3306/addonreg_bench_scratch"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -153,7 +152,6 @@ DATASET_GENERATOR = "quick.make_dataset/1"
 MIXED_PREFIX = "mixed-"
 WRK_TIMEOUT = "10s"  # a request slower than this is a socket timeout, hence a failure
 READY_SERVICE = r"addonreg listening on \S+:(?P<port>\d+) \(storage \w+, (?P<loop>\w+)\)"
-READY_BASELINE = r"baseline listening on \S+:(?P<port>\d+) \((?P<loop>\w+),"
 MEMORY_ENTRIES = 1_000_000
 LOOKUP_BODIES = 10  # different bodies per lookup scenario
 
@@ -769,12 +767,10 @@ class Suite:
     def start_tornado(self, name: str, count: int, size: int) -> Group:
         port = free_port()
         slug = re.sub(r"\W+", "-", name).strip("-")
-        members = [Server(f"{name}[{i}]" if count > 1 else name,
-                          pinned([sys.executable, str(BASELINE_PY), "--host", HOST, "--port",
-                                  str(port), "--size", str(size), "--event-loop",
-                                  self.args.event_loop, "--reuse-port"],
-                                 self.pinning.server_cpu(i)),
-                          self.env, self.tmp / f"{slug}-{i}.log", re.compile(READY_BASELINE))
+        members = [quick.baseline_server(f"{name}[{i}]" if count > 1 else name, size,
+                                         self.args.event_loop, self.pinning.server_cpu(i),
+                                         self.env, self.tmp / f"{slug}-{i}.log", port=port,
+                                         reuse_port=True)
                    for i in range(count)]
         group = Group(name, port, members)
         self.stoppables.append(group)

@@ -107,7 +107,6 @@ from addonreg.auth import sign  # noqa: E402
 from addonreg.storage.mysql import SCHEMA as ADDONREG_SCHEMA  # noqa: E402
 
 SIGNED_LUA = BENCH_DIR / "signed.lua"
-BASELINE_PY = BENCH_DIR / "baseline.py"
 NAIVE_PY = BENCH_DIR / "naive_server.py"
 RESULTS_DIR = BENCH_DIR / "results"
 HOST = "127.0.0.1"
@@ -771,12 +770,8 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         answer_size = check_writer(service, bench.keys, hawk_key)
         check_bulk(service, bench.keys, hawk_key)
         check_writer(naive, bench.keys, hawk_key)
-        baseline = Server(
-            "baseline", pinned([sys.executable, str(BASELINE_PY), "--host", HOST, "--port", "0",
-                                "--size", str(answer_size), "--event-loop", args.event_loop],
-                               server_cpu),
-            env, tmp / "baseline.log",
-            re.compile(r"baseline listening on \S+:(?P<port>\d+) \((?P<loop>\w+),"))
+        baseline = quick.baseline_server("baseline", answer_size, args.event_loop, server_cpu,
+                                         env, tmp / "baseline.log")
         servers.append(baseline)
         baseline.start()
         key = bench.keys.take(1)[0]
