@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import tornado.web
 
 from . import __version__
 from . import handlers as h
-from .auth import HawkAuthenticator
+from .hawk import HawkAuthenticator
 from .logs import log_request
 from .metrics import MetricsPump
 from .registry import Registry
+from .web import InFlight
 
 __all__ = ["make_app", "version_info"]
 
@@ -40,10 +41,11 @@ def version_info() -> Dict[str, str]:
             "build": ""}
 
 
-def make_app(registry: Registry, settings, auth: HawkAuthenticator,
+def make_app(registry: Registry, settings: Any, auth: HawkAuthenticator, in_flight: InFlight,
              version: Optional[Dict[str, str]] = None,
              pump: Optional[MetricsPump] = None) -> tornado.web.Application:
-    deps = {"registry": registry, "settings": settings, "auth": auth}
+    """The application: every route with the handler's dependencies."""
+    deps = {"registry": registry, "settings": settings, "auth": auth, "in_flight": in_flight}
     routes = [
         (rf"/v1/addons/{_ADDON}/files/{_SHA}", h.FileHandler, deps),
         (rf"/v1/addons/{_ADDON}/files", h.AddonFilesHandler, deps),

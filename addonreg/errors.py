@@ -1,56 +1,49 @@
-"""The one error body of the API and its errno table.
+"""The one error body of the API and its errno table (``docs/errors.md``).
 
-Every 4xx/5xx answer is ``{"code", "errno", "error", "message", "details"?}``
-(see ``docs/errors.md``). Handlers raise :class:`APIError`; ``write_error`` in
-``handlers.py`` is the only place that turns it into a response. The
-``message`` is for humans and never carries driver text, SQL or tracebacks:
-what is worth logging goes into ``log_message`` instead.
+Every 4xx/5xx answer is ``{"code", "errno", "error", "message", "details"?}``.
+Handlers raise :class:`APIError` (or a service exception that ``web.py``
+maps to one); ``message`` is for humans and never carries driver text, SQL or
+a traceback: what is worth logging goes into ``log_message``.
 """
 
 from __future__ import annotations
 
 import enum
+from http import HTTPStatus
 from typing import Any, Mapping, Optional
 
-__all__ = ["ERRNO", "APIError", "error_body"]
+__all__ = ["ERRNO", "APIError", "error_body", "reason"]
 
 
 class ERRNO(enum.IntEnum):
-    """Error numbers; the table is documented in ``docs/errors.md``."""
+    """Error numbers; each one's meaning is in ``docs/errors.md``."""
 
     MISSING_AUTH_TOKEN = 104
     INVALID_AUTH_TOKEN = 105
-    INVALID_REQUEST_BODY = 106  # not JSON/msgpack, or not the expected structure
-    INVALID_PARAMETERS = 107  # an identifier or query parameter breaks the rules
+    INVALID_REQUEST_BODY = 106
+    INVALID_PARAMETERS = 107
     MISSING_PARAMETERS = 108
-    INVALID_CONTENT_TYPE = 109
+    UNSUPPORTED_MEDIA_TYPE = 109
     MISSING_RESOURCE = 111
     REQUEST_TOO_LARGE = 113
     RESOURCE_GONE = 114
     METHOD_NOT_ALLOWED = 115
     NOT_ACCEPTABLE = 116
     TOO_MANY_ITEMS = 117
+    HEADERS_TOO_LARGE = 118
     BACKEND = 201
     QUEUE_FULL = 202
     SHUTTING_DOWN = 203
+    OUTCOME_UNKNOWN = 204
     UNDEFINED = 999
-
-
-# Reason phrases: the "error" field.
-_REASONS = {
-    400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-    405: "Method Not Allowed", 406: "Not Acceptable", 410: "Gone",
-    411: "Length Required", 413: "Content Too Large", 415: "Unsupported Media Type",
-    500: "Internal Server Error", 503: "Service Unavailable",
-}
 
 
 class APIError(Exception):
     """An error answer: status, errno, a message for the client, optional details.
 
-    ``log_message`` is what is logged (never shown to the client); ``headers``
-    are added to the response (``Retry-After``, ``WWW-Authenticate``); ``body``
-    holds fields shown beside the error fields (the record of a ``410``).
+    ``headers`` are added to the answer (``WWW-Authenticate``, ``Cache-Control``),
+    ``body`` holds fields shown beside the error fields (the record of a
+    ``410``), ``log_message`` is logged and never shown.
     """
 
     def __init__(self, status: int, errno: ERRNO, message: str,
@@ -69,9 +62,11 @@ class APIError(Exception):
 
 
 def reason(status: int) -> str:
-    from http import HTTPStatus
+    """The reason phrase of ``status`` (the body's ``error`` field)."""
+    if status == 413:
+        return "Content Too Large"  # RFC 9110's name; Python still says "Request Entity…"
     try:
-        return _REASONS.get(status) or HTTPStatus(status).phrase
+        return HTTPStatus(status).phrase
     except ValueError:
         return "Unknown"
 

@@ -32,11 +32,17 @@ _ADDON_IDS = re.compile(f"(?:(?:{_ADDON_ID_RULE})\\n)*", re.IGNORECASE | re.ASCI
 
 
 class InvalidIdentifier(ValueError):
-    """A value breaks the identifier rules; ``field`` names which one."""
+    """A value breaks the identifier rules (a ``400``): ``field`` names which one,
+    ``index`` the item of a list it is in (None: not in a list)."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, field: str, message: str, index: Optional[int] = None) -> None:
+        super().__init__(message if index is None else f"item {index}: {message}")
         self.field = field
+        self.index = index
+
+    def at(self, index: int) -> "InvalidIdentifier":
+        """The same error, about item ``index`` of a list."""
+        return InvalidIdentifier(self.field, self.args[0], index)
 
 
 def is_addon_id(value: Any) -> bool:

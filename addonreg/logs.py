@@ -73,5 +73,6 @@ def log_request(handler: Any) -> None:
     request_log.log(level, "request", extra={"fields": {
         "rid": rid, "method": request.method, "path": request.path, "status": status,
         "duration_ms": round(seconds * 1000, 3), "remote": request.remote_ip,
-        "bytes_in": getattr(handler, "_size", None) or len(request.body or b""), "agent": request.headers.get("User-Agent", "")[:200],
+        "bytes_in": getattr(handler, "body_size", 0) or len(request.body or b""),
+        "agent": request.headers.get("User-Agent", "")[:200],
     }})

@@ -19,8 +19,8 @@ Guarantees:
   symlink is swapped in one rename, so a rebuild is never half visible.
 * Bodies are byte for byte what the service answers for the same resource
   at the same serial: file bodies are rendered by the service's own
-  :func:`addonreg.codec.file_body`, add-on lists are the service's own answer
-  (source ``--from URL``) or rendered by :func:`addonreg.codec.addon_files_body`
+  :func:`addonreg.media.file_body`, add-on lists are the service's own answer
+  (source ``--from URL``) or rendered by :func:`addonreg.media.addon_files_body`
   from storage.
 * A revoked file's static copy is removed, so its request falls through to
   the service, which answers ``410``. Unknown files are never in the tree.
@@ -48,7 +48,7 @@ import uuid
 from typing import Dict, List, Optional, Set, Tuple
 from urllib.parse import quote
 
-from . import codec
+from . import media
 from .storage import REGISTERED, BackendError, Record, RegistrationStore
 
 __all__ = ["StaticTree", "FeedSource", "StorageSource", "ServiceSource", "FeedError",
@@ -105,7 +105,7 @@ class StaticTree:
         """A file's static copy follows its record: written if registered, removed if not."""
         path = self.file_path(record.addon_id, record.sha256)
         if record.status == REGISTERED:
-            self.write(path, codec.file_body(record))
+            self.write(path, media.file_body(record))
         else:
             self.remove(path)
 
@@ -168,7 +168,7 @@ class StorageSource(FeedSource):
             records = await self.store.list_files(addon_id)
         except BackendError as exc:
             raise FeedError(str(exc)) from exc
-        return codec.addon_files_body(addon_id, records) if records else None
+        return media.addon_files_body(addon_id, records) if records else None
 
     async def last_serial(self) -> Optional[int]:
         try:
@@ -297,7 +297,7 @@ class Publisher:
                 bar.update(len(records))
                 since = next_since
             for addon_id, files in addons.items():
-                tree.put_list(addon_id, codec.addon_files_body(
+                tree.put_list(addon_id, media.addon_files_body(
                     addon_id, [files[sha] for sha in sorted(files)]))
                 written += 1
                 bar.update(0)

@@ -20,14 +20,16 @@ import tornado.httpserver
 import tornado.netutil
 
 from .app import make_app
-from .auth import HawkAuthenticator, NonceStore, load_nonce_store
 from .batcher import WriteBatcher
 from .bus import InvalidationBus, load_bus
 from .config import Settings
+from .hawk import HawkAuthenticator
 from .logs import configure_logging
 from .metrics import MetricsPump, process_exited
+from .nonces import NonceStore, load_nonce_store
 from .registry import Registry
 from .storage import BackendError, RegistrationStore, load_storage
+from .web import InFlight
 
 __all__ = ["Service", "run"]
 
@@ -51,6 +53,7 @@ class Service:
         self.pump: Optional[MetricsPump] = None
         self.server: Optional[tornado.httpserver.HTTPServer] = None
         self.sockets: List[socket.socket] = []
+        self.in_flight = InFlight()
 
     @property
     def port(self) -> int:
@@ -62,17 +65,17 @@ class Service:
         await self.store.create_schema()
 
     def build(self) -> None:
-        s = self.settings
-        self.registry = Registry(self.store, s)
-        self.bus = load_bus(s)
-        self.registry.checks["pubsub"] = self.bus.heartbeat
-        self.batcher = WriteBatcher(self.store, self.bus.publish, batch_size=s.write_batch_size,
+        s, store = self.settings, self.store
+        assert store is not None
+        self.bus = bus = load_bus(s)
+        self.batcher = WriteBatcher(store, bus.publish, batch_size=s.write_batch_size,
                                     max_queue=s.write_queue_size, window=s.write_window)
-        self.registry.batcher = self.batcher
+        self.registry = Registry(store, self.batcher, s,
+                                 checks={"storage": store.heartbeat, "pubsub": bus.heartbeat})
         self.nonces = load_nonce_store(s.pubsub, skew=s.hawk_skew)
         auth = HawkAuthenticator(s.hawk_credentials, self.nonces, skew=s.hawk_skew)
-        self.pump = MetricsPump(self.registry, self.batcher, self.bus)
-        self.app = make_app(self.registry, s, auth, pump=self.pump)
+        self.pump = MetricsPump(self.registry, self.batcher, bus)
+        self.app = make_app(self.registry, s, auth, self.in_flight, pump=self.pump)
 
     async def start_writer(self) -> None:
         """Subscribe to invalidations, start the batcher, finish jobs a previous run left."""
@@ -106,17 +109,15 @@ class Service:
         answer, sent with ``Connection: close``; requests in flight finish
         (up to ``shutdown_timeout``) before the batcher is drained.
         """
-        if self.registry is not None:
-            self.registry.stopping = True
+        self.in_flight.stopping = True
         if self.server is not None:
             self.server.stop()
-        if self.registry is not None and not await self.registry.wait_for_requests(
-                self.settings.shutdown_timeout):
+        if not await self.in_flight.wait(self.settings.shutdown_timeout):
             log.warning("requests still in flight after %s s", self.settings.shutdown_timeout)
         if self.batcher is not None:
             await self.batcher.drain()
             # Let the handlers whose writes just committed send their answers.
-            await self.registry.wait_for_requests(1.0)
+            await self.in_flight.wait(1.0)
         if self.server is not None:
             try:
                 await asyncio.wait_for(self.server.close_all_connections(), 10)

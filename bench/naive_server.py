@@ -50,7 +50,8 @@ import tornado.web
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline import loop_factory  # noqa: E402  (same event loop choice)
 
-from addonreg.auth import AuthError, HawkAuthenticator, MemoryNonceStore  # noqa: E402
+from addonreg.hawk import AuthError, HawkAuthenticator
+from addonreg.nonces import MemoryNonceStore  # noqa: E402
 from addonreg.config import load_settings  # noqa: E402
 
 TABLE = "naive_registrations"

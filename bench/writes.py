@@ -103,7 +103,7 @@ import quick  # noqa: E402
 from quick import (BenchError, Server, choose_cpus, git_commit, pinned,  # noqa: E402
                    reset_mysql, stop_all)
 
-from addonreg.auth import sign  # noqa: E402
+from addonreg.hawk import sign  # noqa: E402
 from addonreg.storage.mysql import SCHEMA as ADDONREG_SCHEMA  # noqa: E402
 
 SIGNED_LUA = BENCH_DIR / "signed.lua"

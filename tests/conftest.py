@@ -24,7 +24,7 @@ import redis
 import redis.exceptions
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
-from addonreg.auth import sign
+from addonreg.hawk import sign
 from addonreg.config import load_settings
 from addonreg.server import Service
 

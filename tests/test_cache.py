@@ -194,11 +194,11 @@ async def test_expired_entries_are_served_when_the_fill_fails():
 
 
 def test_record_codec_round_trip():
-    from addonreg.registry import RecordCodec, cache_key, file_key
+    from addonreg.cache import RecordPacking, cache_key, file_key
     from addonreg.storage import Record
     from addonreg.storage.testing import sha
 
-    codec = RecordCodec()
+    codec = RecordPacking()
     for record in (Record("fx@example.com", sha(1), "1.0 β ✓\ud800", "registered", 7, 1795808236123456),
                    Record("{6ba7b810-9dad-11d1-80b4-00c04fd430c8}", sha(2), None, "revoked",
                           2 ** 62, 0)):

@@ -130,7 +130,7 @@ def test_sigterm_lets_keep_alive_clients_go_without_cutting_a_request(server_pro
     import threading
     import time
 
-    from addonreg.auth import sign
+    from addonreg.hawk import sign
 
     db = tmp_path / "ka.sqlite3"
     proc = server_process({"ADDONREG_STORAGE": f"sqlite:///{db}",

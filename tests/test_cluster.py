@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from addonreg.auth import sign
+from addonreg.hawk import sign
 from addonreg.storage import Operation, encode_operations
 from addonreg.storage.testing import sha
 from tests.conftest import (CREDS, MYSQL_URL, Writer, assert_error, body, mysql_connect,

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
-from addonreg.auth import sign
+from addonreg.hawk import sign
 from addonreg.storage.testing import sha
 from tests.nginx import NGINX, free_port, render_nginx_conf
 from tests.conftest import (CREDS, MYSQL_URL, REQUIRE_SERVICES, ROOT, mysql_connect, need_mysql,

@@ -1197,7 +1197,7 @@ def test_bug3_host_with_huge_port_gets_no_answer(server: Server) -> None:
     assert status in (200, 400)
 
 
-# BUG-4 (fixed): codec.wants_msgpack looked for "msgpack" case-sensitively.
+# BUG-4 (fixed): media.wants_msgpack looked for "msgpack" case-sensitively.
 @pytest.mark.parametrize("path", ["/v1/lookup", "/nowhere"])
 def test_bug4_accept_media_type_ignores_case(server: Server, path: str) -> None:
     body = to_json({"files": [{"addon_id": "fx@example.com", "sha256": _h(1)}]})

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from addonreg import codec
+from addonreg import media
 from addonreg.publisher import Publisher, StorageSource
 from addonreg.storage import Operation
 from addonreg.storage.sqlite import SQLiteStore
@@ -56,22 +56,22 @@ async def test_full_build_then_follow(tmp_path, store):
     await pub.start()
     try:
         record = await store.get("a@b", sha(1))
-        assert served(tmp_path, "a@b", "files", sha(1)) == codec.file_body(record)
+        assert served(tmp_path, "a@b", "files", sha(1)) == media.file_body(record)
         assert served(tmp_path, "a@b", "files", sha(3)) is None  # revoked: falls through
         assert served(tmp_path, "a@b", "files", sha(7)) is None  # unknown
         listing = await store.list_files("a@b")
         assert served(tmp_path, "a@b", "files", "index.json") == \
-            codec.addon_files_body("a@b", listing)
+            media.addon_files_body("a@b", listing)
         assert served(tmp_path, GUID, "files", sha(9)) is not None
         assert pub.serial == await store.last_serial()
 
         await store.apply([reg("a@b", 7, "new"), rev("a@b", 1), reg("c@d", 1)])
         assert await pub.apply_page() == 3
         assert served(tmp_path, "a@b", "files", sha(7)) == \
-            codec.file_body(await store.get("a@b", sha(7)))
+            media.file_body(await store.get("a@b", sha(7)))
         assert served(tmp_path, "a@b", "files", sha(1)) is None
         assert served(tmp_path, "a@b", "files", "index.json") == \
-            codec.addon_files_body("a@b", await store.list_files("a@b"))
+            media.addon_files_body("a@b", await store.list_files("a@b"))
         assert served(tmp_path, "c@d", "files", sha(1)) is not None
         assert await pub.apply_page() == 0
         assert pub.serial == await store.last_serial()

@@ -5,7 +5,7 @@ import asyncio
 import msgpack
 import pytest
 
-from addonreg.auth import sign
+from addonreg.hawk import sign
 from addonreg.server import Service
 from addonreg.storage.testing import sha
 from tests.conftest import BACKENDS, CREDS, Writer, assert_error, body, make_settings

@@ -30,6 +30,7 @@ import time
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = ["REGISTERED", "REVOKED", "Record", "Operation", "Applied", "Job", "BackendError",
+           "OutcomeUnknown",
            "RegistrationStore", "Key", "plan", "result_item", "load_storage"]
 
 REGISTERED = "registered"
@@ -155,12 +156,19 @@ def encode_results(ops: Sequence[Operation], results: Sequence[Applied]) -> str:
 
 
 class BackendError(Exception):
-    """Storage could not answer. ``original`` is the driver's exception (logged, never shown)."""
+    """Storage could not answer. ``original`` is the driver's exception (logged, never shown).
+
+    Raised by a write, it means nothing of the write was committed.
+    """
 
     def __init__(self, message: str = "storage unavailable",
                  original: Optional[BaseException] = None) -> None:
         super().__init__(message if original is None else f"{message}: {original!r}")
         self.original = original
+
+
+class OutcomeUnknown(BackendError):
+    """A write's commit was sent but not confirmed in time: it may or may not be committed."""
 
 
 def plan(ops: Sequence[Operation], current: Mapping[Key, Record], last_serial: int,

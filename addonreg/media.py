@@ -1,8 +1,10 @@
-"""Request and response bodies: JSON by default, MessagePack on request.
+"""The HTTP API's media types: JSON by default, MessagePack on request.
 
 ``decode`` turns a request body into Python values according to its
 ``Content-Type``; ``encode`` picks the response format from ``Accept``.
-Both formats carry the same structures.
+Both formats carry the same structures. (The other encodings of the code
+base are the cache's packed entries, ``cache.RecordPacking``, and the bus's
+wire format, ``bus.redis.encode``.)
 """
 
 from __future__ import annotations

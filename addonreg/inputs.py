@@ -1,0 +1,132 @@
+"""What a request brings, decoded and checked: bodies, lists with their limits,
+operations, the 2013 API's items, query integers.
+
+Beside :mod:`addonreg.ids` (the identifier rules): everything here either
+returns trusted values or raises :class:`~addonreg.errors.APIError` (or
+:class:`~addonreg.ids.InvalidIdentifier`, a ``400`` naming its field and
+item), so handlers only parse, call the registry and write.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import media
+from .errors import ERRNO, APIError
+from .ids import InvalidIdentifier, check_addon_id, check_sha256, check_version, is_addon_id, \
+    normalize_sha256, valid_keys
+from .storage import Key, Operation
+
+__all__ = ["bad_request", "body_object", "checked_list", "lookup_keys", "operations",
+           "legacy_pair", "legacy_key", "int_argument", "put_version"]
+
+
+def bad_request(message: str, errno: ERRNO = ERRNO.INVALID_REQUEST_BODY, **details: Any
+                ) -> APIError:
+    return APIError(400, errno, message, details or None)
+
+
+def body_object(raw: bytes, content_type: Optional[str], msgpack_allowed: bool = False,
+                exact: bool = False) -> Dict[str, Any]:
+    """The decoded body, which must be an object (a map).
+
+    JSON; MessagePack too where the contract says so (``msgpack_allowed``);
+    ``exact`` for answers that echo what was sent (see :func:`media.decode`).
+    """
+    try:
+        value = media.decode(raw, content_type, msgpack_allowed, exact)
+    except media.DecodeError as exc:
+        raise bad_request(str(exc)) from None
+    if not isinstance(value, dict):
+        raise bad_request("body must be an object")
+    return value
+
+
+def checked_list(value: Any, name: str, max_items: int, limit: str,
+                 empty_ok: bool = False) -> List[Any]:
+    """``value`` as a list of 1 (0 with ``empty_ok``) to ``max_items`` items, else 400/413.
+
+    ``limit`` names the setting in the 413's details (``max_lookup``, ``max_write``).
+    """
+    if not isinstance(value, list):
+        raise bad_request(f"'{name}' must be a list", field=name)
+    if not value and not empty_ok:
+        raise bad_request(f"'{name}' must hold at least one item", ERRNO.MISSING_PARAMETERS,
+                          field=name)
+    if len(value) > max_items:
+        raise APIError(413, ERRNO.TOO_MANY_ITEMS, f"at most {max_items} {name} per request",
+                       {limit: max_items})
+    return value
+
+
+def lookup_keys(items: List[Any]) -> List[Key]:
+    """The keys of a bulk lookup's ``{addon_id, sha256}`` items (a checked list)."""
+    try:
+        keys = valid_keys([item["addon_id"] for item in items], [item["sha256"] for item in items])
+    except (TypeError, KeyError, IndexError):  # an item that is not an object, or lacks one
+        keys = None
+    if keys is not None:
+        return keys
+    # Something is wrong: find the first bad item, and say what.
+    found = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or "addon_id" not in item or "sha256" not in item:
+            raise bad_request(f"item {i} must be an object with addon_id and sha256", index=i)
+        try:
+            found.append((check_addon_id(item["addon_id"]), check_sha256(item["sha256"])))
+        except InvalidIdentifier as exc:
+            raise exc.at(i) from None
+    return found
+
+
+def operations(items: List[Any]) -> List[Operation]:
+    """The operations of ``POST /v1/registrations`` (a checked list)."""
+    ops = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or item.get("op") not in ("register", "revoke") \
+                or "addon_id" not in item or "sha256" not in item:
+            raise bad_request(f"operation {i} must be an object with op (register or revoke), "
+                              "addon_id and sha256", index=i)
+        try:
+            version = check_version(item.get("version"))
+            if version is not None and item["op"] == "revoke":
+                raise InvalidIdentifier("version", "a revoke takes no version")
+            ops.append(Operation(item["op"], check_addon_id(item["addon_id"]),
+                                 check_sha256(item["sha256"]), version))
+        except InvalidIdentifier as exc:
+            raise exc.at(i) from None
+    return ops
+
+
+def put_version(raw: bytes, content_type: Optional[str]) -> Optional[str]:
+    """The optional ``{"version": …}`` body of a ``PUT`` (None: keep the stored one)."""
+    if not raw.strip():
+        return None
+    return check_version(body_object(raw, content_type).get("version"))
+
+
+def legacy_pair(item: Any) -> Tuple[Any, Any]:
+    """The 2013 API's ``{id, sha256}`` item, as sent (echoed back unchanged)."""
+    if not isinstance(item, dict) or "id" not in item or "sha256" not in item:
+        raise bad_request("each add-on must be an object with id and sha256",
+                          ERRNO.MISSING_PARAMETERS)
+    return item["id"], item["sha256"]
+
+
+def legacy_key(addon_id: Any, sha256: Any) -> Optional[Key]:
+    """The key of a 2013 lookup item, or None when it breaks the rules (``registered: false``)."""
+    if not is_addon_id(addon_id):
+        return None
+    sha = normalize_sha256(sha256)
+    return None if sha is None else (addon_id, sha)
+
+
+def int_argument(raw: Optional[str], name: str, default: int, lowest: int, highest: int) -> int:
+    """A query argument that must be an integer in ``[lowest, highest]``."""
+    if raw is None:
+        return default
+    # ASCII digits only: no sign, no "_", no other scripts, no 4,300-digit int().
+    if raw.isascii() and raw.isdigit() and len(raw) <= 20 and lowest <= int(raw) <= highest:
+        return int(raw)
+    raise bad_request(f"{name} must be an integer from {lowest} to {highest}",
+                      ERRNO.INVALID_PARAMETERS, field=name)
