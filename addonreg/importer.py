@@ -19,7 +19,7 @@ import time
 from typing import IO, Iterator, List, Optional
 
 from .batcher import WriteBatcher
-from .bus import BusError, load_bus
+from .bus import BusError, Nobody, load_bus
 from .config import Settings
 from .ids import InvalidIdentifier, check_addon_id, check_sha256, check_version
 from .storage import BackendError, Operation, load_storage
@@ -122,12 +122,12 @@ async def import_file(settings: Settings, path: str, batch_size: int = 2000,
         print(f"addonreg import: cannot read {path}: {exc}", file=sys.stderr)
         return 1
     store = load_storage(settings)
-    bus = load_bus(settings)
+    bus = load_bus(settings, store, subscribe=False)
     changed = done = 0
     try:
         await store.open()
         await store.create_schema()
-        await bus.start(lambda records: None, lambda: None)
+        await bus.start(Nobody())
         batcher = WriteBatcher(store, bus.publish, batch_size=max(batch_size, 1),
                                max_queue=max(batch_size, 1), window=0)
         batcher.start()

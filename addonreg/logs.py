@@ -52,7 +52,7 @@ def configure_logging(settings) -> None:
             "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(settings.log_level)
+    root.setLevel(settings.log_level.upper())
     # Our own request line replaces Tornado's access log.
     logging.getLogger("tornado.access").setLevel(logging.CRITICAL)
     request_log.setLevel(logging.INFO if settings.access_log else logging.ERROR)

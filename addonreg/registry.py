@@ -135,6 +135,12 @@ class Registry:
         self.files.refresh(ckey, record)
         self.addons.discard(record.addon_id)
 
+    def forget(self, keys: Sequence[Key]) -> None:
+        """Another process changed these files: the next reads go to storage."""
+        for key in keys:
+            self.files.discard(cache_key(key))
+            self.addons.discard(key[0])
+
     def invalidate_all(self) -> None:
         self.files.clear()
         self.addons.clear()

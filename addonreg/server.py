@@ -67,7 +67,7 @@ class Service:
     def build(self) -> None:
         s, store = self.settings, self.store
         assert store is not None
-        self.bus = bus = load_bus(s)
+        self.bus = bus = load_bus(s, store)
         self.batcher = WriteBatcher(store, bus.publish, batch_size=s.write_batch_size,
                                     max_queue=s.write_queue_size, window=s.write_window)
         self.registry = Registry(store, self.batcher, s,
@@ -79,8 +79,7 @@ class Service:
 
     async def start_writer(self) -> None:
         """Subscribe to invalidations, start the batcher, finish jobs a previous run left."""
-        await self.bus.start(self.registry.apply_changes, self.registry.invalidate_all,
-                             self.registry.bus_state)
+        await self.bus.start(self.registry)
         self.batcher.start()
         self.pump.start()
         resumed = await self.registry.resume_jobs()
@@ -92,7 +91,8 @@ class Service:
             self.app, xheaders=self.settings.xheaders, idle_connection_timeout=75,
             max_body_size=self.settings.max_body_size * _HARD_BODY_LIMIT_FACTOR)
         self.sockets = sockets or tornado.netutil.bind_sockets(
-            self.settings.port, self.settings.host, reuse_port=True, backlog=1024)
+            self.settings.port, self.settings.host, reuse_port=self.settings.reuse_port,
+            backlog=1024)
         self.server.add_sockets(self.sockets)
 
     async def start(self, sockets: Optional[List[socket.socket]] = None) -> "Service":

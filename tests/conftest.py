@@ -8,14 +8,16 @@ missing). When the server is not reachable they skip with the reason, unless
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from typing import Any, AsyncIterator, Dict, Iterator, Optional
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, Optional
 from urllib.parse import urlsplit
 
 import pymysql
@@ -34,6 +36,29 @@ REQUIRE_SERVICES = os.environ.get("ADDONREG_REQUIRE_SERVICES") == "1"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _mysql_state: Dict[str, Any] = {}
+
+
+def free_port() -> int:
+    """A loopback port free at the time of asking."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 5.0,
+                     every: float = 0.005) -> Any:
+    """Poll ``predicate()`` (a function, or one returning an awaitable) until it is
+    true; its value. ``timeout`` is a liveness bound, not a latency to measure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s (liveness bound): {what}")
+        await asyncio.sleep(every)
 _redis_state: Dict[str, Any] = {}
 
 
@@ -118,8 +143,12 @@ def storage_url(request, tmp_path) -> str:
     return MYSQL_URL
 
 
+BUS_KEY = "test-bus-key-shared-by-the-processes"
+
+
 def make_settings(storage: str = "memory://", **overrides: Any):
-    env = {"ADDONREG_STORAGE": storage, "ADDONREG_PORT": "0", "ADDONREG_HOST": "127.0.0.1"}
+    env = {"ADDONREG_STORAGE": storage, "ADDONREG_PORT": "0", "ADDONREG_HOST": "127.0.0.1",
+           "ADDONREG_BUS_KEY": BUS_KEY}
     return load_settings(environ=env).replace(**overrides)
 
 
@@ -210,7 +239,7 @@ class ServerProcess:
 
     def __init__(self, env: Dict[str, str], args=()) -> None:
         full_env = dict(os.environ, ADDONREG_HOST="127.0.0.1", ADDONREG_PORT="0",
-                        ADDONREG_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
+                        ADDONREG_LOG_LEVEL="INFO", ADDONREG_BUS_KEY=BUS_KEY, PYTHONUNBUFFERED="1")
         full_env.pop("ADDONREG_CONFIG", None)
         full_env.update(env)
         self.env = full_env

@@ -263,7 +263,7 @@ async def test_an_import_reaches_running_servers_caches(cluster, writers, tmp_pa
     rows.write_text("addon_id,sha256,version\n"
                     + "".join(f"imp@example.com,{sha(n)},1\n" for n in range(100)))
     env = dict(os.environ, ADDONREG_STORAGE=MYSQL_URL,
-               ADDONREG_PUBSUB=a.env["ADDONREG_PUBSUB"])
+               ADDONREG_PUBSUB=a.env["ADDONREG_PUBSUB"], ADDONREG_BUS_KEY=a.env["ADDONREG_BUS_KEY"])
     result = subprocess.run([sys.executable, "-m", "addonreg", "import", "--quiet", str(rows)],
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

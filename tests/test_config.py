@@ -8,7 +8,8 @@ from addonreg.config import ConfigError, Settings, load_settings
 def test_defaults():
     s = load_settings(environ={})
     assert s == Settings()
-    assert s.storage == "sqlite:///addonreg.sqlite3" and s.pubsub == "local://"
+    # One default file for every command; processes over it follow its change feed.
+    assert s.storage == "sqlite:///var/addonreg.sqlite3" and s.pubsub == "feed://"
     assert s.max_lookup == 1000 and s.max_write == 5000 and s.port == 8000
     assert s.http_negative_max_age < s.http_max_age
 
@@ -67,5 +68,7 @@ def test_shipped_config_files_load():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     dev = load_settings(os.path.join(root, "config", "development.ini"), environ={})
     assert dev.storage.startswith("sqlite:///")
-    prod = load_settings(os.path.join(root, "config", "production.ini"), environ={})
+    # Production's secrets come from the environment.
+    prod = load_settings(os.path.join(root, "config", "production.ini"),
+                         environ={"ADDONREG_BUS_KEY": "a-secret-from-the-environment"})
     assert prod.storage.startswith("mysql://") and prod.pubsub.startswith("redis://")

@@ -38,7 +38,7 @@ from addonreg.hawk import sign
 from addonreg.storage.testing import sha
 from tests.nginx import NGINX, free_port, render_nginx_conf
 from tests.conftest import (CREDS, MYSQL_URL, REQUIRE_SERVICES, ROOT, mysql_connect, need_mysql,
-                            need_redis, redis_pubsub_url, reset_mysql)
+                            need_redis, redis_pubsub_url, reset_mysql, BUS_KEY)
 
 pytestmark = [pytest.mark.mysql, pytest.mark.subprocess]
 
@@ -97,7 +97,7 @@ class Deployment:
             ADDONREG_RUN_DIR=str(directory / "run"),
             ADDONREG_HOST="127.0.0.1", ADDONREG_PORT=str(self.port),
             ADDONREG_STORAGE=MYSQL_URL, ADDONREG_PUBSUB=redis_pubsub_url(),
-            ADDONREG_HAWK_CREDENTIALS=",".join(f"{k}:{v}" for k, v in CREDS.items()),
+            ADDONREG_BUS_KEY=BUS_KEY, ADDONREG_HAWK_CREDENTIALS=",".join(f"{k}:{v}" for k, v in CREDS.items()),
             ADDONREG_XHEADERS="true", ADDONREG_ACCESS_LOG="true", ADDONREG_LOG_LEVEL="INFO",
             ADDONREG_LOG_FORMAT="json")
         self.supervisord: Optional[subprocess.Popen] = None

@@ -1,30 +1,34 @@
-"""Invalidation bus: carries committed changes to every process's cache.
+"""Invalidation: committed changes reach every process's cache.
 
 After each commit the batcher calls :meth:`InvalidationBus.publish` with the
-changed records. Every process, the publishing one included, is a subscriber:
-its ``on_changes`` callback applies the records to its cache
-(:meth:`addonreg.registry.Registry.apply_change`), and its ``on_reset``
-callback drops the whole cache (:meth:`~addonreg.registry.Registry.invalidate_all`)
-when changes may have been missed.
+changed records. Every process is a :class:`Subscriber` of its bus (the
+registry is one): its own changes are applied synchronously inside
+``publish``, so the process that took a write answers the new state at once;
+other processes' changes arrive as the bus carries them.
 
-A bus is picked by the scheme of the pub/sub URL (``local://``,
-``redis://host:port/db``): the module of that name exports
-``load_from_config(settings)``. It is built once per process, never per
-request.
+The buses, picked by the pub/sub URL's scheme (``load_bus``):
 
-Guarantees every bus gives:
+* ``local://`` — this process only (one process, tests).
+* ``feed://`` — the default: every process follows storage's own change feed
+  (``changes(since)``), so processes over one SQLite file or MySQL database
+  see each other's changes within ``feed_interval`` plus a query, with no
+  other service to run.
+* ``redis://`` — Redis pub/sub for millisecond delivery across a fleet, with
+  the storage feed kept as a slower backstop: a message lost, a Redis down
+  or a link silently stalled costs at most the backstop interval.
 
-* :meth:`~InvalidationBus.publish` calls ``on_changes`` of its own process
-  before it returns, so the process that took a write answers the new state
-  at once; and it never raises because other processes could not be reached
-  (the write is already committed).
-* A process that may have missed a change from another process calls
-  ``on_reset`` (see the backend for how it knows) before applying anything
-  newer.
-* Callbacks are plain functions called on the event loop. An exception in
-  ``on_changes`` is logged and turned into a reset (a cache that failed to
-  apply a change must not keep serving the old state); an exception in
-  ``on_reset`` or ``on_state`` is logged.
+Guarantees every bus gives (``bus/testing.py`` checks them on each):
+
+* ``publish`` applies the records to this process before it returns, and
+  never raises because other processes could not be told (the write is
+  committed already).
+* Records a subscriber applies come from this process's own commits or from
+  storage: a message from another process only makes the subscriber forget
+  keys (:meth:`Subscriber.forget`), so a forged message can cost a cache
+  miss, never a wrong answer.
+* When changes may have been missed (storage reset, a failure applying),
+  the subscriber's ``invalidate_all`` is called; while the bus cannot follow
+  changes, ``bus_state(False)`` (shorten cache lifetimes), then ``True``.
 
 Not thread-safe: one bus per event loop, which is one per process here.
 """
@@ -34,26 +38,53 @@ from __future__ import annotations
 import abc
 import importlib
 import logging
-from typing import Callable, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Protocol, Sequence
 from urllib.parse import urlsplit
 
-from ..storage import Record
+from ..storage import Key, Record
 
-__all__ = ["BusError", "InvalidationBus", "load_bus"]
+__all__ = ["Subscriber", "Nobody", "BusError", "InvalidationBus", "load_bus"]
 
 log = logging.getLogger("addonreg.bus")
 
-ChangesCallback = Callable[[Sequence[Record]], None]
-ResetCallback = Callable[[], None]
-StateCallback = Callable[[bool], None]
+COUNTERS = ("published", "received", "rejected", "malformed", "publish_errors", "reconnects",
+            "resets", "feed_polls", "feed_errors")
 
 
-def _ignore_state(connected: bool) -> None:
-    pass
+class Subscriber(Protocol):
+    """What a bus delivers to (``registry.Registry`` is one)."""
+
+    def apply_changes(self, records: Sequence[Record]) -> None:
+        """Committed changes, read from storage or made by this process."""
+
+    def forget(self, keys: Sequence[Key]) -> None:
+        """Another process says these files changed: drop what is cached of them."""
+
+    def invalidate_all(self) -> None:
+        """Changes may have been missed: drop everything."""
+
+    def bus_state(self, connected: bool) -> None:
+        """Changes are followed (True) or cannot be (False)."""
+
+
+class Nobody:
+    """A subscriber with no cache, for commands that only write (``import``)."""
+
+    def apply_changes(self, records: Sequence[Record]) -> None:
+        pass
+
+    def forget(self, keys: Sequence[Key]) -> None:
+        pass
+
+    def invalidate_all(self) -> None:
+        pass
+
+    def bus_state(self, connected: bool) -> None:
+        pass
 
 
 class BusError(Exception):
-    """The bus cannot carry changes. ``original`` is the driver's exception (logged, never shown)."""
+    """The bus cannot carry changes. ``original`` is the driver's exception (logged only)."""
 
     def __init__(self, message: str = "pub/sub unavailable",
                  original: Optional[BaseException] = None) -> None:
@@ -63,121 +94,95 @@ class BusError(Exception):
 
 
 class InvalidationBus(abc.ABC):
-    """Carries committed changes to every process's cache.
-
-    Counters for metrics, in :meth:`stats`: ``published`` (messages handed to
-    the other processes), ``received`` (messages applied from other
-    processes), ``resets`` (calls of ``on_reset``), ``reconnects``
-    (subscriptions made again after being lost), ``publish_errors``
-    (messages the other processes will never get: each one leads them to a
-    reset), ``malformed`` (messages ignored because they could not be read).
-    """
+    """Carries committed changes to every process's cache; counters in :meth:`stats`."""
 
     def __init__(self) -> None:
-        self._on_changes: Optional[ChangesCallback] = None
-        self._on_reset: Optional[ResetCallback] = None
-        self._on_state: StateCallback = _ignore_state
+        self._subscriber: Optional[Subscriber] = None
         self._connected: Optional[bool] = None  # None: not reported yet
-        self._counts: Dict[str, int] = dict.fromkeys(
-            ("published", "received", "resets", "reconnects", "publish_errors", "malformed"), 0)
+        self._counts: Dict[str, int] = dict.fromkeys(COUNTERS, 0)
 
-    @abc.abstractmethod
-    async def start(self, on_changes: ChangesCallback, on_reset: ResetCallback,
-                    on_state: StateCallback = _ignore_state) -> None:
-        """Begin delivering; call once, before :meth:`publish`.
-
-        ``on_changes(records)``: apply these committed changes (called for
-        messages from other processes, and synchronously inside
-        :meth:`publish` for this process's own). ``on_reset()``: changes may
-        have been missed; drop the whole cache. ``on_state(connected)``: the
-        link to the other processes went down (False) or came up (True);
-        called on every change of :attr:`connected`, and once for the
-        outcome of the first connection attempt (so a bus whose backend is
-        down at start-up reports False). While down, the caller should
-        shorten its cache lifetimes.
-        """
+    async def start(self, subscriber: Subscriber) -> None:
+        """Begin delivering to ``subscriber``; once, before :meth:`publish`."""
+        if self._subscriber is not None:
+            raise RuntimeError("bus already started")
+        self._subscriber = subscriber
 
     @abc.abstractmethod
     async def publish(self, records: Sequence[Record]) -> None:
-        """Deliver committed changes: to this process first, then to every other.
+        """Deliver committed changes: to this process before returning, then to the others."""
 
-        ``on_changes(records)`` has been called when this returns. Delivery
-        to the other processes never raises to the caller: failures are
-        logged, counted (``publish_errors``), and make the other processes
-        reset their caches. An empty ``records`` does nothing. Raises
-        ``RuntimeError`` when called before :meth:`start`.
-        """
-
-    @abc.abstractmethod
     async def close(self) -> None:
         """Stop delivering and release connections. Idempotent."""
 
-    @abc.abstractmethod
     async def heartbeat(self) -> None:
-        """Return when the link to the other processes is up; raise :class:`BusError` otherwise."""
+        """Return when changes are being followed; raise :class:`BusError` otherwise."""
+        if self._connected is False:
+            raise BusError("changes are not being followed")
 
     @property
     def connected(self) -> bool:
-        """True while changes from the other processes are being received."""
+        """True while changes from the other processes are being followed."""
         return bool(self._connected)
 
     def stats(self) -> Dict[str, int]:
-        """The counters (see the class docstring); a copy."""
         return dict(self._counts)
 
     # For the backends ----------------------------------------------------
 
-    def _bind(self, on_changes: ChangesCallback, on_reset: ResetCallback,
-              on_state: StateCallback) -> None:
-        if self._on_changes is not None:
-            raise RuntimeError("bus already started")
-        self._on_changes, self._on_reset, self._on_state = on_changes, on_reset, on_state
-
-    def _require_started(self) -> None:
-        if self._on_changes is None:
+    def _require_started(self) -> Subscriber:
+        if self._subscriber is None:
             raise RuntimeError("publish() before start()")
+        return self._subscriber
 
     def _apply(self, records: Sequence[Record]) -> None:
-        """``on_changes(records)``; a failure becomes a reset."""
+        """The subscriber applies ``records``; a failure becomes a reset."""
         try:
-            self._on_changes(records)  # type: ignore[misc]
+            self._require_started().apply_changes(records)
         except Exception:
             log.exception("applying %d change(s) failed; dropping the cache", len(records))
             self._reset("a change could not be applied")
 
+    def _forget(self, keys: Sequence[Key]) -> None:
+        try:
+            self._require_started().forget(keys)
+        except Exception:
+            log.exception("forgetting %d file(s) failed; dropping the cache", len(keys))
+            self._reset("a change could not be applied")
+
     def _reset(self, reason: str) -> None:
-        """``on_reset()``, counted and logged with ``reason``."""
         self._counts["resets"] += 1
         log.warning("dropping the cache: %s", reason)
         try:
-            self._on_reset()  # type: ignore[misc]
+            self._require_started().invalidate_all()
         except Exception:
-            log.exception("on_reset failed")
+            log.exception("invalidate_all failed")
 
     def _set_connected(self, connected: bool) -> None:
-        """Record the link state; ``on_state`` on a change (and on the first report)."""
+        """Record the state; tell the subscriber on a change (and on the first report)."""
         if self._connected is connected:
             return
         self._connected = connected
         try:
-            self._on_state(connected)
+            self._require_started().bus_state(connected)
         except Exception:
-            log.exception("on_state(%s) failed", connected)
+            log.exception("bus_state(%s) failed", connected)
 
 
-_MODULES = {"local": "local", "redis": "redis", "rediss": "redis"}
+_MODULES = {"local": "local", "feed": "feed", "redis": "redis", "rediss": "redis"}
 
 
-def load_bus(settings) -> InvalidationBus:
-    """Build the bus the pub/sub URL (``settings.pubsub``) names (not yet started).
+def load_bus(settings: Any, store: Any, subscribe: bool = True) -> InvalidationBus:
+    """The bus ``settings.pubsub`` names, over ``store`` (not yet started).
 
-    Raises ``ValueError`` for an unknown scheme or a bad URL option.
+    ``subscribe=False`` (a command that only writes, such as ``import``)
+    builds one that tells others and follows nothing.
     """
     scheme = urlsplit(settings.pubsub).scheme
     if scheme not in _MODULES:
-        raise ValueError(f"unknown pub/sub scheme {scheme!r}: use local:// or redis://host:port/db")
+        raise ValueError(f"unknown pub/sub scheme {scheme!r}: use feed://, local:// or "
+                         "redis://host:port/db")
     module = importlib.import_module(f"{__name__}.{_MODULES[scheme]}")
-    bus = module.load_from_config(settings)
+    bus = module.load_from_config(settings, store, subscribe)
     if not isinstance(bus, InvalidationBus):
         raise TypeError(f"{module.__name__}.load_from_config did not return an InvalidationBus")
     return bus

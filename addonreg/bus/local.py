@@ -1,25 +1,24 @@
 """The in-process bus (``local://``): for a deployment of one process, and tests.
 
-Changes reach this process's cache only; there is no other process to tell,
+Changes reach this process's cache only: there is no other process to tell,
 so it is always connected and never resets.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..storage import Record
-from . import ChangesCallback, InvalidationBus, ResetCallback, StateCallback, _ignore_state
+from . import InvalidationBus, Subscriber
 
 __all__ = ["LocalBus", "load_from_config"]
 
 
 class LocalBus(InvalidationBus):
-    """``publish`` calls ``on_changes`` synchronously, and that is all."""
+    """``publish`` applies the records to this process's cache, and that is all."""
 
-    async def start(self, on_changes: ChangesCallback, on_reset: ResetCallback,
-                    on_state: StateCallback = _ignore_state) -> None:
-        self._bind(on_changes, on_reset, on_state)
+    async def start(self, subscriber: Subscriber) -> None:
+        await super().start(subscriber)
         self._set_connected(True)
 
     async def publish(self, records: Sequence[Record]) -> None:
@@ -28,16 +27,6 @@ class LocalBus(InvalidationBus):
             self._apply(records)
             self._counts["published"] += 1
 
-    async def close(self) -> None:
-        pass
 
-    async def heartbeat(self) -> None:
-        pass
-
-    @property
-    def connected(self) -> bool:
-        return True
-
-
-def load_from_config(settings) -> LocalBus:
+def load_from_config(settings: Any, store: Any, subscribe: bool = True) -> LocalBus:
     return LocalBus()
