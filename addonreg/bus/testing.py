@@ -3,8 +3,8 @@
 Subclass :class:`BusTests` and provide a ``make_bus`` fixture: an async
 factory, ``await make_bus(start=True)`` -> ``(bus, Recorder, store)``, each
 call standing for one more process over the same storage (and Redis), the
-bus started with the recorder as its subscriber unless ``start=False``; set
-``shares = False`` for a bus that reaches this process only. ``commit`` is
+bus started with the recorder as its subscriber unless ``start=False``;
+:class:`SharedBusTests` for a bus that reaches other processes. ``commit`` is
 one process writing: it applies operations to its store and publishes the
 changes on its bus, as the batcher does.
 """
@@ -20,7 +20,7 @@ import pytest
 from ..storage import Key, Operation, Record, RegistrationStore
 from . import InvalidationBus
 
-__all__ = ["Recorder", "BusTests", "commit"]
+__all__ = ["Recorder", "BusTests", "SharedBusTests", "commit"]
 
 LIVENESS = 5.0  # seconds: a bound for "it happens", not a latency (bench/ measures those)
 
@@ -91,8 +91,6 @@ async def commit(process: Tuple[InvalidationBus, Recorder, RegistrationStore],
 class BusTests:
     """Tests of the :class:`~addonreg.bus.InvalidationBus` contract."""
 
-    shares = True  # changes reach other processes
-
     async def test_publish_applies_here_before_returning(self, make_bus: Any) -> None:
         bus, rec, store = process = await make_bus()
         [record] = await commit(process, [Operation("register", "a@b.example", sha(1), "1.0")])
@@ -128,9 +126,12 @@ class BusTests:
         [record] = await commit(process, [Operation("register", "a@b.example", sha(3))])
         assert record in rec.applied
 
+
+
+class SharedBusTests(BusTests):
+    """The contract of a bus that reaches other processes too."""
+
     async def test_another_process_hears_of_a_change(self, make_bus: Any) -> None:
-        if not self.shares:
-            pytest.skip("this bus reaches its own process only")
         a = await make_bus()
         _, rec_b, _ = await make_bus()
         key: Tuple[str, str] = ("c@d.example", sha(4))

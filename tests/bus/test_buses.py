@@ -4,31 +4,29 @@ from __future__ import annotations
 
 import pytest
 
-from addonreg.bus.testing import BusTests
+from addonreg.bus.testing import BusTests, SharedBusTests
 
 
 class TestLocalBus(BusTests):
-    shares = False
-
     @pytest.fixture
     def make_bus(self, processes):
         return lambda start=True: processes("local", start)
 
 
-class TestFeedBusSQLite(BusTests):
+class TestFeedBusSQLite(SharedBusTests):
     @pytest.fixture
     def make_bus(self, processes):
         return lambda start=True: processes("feed-sqlite", start)
 
 
 @pytest.mark.mysql
-class TestFeedBusMySQL(BusTests):
+class TestFeedBusMySQL(SharedBusTests):
     @pytest.fixture
     def make_bus(self, processes):
         return lambda start=True: processes("feed-mysql", start)
 
 
-class TestRedisBus(BusTests):
+class TestRedisBus(SharedBusTests):
     @pytest.fixture
     def make_bus(self, processes):
         # The feed backstop slowed right down: what B hears, it hears through Redis.
