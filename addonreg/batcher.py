@@ -2,27 +2,29 @@
 
 Writes matter less than reads and must never starve them, so a process has
 one writer: :class:`WriteBatcher` takes whatever operations are waiting and
-commits them as one storage transaction (one multi-row upsert), on the
-store's own write connection.
+commits them as one storage transaction, on the store's own write connection.
 
 Guarantees:
 
-* :meth:`WriteBatcher.submit` returns only once its operations are committed
-  and their changes published on the invalidation bus (which applies them to
-  this process's cache before it returns): the caller can answer at once,
-  and the process that took the write answers the new state.
+* :meth:`WriteBatcher.submit` returns once its operations are committed and
+  published on the invalidation bus (which applies them to this process's
+  cache first): the caller can answer at once with the new state.
 * Concurrent submits are coalesced, in arrival order, into batches of at most
   ``batch_size`` operations; a submit is never split across transactions, so
-  a request is all committed or not at all. A lone write waits at most
+  a request is committed whole or not at all. A lone write waits at most
   ``window`` seconds for company.
-* Bounded: when more than ``max_queue`` operations are waiting, a submit is
-  refused at once with :class:`QueueFull` (the caller answers 503) and
-  nothing of it is queued.
-* A stored job (``Prefer: respond-async``) is committed alone, together with
-  its completion; if storage fails it is retried with backoff, and if the
-  process stops first the job stays queued in storage for the next start.
-* :meth:`WriteBatcher.drain` refuses new work and returns once everything
-  queued has been committed (or has failed).
+* Truthful and bounded: a submit waits at most ``queue_timeout`` in the
+  queue (then :class:`~addonreg.storage.BackendError`: nothing written, it
+  was never sent) and its commit at most what the store allows (``2 ×
+  storage_timeout``; then ``BackendError`` if storage says nothing was
+  written, :class:`~addonreg.storage.OutcomeUnknown` if the commit was sent
+  but not confirmed). So every write is answered within about ``3 ×
+  storage_timeout``.
+* Bounded queue: past ``max_queue`` waiting operations a submit is refused
+  at once with :class:`QueueFull` (and :class:`ShuttingDown` while draining).
+* A stored job (``Prefer: respond-async``) is committed alone, with its
+  completion; on failure it is retried with backoff, and if the process stops
+  first it stays queued in storage for the next start.
 
 Not thread-safe: one batcher per event loop.
 """
@@ -45,7 +47,7 @@ Publish = Callable[[Sequence[Record]], Awaitable[None]]
 
 
 class QueueFull(Exception):
-    """The write queue is full, or closed for shutdown; retry later."""
+    """The write queue is full; nothing of the write was queued."""
 
 
 class ShuttingDown(QueueFull):
@@ -53,7 +55,7 @@ class ShuttingDown(QueueFull):
 
 
 class _Item:
-    __slots__ = ("ops", "future", "job", "attempt")
+    __slots__ = ("ops", "future", "job", "attempt", "timer")
 
     def __init__(self, ops: Sequence[Operation], future: Optional[asyncio.Future],
                  job: Optional[Job] = None, attempt: int = 0) -> None:
@@ -61,6 +63,7 @@ class _Item:
         self.future = future
         self.job = job
         self.attempt = attempt
+        self.timer: Optional[asyncio.TimerHandle] = None
 
 
 class WriteBatcher:
@@ -68,12 +71,14 @@ class WriteBatcher:
 
     def __init__(self, store: RegistrationStore, publish: Publish, *, batch_size: int = 5000,
                  max_queue: int = 50_000, window: float = 0.002,
+                 queue_timeout: Optional[float] = 2.0,
                  retry_delays: Sequence[float] = (0.1, 0.5, 1, 2, 5)) -> None:
         self.store = store
         self.publish = publish
         self.batch_size = batch_size
         self.max_queue = max_queue
         self.window = window
+        self.queue_timeout = queue_timeout
         self.retry_delays = tuple(retry_delays)
         self._queue: Deque[_Item] = collections.deque()
         self._queued_ops = 0
@@ -83,7 +88,7 @@ class WriteBatcher:
         self._retries: Dict[str, asyncio.TimerHandle] = {}
         self._samples: List[Tuple[int, float]] = []  # (operations, seconds) per commit
         self.stats = {"batches": 0, "operations": 0, "changes": 0, "failed_batches": 0,
-                      "last_batch_size": 0, "last_commit_seconds": 0.0}
+                      "expired": 0, "last_batch_size": 0, "last_commit_seconds": 0.0}
 
     # Taking work -------------------------------------------------------------
 
@@ -95,32 +100,52 @@ class WriteBatcher:
     def has_room(self, count: int) -> bool:
         return not self._closing and self._queued_ops + count <= self.max_queue
 
-    def _check_room(self, count: int) -> None:
-        if self._closing:
-            raise ShuttingDown("the server is shutting down")
-        if self._queued_ops + count > self.max_queue:
-            raise QueueFull(f"{self._queued_ops} operations already queued")
-
     async def submit(self, ops: Sequence[Operation]) -> List[Applied]:
         """Commit ``ops`` (in one transaction, with others); their outcomes in order.
 
-        Raises :class:`QueueFull` at once, or :class:`BackendError` when the
-        commit failed (then nothing of ``ops`` was written).
+        Raises :class:`QueueFull` at once, ``BackendError`` (nothing written)
+        or ``OutcomeUnknown``.
         """
         if not ops:
             return []
-        self._check_room(len(ops))
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(ops, future))
-        self._queued_ops += len(ops)
-        self._wakeup.set()
-        return await future
+        if self._closing:
+            raise ShuttingDown("the server is shutting down")
+        if self._queued_ops + len(ops) > self.max_queue:
+            raise QueueFull(f"{self._queued_ops} operations already queued")
+        loop = asyncio.get_running_loop()
+        item = _Item(ops, loop.create_future())
+        if self.queue_timeout is not None:
+            item.timer = loop.call_later(self.queue_timeout, self._expire, item)
+        self._put(item)
+        return await item.future  # type: ignore[misc]
 
     def submit_job(self, job: Job) -> None:
         """Queue a job already stored durably; its outcome goes to storage."""
-        self._queue.append(_Item(job.operations, None, job))
-        self._queued_ops += len(job.operations)
+        self._put(_Item(job.operations, None, job))
+
+    def _put(self, item: _Item) -> None:
+        self._queue.append(item)
+        self._queued_ops += len(item.ops)
         self._wakeup.set()
+
+    def _take(self) -> _Item:
+        item = self._queue.popleft()
+        self._queued_ops -= len(item.ops)
+        if item.timer is not None:
+            item.timer.cancel()
+        return item
+
+    def _expire(self, item: _Item) -> None:
+        """Still queued after ``queue_timeout`` (a commit ahead of it stalled): not written."""
+        try:
+            self._queue.remove(item)
+        except ValueError:
+            return  # taken meanwhile
+        self._queued_ops -= len(item.ops)
+        self.stats["expired"] += 1
+        if item.future is not None and not item.future.done():
+            item.future.set_exception(BackendError(
+                f"not written: still queued after {self.queue_timeout} s"))
 
     def drain_samples(self) -> List[Tuple[int, float]]:
         """(operations, commit seconds) of each commit since the last call (for metrics)."""
@@ -153,9 +178,8 @@ class WriteBatcher:
                 await self._wakeup.wait()
                 continue
             if self._queue[0].job is not None:
-                item = self._queue.popleft()
-                self._queued_ops -= len(item.ops)
-                await self._commit_job(item.job, item.attempt)
+                item = self._take()
+                await self._commit_job(item.job, item.attempt)  # type: ignore[arg-type]
                 continue
             if len(self._queue) == 1 and self.window and not self._closing:
                 await asyncio.sleep(self.window)  # a lone write: give others a moment to join
@@ -163,11 +187,10 @@ class WriteBatcher:
             size = 0
             while self._queue and self._queue[0].job is None and (
                     not batch or size + len(self._queue[0].ops) <= self.batch_size):
-                item = self._queue.popleft()
-                batch.append(item)
-                size += len(item.ops)
-            self._queued_ops -= size
-            await self._commit(batch, size)
+                batch.append(self._take())
+                size += len(batch[-1].ops)
+            if batch:
+                await self._commit(batch)
 
     async def _apply(self, ops: Sequence[Operation], job_id: Optional[str] = None
                      ) -> Optional[List[Applied]]:
@@ -183,39 +206,33 @@ class WriteBatcher:
         self.stats["batches"] += 1
         self.stats["operations"] += len(ops)
         self.stats["last_batch_size"] = len(ops)
-        if results:
-            changed = [a.record for a in results if a.changed]
-            self.stats["changes"] += len(changed)
-            if changed:
-                await self._publish(changed)
+        changed = [a.record for a in results or () if a.changed and a.record is not None]
+        self.stats["changes"] += len(changed)
+        if changed:
+            try:
+                await self.publish(changed)
+            except Exception:  # committed already: never fail the write for this
+                log.exception("publishing %d changes failed", len(changed))
         return results
 
-    async def _publish(self, records: List[Record]) -> None:
-        try:
-            await self.publish(records)
-        except Exception:  # committed already: never fail the write for this
-            log.exception("publishing %d changes failed", len(records))
-
-    async def _commit(self, batch: List[_Item], size: int) -> None:
+    async def _commit(self, batch: List[_Item]) -> None:
         ops = [op for item in batch for op in item.ops] if len(batch) > 1 else batch[0].ops
         try:
             results = await self._apply(ops)
-        except BackendError as exc:
-            log.warning("batch of %d operations failed: %s", size, exc)
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(exc)
-            return
         except BaseException as exc:
+            if isinstance(exc, BackendError):
+                log.warning("batch of %d operations failed: %s", len(ops), exc)
             for item in batch:
-                if not item.future.done():
+                if item.future is not None and not item.future.done():
                     item.future.set_exception(exc)
-            raise
+            if not isinstance(exc, BackendError):
+                raise
+            return
         start = 0
         for item in batch:
             end = start + len(item.ops)
-            if not item.future.done():
-                item.future.set_result(results[start:end])
+            if item.future is not None and not item.future.done():
+                item.future.set_result(results[start:end])  # type: ignore[index]
             start = end
 
     async def _commit_job(self, job: Job, attempt: int) -> None:
@@ -233,8 +250,5 @@ class WriteBatcher:
 
     def _retry_job(self, job: Job, attempt: int) -> None:
         self._retries.pop(job.id, None)
-        if self._closing:
-            return
-        self._queue.append(_Item(job.operations, None, job, attempt))
-        self._queued_ops += len(job.operations)
-        self._wakeup.set()
+        if not self._closing:
+            self._put(_Item(job.operations, None, job, attempt))

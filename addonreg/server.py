@@ -69,7 +69,8 @@ class Service:
         assert store is not None
         self.bus = bus = load_bus(s, store)
         self.batcher = WriteBatcher(store, bus.publish, batch_size=s.write_batch_size,
-                                    max_queue=s.write_queue_size, window=s.write_window)
+                                    max_queue=s.write_queue_size, window=s.write_window,
+                                    queue_timeout=s.storage_timeout)
         self.registry = Registry(store, self.batcher, s,
                                  checks={"storage": store.heartbeat, "pubsub": bus.heartbeat})
         self.nonces = load_nonce_store(s.pubsub, skew=s.hawk_skew)

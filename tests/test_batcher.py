@@ -9,6 +9,7 @@ from addonreg.storage import BackendError, Job, Operation
 from addonreg.storage.memory import MemoryStore
 from addonreg.storage.sqlite import SQLiteStore
 from addonreg.storage.testing import sha
+from tests.conftest import wait_until
 
 
 def reg(addon_id, n, version=None):
@@ -31,8 +32,10 @@ class CountingStore(MemoryStore):
         self.transactions = []
         self.fail = 0
         self.gate = None
+        self.entered = asyncio.Event()  # set when a commit starts
 
     async def apply(self, ops, job_id=None):
+        self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
         if self.fail:
@@ -92,10 +95,9 @@ async def test_queue_full_refuses_at_once_and_queues_nothing(store):
     batcher = WriteBatcher(store, Recorder(), max_queue=10, window=0)
     batcher.start()
     first = asyncio.create_task(batcher.submit([reg("a@b", n) for n in range(4)]))
-    await asyncio.sleep(0.01)  # taken by the writer, which is now stalled
+    await store.entered.wait()  # taken by the writer, which is now stalled
     second = asyncio.create_task(batcher.submit([reg("b@b", n) for n in range(8)]))
-    await asyncio.sleep(0)
-    assert batcher.queued == 8
+    await wait_until(lambda: batcher.queued == 8, "the second write queued")
     with pytest.raises(QueueFull):
         await batcher.submit([reg("c@b", n) for n in range(3)])
     assert batcher.queued == 8
@@ -125,10 +127,10 @@ async def test_jobs_are_committed_alone_and_retried(store):
     ops = (reg("a@b", 1), reg("a@b", 2))
     await store.create_job("j", "amo", ops)
     batcher.submit_job(Job("j", "amo", "queued", ops))
-    for _ in range(100):
-        if (await store.get_job("j")).status == "done":
-            break
-        await asyncio.sleep(0.01)
+
+    async def done():
+        return (await store.get_job("j")).status == "done"
+    await wait_until(done, "the job retried to done")
     job = await store.get_job("j")
     assert job.status == "done" and [r["status"] for r in job.results] == ["registered"] * 2
     await batcher.drain()
@@ -141,10 +143,27 @@ async def test_drain_commits_everything_queued_then_refuses(tmp_path):
     batcher = WriteBatcher(store, Recorder(), batch_size=50)
     batcher.start()
     tasks = [asyncio.create_task(batcher.submit([reg(f"a{i}@b", i)])) for i in range(300)]
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a yield, not a wait: every task has run up to its queued write
     await batcher.drain()
     assert all(t.done() and not t.exception() for t in tasks)
     assert len(await store.changes(0, 1000)) == 300
     with pytest.raises(QueueFull):
         await batcher.submit([reg("late@b", 1)])
     await store.close()
+
+
+async def test_writes_queued_behind_a_stalled_commit_are_answered_not_written(store):
+    """F5: a write still queued at queue_timeout is refused (never sent: certainly not
+    written), however long the commit ahead of it stalls."""
+    store.gate = asyncio.Event()
+    batcher = WriteBatcher(store, Recorder(), window=0, queue_timeout=0.05)
+    batcher.start()
+    stalled = asyncio.create_task(batcher.submit([reg("a@b", 1)]))
+    await store.entered.wait()
+    with pytest.raises(BackendError, match="not written"):
+        await batcher.submit([reg("b@b", 2)])
+    assert batcher.queued == 0 and batcher.stats["expired"] == 1
+    store.gate.set()
+    await stalled
+    await batcher.drain()
+    assert await store.get("b@b", sha(2)) is None and store.transactions == [1]

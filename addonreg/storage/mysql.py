@@ -30,7 +30,7 @@ import aiomysql
 import pymysql
 
 from . import (JOB_DONE, JOB_QUEUED, REGISTERED, REVOKED, Applied, BackendError, Job, Key,
-               Operation, Record, RegistrationStore, decode_operations, encode_operations,
+               Operation, OutcomeUnknown, Record, RegistrationStore, decode_operations, encode_operations,
                encode_results, now_us, plan)
 
 __all__ = ["MySQLStore", "load_from_config"]
@@ -85,20 +85,26 @@ def _record(row: Sequence[Any]) -> Record:
     return Record(row[0], row[1].hex(), row[2], _STATUS_NAME[row[3]], row[4], _to_us(row[5]))
 
 
-# Batches are written as SQL literals built here rather than through the
-# driver's per-parameter escaping, which was the largest cost of a bulk write
-# (a regex check of a short id is several times cheaper than escaping it).
-# Anything that is not plainly safe still goes through the driver's escaping.
+# The one exception to parameterised SQL. Batches are written as SQL literals
+# built here rather than through the driver's per-parameter escaping, which
+# was the largest cost of a bulk write (bench/writes.py: 32k -> 62k
+# registrations/s with this and the optimistic path). Nothing is escaped:
+# text made only of plainly safe characters is quoted as it is, anything else
+# goes in as the hex of its UTF-8 under a charset introducer, which no quote,
+# backslash, NUL or sql_mode can change the meaning of. Hashes go in as
+# X'…' after a check that they are lowercase hex. tests/storage/
+# test_mysql_literals.py sends arbitrary text through it into MariaDB and back.
 _PLAIN = re.compile(r"[0-9A-Za-z._@{}+ -]*").fullmatch
 _HEX = frozenset("0123456789abcdef")
 
 
-def _text(conn: aiomysql.Connection, value: Optional[str]) -> str:
+def sql_text(value: Optional[str]) -> str:
+    """``value`` as a MariaDB string literal (``NULL`` for None)."""
     if value is None:
         return "NULL"
     if _PLAIN(value) is not None:
         return f"'{value}'"
-    return conn.escape(value)
+    return f"_utf8mb4 X'{value.encode('utf-8').hex()}'"
 
 
 def _hashes(keys: Iterable[str]) -> None:
@@ -108,10 +114,10 @@ def _hashes(keys: Iterable[str]) -> None:
         raise ValueError("sha256 must be 64 lowercase hex digits")
 
 
-def _key_list(conn: aiomysql.Connection, keys: Sequence[Key]) -> str:
+def _key_list(keys: Sequence[Key]) -> str:
     """``(addon_id, sha256) IN (…)`` items for ``keys``."""
     _hashes(sha for _, sha in keys)
-    return ",".join([f"({_text(conn, a)},X'{h}')" for a, h in keys])
+    return ",".join([f"({sql_text(a)},X'{h}')" for a, h in keys])
 
 
 Row = Tuple[str, str, Optional[str], int, Any]
@@ -119,10 +125,10 @@ Row = Tuple[str, str, Optional[str], int, Any]
 or an SQL expression)."""
 
 
-def _row_values(conn: aiomysql.Connection, rows: Sequence[Row], when: str) -> str:
+def _row_values(rows: Sequence[Row], when: str) -> str:
     """``VALUES`` rows for ``registrations``; ``when`` is the batch's time (an SQL expression)."""
     _hashes(row[1] for row in rows)
-    return ",".join([f"({_text(conn, addon_id)},X'{sha}',{_text(conn, version)},"
+    return ",".join([f"({sql_text(addon_id)},X'{sha}',{sql_text(version)},"
                      f"{status},{serial},{when})"
                      for addon_id, sha, version, status, serial in rows])
 
@@ -163,6 +169,7 @@ class MySQLStore(RegistrationStore):
         self._write_pool: Optional[aiomysql.Pool] = None
         self._write_lock = asyncio.Lock()
         self._expect_new = True  # see _apply_new
+        self._commit_sent = False  # of the write in progress (under _write_lock)
 
     async def open(self) -> None:
         # minsize=0: the service starts (and answers from cache, or 503) even
@@ -185,13 +192,14 @@ class MySQLStore(RegistrationStore):
     async def _run(self, pool: Optional[aiomysql.Pool],
                    work: Callable[[aiomysql.Connection], Awaitable[T]],
                    timeout: Optional[float] = -1) -> T:
-        """Run ``work`` on a pooled connection, mapping every failure to BackendError."""
+        """Run ``work`` on a pooled connection (``timeout``: for the work, after the
+        connection is had in ``storage_timeout``), every failure a BackendError."""
         if pool is None:
             raise BackendError("MySQL store is not open")
         if timeout == -1:
             timeout = self.timeout
         try:
-            conn = await asyncio.wait_for(pool.acquire(), timeout)
+            conn = await asyncio.wait_for(pool.acquire(), self.timeout)
         except _DRIVER_ERRORS as exc:
             raise BackendError("MySQL unavailable", exc) from exc
         try:
@@ -236,7 +244,7 @@ class MySQLStore(RegistrationStore):
         async with conn.cursor() as cur:
             for i in range(0, len(keys), _CHUNK):
                 await cur.execute(f"SELECT {_COLUMNS} FROM registrations WHERE (addon_id, sha256) "
-                                  f"IN ({_key_list(conn, keys[i:i + _CHUNK])}){suffix}")
+                                  f"IN ({_key_list(keys[i:i + _CHUNK])}){suffix}")
                 for row in await cur.fetchall():
                     record = _record(row)
                     found[record.key] = record
@@ -311,7 +319,7 @@ class MySQLStore(RegistrationStore):
                 for k, op in enumerate(ops, 1)]
         for i in range(0, n, _CHUNK):
             statements.append(f"INSERT INTO registrations ({_COLUMNS}) VALUES "
-                              + _row_values(conn, rows[i:i + _CHUNK], when))
+                              + _row_values(rows[i:i + _CHUNK], when))
         statements.append("COMMIT")
         # One packet when the batch fits one INSERT; a larger one (an import
         # with a big write_batch_size) goes a statement at a time, so no
@@ -322,6 +330,7 @@ class MySQLStore(RegistrationStore):
         async with conn.cursor() as cur:
             try:
                 for packet in packets:
+                    self._commit_sent = packet.endswith("COMMIT")
                     await cur.execute(packet)
                     more = True
                     while more:  # one result per statement
@@ -332,6 +341,8 @@ class MySQLStore(RegistrationStore):
             except pymysql.err.IntegrityError as exc:
                 if exc.args[0] != _DUPLICATE_KEY:
                     raise
+                # The server stops a multi-statement at its first error: no COMMIT ran.
+                self._commit_sent = False
                 await conn.rollback()
                 self._expect_new = False
                 return None
@@ -371,7 +382,7 @@ class MySQLStore(RegistrationStore):
                 for i in range(0, len(rows), _CHUNK):
                     await cur.execute(
                         f"INSERT INTO registrations ({_COLUMNS}) VALUES "
-                        + _row_values(conn, rows[i:i + _CHUNK], when)
+                        + _row_values(rows[i:i + _CHUNK], when)
                         + " ON DUPLICATE KEY UPDATE version = VALUES(version), "
                           "status = VALUES(status), serial = VALUES(serial), "
                           "updated_at = VALUES(updated_at)")
@@ -380,16 +391,29 @@ class MySQLStore(RegistrationStore):
             if job_id is not None:
                 await cur.execute("UPDATE jobs SET status = %s, results = %s WHERE id = %s",
                                   (JOB_DONE, encode_results(ops, results), job_id))
+        self._commit_sent = True
         await conn.commit()
         return results
 
     async def apply(self, ops: Sequence[Operation], job_id: Optional[str] = None
                     ) -> Optional[List[Applied]]:
+        """See :meth:`RegistrationStore.apply`; the commit gets ``2 × storage_timeout``.
+
+        A failure before the COMMIT was sent is a :class:`BackendError` (the
+        connection is closed, so the server rolls back: nothing written); one
+        after it, :class:`OutcomeUnknown`.
+        """
         async with self._write_lock:
-            # A generous timeout: a large batch may take a while, and giving up
-            # half-way only means rolling back.
-            return await self._run(self._write_pool, lambda conn: self._apply(conn, ops, job_id),
-                                   timeout=max((self.timeout or 0) * 10, 60))
+            self._commit_sent = False
+            try:
+                return await self._run(self._write_pool,
+                                       lambda conn: self._apply(conn, ops, job_id),
+                                       timeout=2 * (self.timeout or 30))
+            except BackendError as exc:
+                if self._commit_sent:
+                    raise OutcomeUnknown("MySQL did not confirm the commit", exc.original) \
+                        from exc
+                raise
 
     async def create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:
         async def work(conn: aiomysql.Connection) -> None:

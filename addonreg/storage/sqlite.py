@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Dict, Iterable, List, Optional, Sequence, Typ
 import aiosqlite
 
 from . import (JOB_DONE, JOB_QUEUED, REGISTERED, REVOKED, Applied, BackendError, Job, Key,
-               Operation, Record, RegistrationStore, decode_operations, encode_operations,
+               Operation, OutcomeUnknown, Record, RegistrationStore, decode_operations, encode_operations,
                encode_results, now_us, plan)
 
 
@@ -199,13 +199,32 @@ class SQLiteStore(RegistrationStore):
 
     async def apply(self, ops: Sequence[Operation], job_id: Optional[str] = None
                     ) -> Optional[List[Applied]]:
-        async with self._write_lock:
-            # No timeout here: cancelling half-way through a transaction would
-            # leave the writer connection inside it.
-            try:
-                return await self._apply(ops, job_id)
-            except (sqlite3.Error, OSError, ValueError) as exc:
-                raise BackendError("SQLite write failed", exc) from exc
+        """See :meth:`RegistrationStore.apply`; answered within ``2 × storage_timeout``.
+
+        The transaction runs in aiosqlite's thread and cannot be cut short:
+        past the deadline it goes on in the background, the answer is
+        :class:`OutcomeUnknown` (the next write queues behind it); a write
+        still waiting for the write lock then is dropped (nothing written).
+        """
+        began = asyncio.Event()
+
+        async def locked() -> Optional[List[Applied]]:
+            async with self._write_lock:
+                began.set()
+                try:
+                    return await self._apply(ops, job_id)
+                except (sqlite3.Error, OSError, ValueError) as exc:
+                    raise BackendError("SQLite write failed", exc) from exc
+
+        task = asyncio.ensure_future(locked())
+        done, _ = await asyncio.wait({task}, timeout=2 * (self.timeout or 30))
+        if task in done:
+            return task.result()
+        if not began.is_set():
+            task.cancel()
+            raise BackendError("SQLite write lock not had in time: nothing written")
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise OutcomeUnknown("SQLite did not finish the write in time")
 
     async def create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:
         async def create() -> None:
