@@ -13,3 +13,8 @@
 The scenarios are ``tests/faults/test_*.py``; their fixtures are in
 ``tests/faults/conftest.py``.
 """
+
+# tests/bus/test_redis.py imports the proxy from here (it was tests/faults.py).
+from tests.faults.proxy import TCPProxy
+
+__all__ = ["TCPProxy"]
