@@ -27,7 +27,7 @@ writes in the order they were sent.
 from __future__ import annotations
 
 import collections
-from typing import Counter, Dict, Iterable, List, Mapping, Optional, Sequence, Set
+from typing import Counter, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from addonreg.storage import REGISTERED, REVOKED
 from tests.faults.load import NO_ANSWER, Answer, Key
@@ -52,11 +52,15 @@ def stored_states(db: PrivateMariaDB) -> Dict[Key, str]:
 
 
 def _outcome(answer: Answer) -> str:
+    """What a write's answer says of it: ``acknowledged``, ``not written``, ``outcome
+    unknown``, ``no answer`` (within the load's timeout) or ``unexpected``."""
     if answer.status in _ACKNOWLEDGED[answer.kind]:
         return "acknowledged"
     if answer.status == 503 and answer.errno in NOT_WRITTEN:
         return "not written"
-    return "unknown"
+    if answer.status == 503 and answer.errno == OUTCOME_UNKNOWN:
+        return "outcome unknown"
+    return "no answer" if answer.status == NO_ANSWER else "unexpected"
 
 
 def violations(answers: Sequence[Answer], stored: Mapping[Key, str],
@@ -68,18 +72,27 @@ def violations(answers: Sequence[Answer], stored: Mapping[Key, str],
         if answer.status == NO_ANSWER or answer.seconds > liveness:
             found.append(f"liveness bound {liveness} s: {answer.describe(origin)}")
         if answer.is_write:
-            if _outcome(answer) == "unknown" and not (
-                    answer.status == 503 and answer.errno == OUTCOME_UNKNOWN) \
-                    and answer.status != NO_ANSWER:
+            if _outcome(answer) == "unexpected":
                 found.append(f"a write answered neither acknowledged, nor not written, nor "
                              f"outcome unknown: {answer.describe(origin)}")
             for key in answer.keys:
                 writes[key].append(answer)
         else:
             found.extend(_read_violations(answer, seeded, origin))
+    # One line per request, however many of its files are wrong.
+    problems: Dict[Tuple[str, Optional[Answer]], List[Key]] = collections.defaultdict(list)
     for key, history in writes.items():
-        found.extend(_file_violations(key, history, stored.get(key, ABSENT), origin))
+        problem = _file_problem(key, history, stored.get(key, ABSENT))
+        if problem is not None:
+            problems[problem].append(key)
+    for (text, answer), keys in problems.items():
+        files = _name(keys[0]) if len(keys) == 1 else f"{len(keys)} files ({_name(keys[0])}, …)"
+        found.append(f"{files} {text}" + (f": {answer.describe(origin)}" if answer else ""))
     return found
+
+
+def _name(key: Key) -> str:
+    return f"{key[0]}/{key[1][:8]}"
 
 
 def _read_violations(answer: Answer, seeded: Mapping[Key, str], origin: float) -> Iterable[str]:
@@ -92,35 +105,37 @@ def _read_violations(answer: Answer, seeded: Mapping[Key, str], origin: float) -
     for key, state in zip(answer.keys, answer.states):
         if state != seeded[key]:
             yield (f"a read answered {state!r} for a file {seeded[key]} before the fault "
-                   f"({key[0]}/{key[1][:8]}): {answer.describe(origin)}")
+                   f"({_name(key)}): {answer.describe(origin)}")
 
 
-def _file_violations(key: Key, history: List[Answer], stored: str,
-                     origin: float) -> Iterable[str]:
-    """The states ``key`` may be in after ``history`` (its writes, in order) against storage."""
+def _file_problem(key: Key, history: List[Answer],
+                  stored: str) -> Optional[Tuple[str, Optional[Answer]]]:
+    """What is wrong with ``key`` being ``stored`` after ``history`` (its writes), and the
+    request to blame; None when nothing is."""
     history.sort(key=lambda a: a.sent)
     allowed: Set[str] = {ABSENT}
     for answer in history:
-        state = answer.states[answer.keys.index(key)]
+        state = _state(answer, key)
         outcome = _outcome(answer)
         if outcome == "acknowledged":
             allowed = {state}
-        elif outcome == "unknown":
+        elif outcome != "not written":  # it may have been written
             allowed.add(state)
     if stored in allowed:
-        return
-    acknowledged = [a for a in history if _outcome(a) == "acknowledged"]
-    not_written = [a for a in history if _outcome(a) == "not written"
-                   and a.states[a.keys.index(key)] == stored]
+        return None
+    not_written = [a for a in history if _outcome(a) == "not written" and _state(a, key) == stored]
     if not_written:
-        yield (f"{key[0]}/{key[1][:8]} is {stored} in storage, written by a request answered "
-               f"'not written': {not_written[-1].describe(origin)}")
-    elif acknowledged:
-        yield (f"{key[0]}/{key[1][:8]} is {stored} in storage, but the acknowledged "
-               f"{acknowledged[-1].describe(origin)} wrote it "
-               f"{acknowledged[-1].states[acknowledged[-1].keys.index(key)]}")
-    else:
-        yield f"{key[0]}/{key[1][:8]} is {stored} in storage, expected one of {sorted(allowed)}"
+        return f"{stored} in storage, written by a request answered 'not written'", not_written[-1]
+    acknowledged = [a for a in history if _outcome(a) == "acknowledged"]
+    if acknowledged:
+        return (f"{stored} in storage, but acknowledged as {_state(acknowledged[-1], key)}",
+                acknowledged[-1])
+    return f"{stored} in storage, expected one of {sorted(allowed)}", None
+
+
+def _state(answer: Answer, key: Key) -> str:
+    """The state ``answer`` (a write) writes ``key`` to."""
+    return answer.states[answer.keys.index(key)]
 
 
 def summary(answers: Sequence[Answer]) -> str:
