@@ -55,9 +55,10 @@ class LinkProxy:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._server: Optional[asyncio.AbstractServer] = None
-        # Set while bytes may flow: towards the server, towards the client.
-        self._to_server: Optional[asyncio.Event] = None
-        self._to_client: Optional[asyncio.Event] = None
+        # Set while bytes may flow: towards the server, towards the client. Made anew
+        # with each loop (an event belongs to the loop that first waits on it).
+        self._to_server = asyncio.Event()
+        self._to_client = asyncio.Event()
         self._transports: Set[asyncio.BaseTransport] = set()
         self._tasks: Set[asyncio.Task] = set()
 
@@ -93,9 +94,10 @@ class LinkProxy:
             return
         self._call(self._close())
         loop, thread = self._loop, self._thread
-        loop.call_soon_threadsafe(loop.stop)  # type: ignore[union-attr]
+        assert loop is not None
+        loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
-        loop.close()  # type: ignore[union-attr]
+        loop.close()
         self._loop = self._thread = None
         self.state = "cut"
 
@@ -119,14 +121,16 @@ class LinkProxy:
         self._loop.run_forever()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)  # type: ignore[arg-type]
+        """Run ``coro`` on the proxy's loop; its result, once it is done."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     async def _set_flowing(self, *, to_server: bool, to_client: bool) -> None:
         for event, flowing in ((self._to_server, to_server), (self._to_client, to_client)):
             if flowing:
-                event.set()  # type: ignore[union-attr]
+                event.set()
             else:
-                event.clear()  # type: ignore[union-attr]
+                event.clear()
 
     async def _listen(self) -> None:
         await self._set_flowing(to_server=True, to_client=True)
@@ -147,10 +151,11 @@ class LinkProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        self._tasks.add(task)  # type: ignore[arg-type]
+        assert task is not None
+        self._tasks.add(task)
         self._transports.add(writer.transport)
         try:
-            await self._to_server.wait()  # type: ignore[union-attr]
+            await self._to_server.wait()
             try:
                 up_reader, up_writer = await asyncio.open_connection(*self.target)
             except OSError:
@@ -162,7 +167,7 @@ class LinkProxy:
         except asyncio.CancelledError:
             pass
         finally:
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
             self._transports.discard(writer.transport)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,

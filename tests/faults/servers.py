@@ -126,9 +126,9 @@ class PrivateServer:
         return time.monotonic() - started
 
     def _signal(self, sig: signal.Signals) -> None:
-        if not self.running:
+        if self.proc is None or self.proc.poll() is not None:
             raise RuntimeError(f"{self!r} is not running")
-        self.proc.send_signal(sig)  # type: ignore[union-attr]
+        self.proc.send_signal(sig)
 
     def pause(self) -> None:
         """SIGSTOP: connections stay open, nothing is answered."""
@@ -146,12 +146,12 @@ class PrivateServer:
 
     def stop(self, timeout: float = 20) -> None:
         """A clean shutdown (SIGTERM), SIGKILL past ``timeout``."""
-        if not self.running:
+        if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]  # a paused one too
-        self.proc.terminate()  # type: ignore[union-attr]
+        self.proc.send_signal(signal.SIGCONT)  # a paused one too
+        self.proc.terminate()
         try:
-            self.proc.wait(timeout)  # type: ignore[union-attr]
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill9()
 
