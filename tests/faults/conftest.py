@@ -50,23 +50,15 @@ def pristine_datadir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def mariadb(pristine_datadir: Path, tmp_path: Path) -> Iterator[PrivateMariaDB]:
-    server = PrivateMariaDB.from_pristine(pristine_datadir, tmp_path)
-    try:
-        server.start()
+    with PrivateMariaDB.from_pristine(pristine_datadir, tmp_path) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     need_programs("redis-server")
-    server = PrivateRedis(tmp_path)
-    try:
-        server.start()
+    with PrivateRedis(tmp_path) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, TypeVar
 
 import pymysql
 import pytest
@@ -52,6 +52,8 @@ DATABASE = "addonreg"
 # that differs from the datadir's would be resized on each start).
 _INNODB = ["--innodb-log-file-size=4M", "--innodb-data-file-path=ibdata1:10M:autoextend"]
 _SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+
+S = TypeVar("S", bound="PrivateServer")
 
 
 def find_program(name: str) -> Optional[str]:
@@ -159,6 +161,18 @@ class PrivateServer:
         """Gone, whatever its state (a paused process dies of SIGKILL too)."""
         self.kill9()
 
+    def __enter__(self: S) -> S:
+        """Started; closed when the block ends, however it ends."""
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 def make_pristine_datadir(path: Path) -> Path:
     """A datadir made by ``mariadb-install-db``, with an empty ``addonreg`` database; ``path``.
@@ -173,14 +187,9 @@ def make_pristine_datadir(path: Path) -> Path:
     result = subprocess.run(install, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         raise RuntimeError("mariadb-install-db failed:\n" + result.stdout + result.stderr)
-    server = PrivateMariaDB(path.parent, path)
-    server.start()
-    try:
-        with server.connect(database=None).cursor() as cur:
-            cur.execute(f"CREATE DATABASE {DATABASE}")
-    finally:
-        server.stop()
-        server.close()
+    with PrivateMariaDB(path.parent, path) as server:
+        server.query(f"CREATE DATABASE {DATABASE}", database=None)
+        server.stop()  # cleanly: the copies start without crash recovery
     return path
 
 
@@ -229,9 +238,9 @@ class PrivateMariaDB(PrivateServer):
         except pymysql.MySQLError:
             return False
 
-    def query(self, sql: str, params: tuple = ()) -> list:
+    def query(self, sql: str, params: tuple = (), database: Optional[str] = DATABASE) -> list:
         """Rows of one statement, on a connection of its own."""
-        conn = self.connect()
+        conn = self.connect(database)
         try:
             with conn.cursor() as cur:
                 cur.execute(sql, params)
