@@ -9,7 +9,7 @@ from addonreg.server import Service
 from addonreg.storage import Operation
 from addonreg.storage.testing import sha
 from tests.conftest import MYSQL_URL, Client, assert_error, body, make_settings, need_mysql, reset_mysql
-from tests.faults import TCPProxy
+from tests.faults.proxy import TCPProxy
 
 
 async def check_degraded(client: Client) -> None:
