@@ -125,8 +125,10 @@ def int_argument(raw: Optional[str], name: str, default: int, lowest: int, highe
     """A query argument that must be an integer in ``[lowest, highest]``."""
     if raw is None:
         return default
-    # ASCII digits only: no sign, no "_", no other scripts, no 4,300-digit int().
-    if raw.isascii() and raw.isdigit() and len(raw) <= 20 and lowest <= int(raw) <= highest:
-        return int(raw)
+    # ASCII digits only: no sign, no "_", no other scripts; and no int() of
+    # thousands of digits (Python refuses over 4,300): leading zeros go first.
+    digits = raw.lstrip("0") or "0"
+    if raw.isascii() and raw.isdigit() and len(digits) <= 20 and lowest <= int(digits) <= highest:
+        return int(digits)
     raise bad_request(f"{name} must be an integer from {lowest} to {highest}",
                       ERRNO.INVALID_PARAMETERS, field=name)

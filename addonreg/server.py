@@ -71,9 +71,9 @@ class Service:
         self.batcher = WriteBatcher(store, bus.publish, batch_size=s.write_batch_size,
                                     max_queue=s.write_queue_size, window=s.write_window,
                                     queue_timeout=s.storage_timeout)
-        self.registry = Registry(store, self.batcher, s,
-                                 checks={"storage": store.heartbeat, "pubsub": bus.heartbeat})
         self.nonces = load_nonce_store(s.pubsub, skew=s.hawk_skew)
+        self.registry = Registry(store, self.batcher, s, checks={
+            "storage": store.heartbeat, "pubsub": bus.heartbeat, "nonces": self.nonces.heartbeat})
         auth = HawkAuthenticator(s.hawk_credentials, self.nonces, skew=s.hawk_skew)
         self.pump = MetricsPump(self.registry, self.batcher, bus)
         self.app = make_app(self.registry, s, auth, self.in_flight, pump=self.pump)

@@ -245,7 +245,7 @@ async def test_original_api(service, client):
 async def test_operations_endpoints(service, client):
     assert (await client.get("/__lbheartbeat__")).code == 200
     r = await client.get("/__heartbeat__")
-    assert r.code == 200 and body(r) == {"storage": "ok", "pubsub": "ok"}
+    assert r.code == 200 and body(r) == {"storage": "ok", "pubsub": "ok", "nonces": "ok"}
     version = body(await client.get("/__version__"))
     assert set(version) == {"source", "version", "commit", "build"}
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import math
 import json
 import re
 import warnings
@@ -177,8 +178,12 @@ class MySQLStore(RegistrationStore):
         try:
             self._read_pool = await aiomysql.create_pool(
                 minsize=0, maxsize=self.pool_size, pool_recycle=3600, **self._connect_args)
+            # A lock left by a writer cut off mid-transaction is waited for at
+            # most as long as a commit may take, not InnoDB's 50 s default.
+            wait = max(1, math.ceil(2 * (self.timeout or 30)))
             self._write_pool = await aiomysql.create_pool(
-                minsize=0, maxsize=1, pool_recycle=3600, **self._connect_args)
+                minsize=0, maxsize=1, pool_recycle=3600, **self._connect_args,
+                init_command=f"SET SESSION innodb_lock_wait_timeout = {wait}")
         except _DRIVER_ERRORS as exc:
             raise BackendError("MySQL unavailable", exc) from exc
 
@@ -416,7 +421,10 @@ class MySQLStore(RegistrationStore):
                 raise
 
     async def create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:
+        """Store a queued job (one autocommitted INSERT: once sent, its fate is unknown
+        until answered, so a failure then is :class:`OutcomeUnknown`)."""
         async def work(conn: aiomysql.Connection) -> None:
+            self._commit_sent = True
             async with conn.cursor() as cur:
                 await cur.execute(
                     "INSERT INTO jobs (id, owner, status, operations, created_at) "
@@ -424,7 +432,13 @@ class MySQLStore(RegistrationStore):
                     (job_id, owner, JOB_QUEUED, encode_operations(ops), _from_us(now_us())))
         # The write pool: a job is a write, and must not take a read connection.
         async with self._write_lock:
-            await self._run(self._write_pool, work)
+            self._commit_sent = False
+            try:
+                await self._run(self._write_pool, work)
+            except BackendError as exc:
+                if self._commit_sent:
+                    raise OutcomeUnknown("MySQL did not confirm the job", exc.original) from exc
+                raise
 
     @staticmethod
     def _job(row: Sequence[Any]) -> Job:

@@ -26,8 +26,6 @@ from tests.faults.servers import PrivateMariaDB
 pytestmark = [pytest.mark.mysql, pytest.mark.subprocess]
 
 
-@pytest.mark.xfail(strict=True, reason="F5: a write whose transaction reached MariaDB before "
-                   "the crash is answered 503 errno 201 'not written', and was committed")
 async def test_mariadb_killed_between_commit_and_answer(
         deployment: Deployment, mariadb: PrivateMariaDB, links: Callable[[int], LinkProxy]):
     """``kill -9`` at the worst moment, made certain rather than left to chance.
@@ -74,9 +72,7 @@ async def test_mariadb_killed_between_commit_and_answer(
 
 @pytest.mark.parametrize("stall", [
     pytest.param(3 * STORAGE_TIMEOUT, id="3x-storage-timeout"),
-    pytest.param(LIVENESS + 1, id="past-the-liveness-bound", marks=pytest.mark.xfail(
-        strict=True, reason="F5: a write waits out the whole stall (its batch may take "
-        "max(10 x storage_timeout, 60 s)), not a bound derived from storage_timeout")),
+    pytest.param(LIVENESS + 1, id="past-the-liveness-bound"),
 ])
 async def test_mariadb_stalled_and_resumed(deployment: Deployment, mariadb: PrivateMariaDB,
                                            stall: float):

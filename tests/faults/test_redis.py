@@ -57,8 +57,6 @@ async def answers_within(client: Client, key: Key, status: int, within: float,
         await asyncio.sleep(0.02)
 
 
-@pytest.mark.xfail(strict=True, reason="F12: the nonce store does not retry its dead pooled "
-                   "connection: the first write after a Redis restart is answered 503 errno 201")
 async def test_redis_killed_and_restarted(deployment: Deployment, mariadb: PrivateMariaDB,
                                           private_redis: PrivateRedis):
     processes = [deployment(pubsub=private_redis.url()) for _ in range(2)]
@@ -89,8 +87,6 @@ async def test_redis_killed_and_restarted(deployment: Deployment, mariadb: Priva
                                       f"restart: {response.code} {response.body[:200]!r}")
 
 
-@pytest.mark.xfail(strict=True, reason="F6: a process cut off from Redis serves stale answers "
-                   "until its subscription is given up and its cache expires (about 5 s)")
 @pytest.mark.parametrize("fault", ["stall", "cut"])
 async def test_a_process_cut_off_from_redis_sees_writes_within_1_s(
         deployment: Deployment, mariadb: PrivateMariaDB, private_redis: PrivateRedis,
