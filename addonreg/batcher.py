@@ -219,14 +219,14 @@ class WriteBatcher:
         ops = [op for item in batch for op in item.ops] if len(batch) > 1 else batch[0].ops
         try:
             results = await self._apply(ops)
-        except BaseException as exc:
+        except Exception as exc:  # the writer must go on whatever one batch met
             if isinstance(exc, BackendError):
                 log.warning("batch of %d operations failed: %s", len(ops), exc)
+            else:
+                log.exception("batch of %d operations failed", len(ops))
             for item in batch:
                 if item.future is not None and not item.future.done():
                     item.future.set_exception(exc)
-            if not isinstance(exc, BackendError):
-                raise
             return
         start = 0
         for item in batch:

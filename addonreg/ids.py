@@ -23,8 +23,9 @@ __all__ = ["InvalidIdentifier", "is_addon_id", "normalize_sha256", "valid_keys",
 _ADDON_ID_RULE = (r"\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}"
                   r"|[a-z0-9._-]*@[a-z0-9._-]+")
 _ADDON_ID = re.compile(_ADDON_ID_RULE, re.IGNORECASE | re.ASCII).fullmatch
-# Printable: no control characters (C0, DEL, C1); any other Unicode is fine.
-_VERSION = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,255}").fullmatch
+# Printable: no control characters (C0, DEL, C1), nor lone surrogates (no
+# UTF-8 holds them: text storage would refuse them); any other Unicode is fine.
+_VERSION = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]{1,255}").fullmatch
 
 
 # The same rule for many ids at once, newline-separated (no id may contain one).

@@ -45,6 +45,8 @@ def test_sha256_matches_the_rule(text):
 
 def test_versions():
     assert check_version(None) is None and check_version("1.0 β") == "1.0 β"
+    with pytest.raises(InvalidIdentifier):
+        check_version("1.0\ud800")  # a lone surrogate: no UTF-8 storage holds it
     for bad in ("", "a\x00", "a\n", "\x7f", "v" * 256, 1):
         with pytest.raises(InvalidIdentifier):
             check_version(bad)

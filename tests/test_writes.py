@@ -186,3 +186,12 @@ async def test_host_header_is_what_is_signed(service, writer):
     headers = {"Host": "registry.example.com",
                "Authorization": sign("amo", CREDS["amo"], "PUT", public + path(), b"", None)}
     assert (await writer.fetch("PUT", path(), headers=headers)).code == 201
+
+
+async def test_a_version_no_utf8_can_hold_is_a_400_and_the_writer_goes_on(service, writer):
+    # A lone surrogate is valid JSON (an escape) but not text storage can hold.
+    raw = b'{"version": "1.0\\ud800"}'
+    r = await writer.signed("PUT", path(n=5), raw=raw)
+    assert assert_error(r, 400, 107)["details"] == {"field": "version"}
+    assert await service.store.get("fx@example.com", sha(5)) is None
+    assert (await writer.signed("PUT", path(n=6), {"version": "1.0 é ✓"})).code == 201
