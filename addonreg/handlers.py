@@ -183,7 +183,7 @@ class RegistrationsHandler(BodyHandler):
 
     async def post(self) -> None:
         owner = await self.authenticate()
-        items = inputs.checked_list(self.body(msgpack_allowed=True).get("operations"),
+        items = inputs.checked_list(self.body(msgpack_allowed=True, write=True).get("operations"),
                                     "operations", self.config.max_write, "max_write")
         ops = inputs.operations(items)
         if "respond-async" in self.request.headers.get("Prefer", "").lower():
@@ -221,7 +221,7 @@ class OldHashHandler(BodyHandler):
 
     async def post(self) -> None:
         await self.authenticate()
-        addon_id, sha256 = inputs.legacy_pair(self.body())
+        addon_id, sha256 = inputs.legacy_pair(self.body(write=True))
         await self.registry.write([Operation("register", check_addon_id(addon_id),
                                              check_sha256(sha256))])
         self.respond({"id": addon_id, "sha256": sha256, "registered": True}, 202)

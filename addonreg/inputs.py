@@ -27,12 +27,20 @@ def bad_request(message: str, errno: ERRNO = ERRNO.INVALID_REQUEST_BODY, **detai
 
 
 def body_object(raw: bytes, content_type: Optional[str], msgpack_allowed: bool = False,
-                exact: bool = False) -> Dict[str, Any]:
+                exact: bool = False, write: bool = False) -> Dict[str, Any]:
     """The decoded body, which must be an object (a map).
 
     JSON; MessagePack too where the contract says so (``msgpack_allowed``);
     ``exact`` for answers that echo what was sent (see :func:`media.decode`).
+    A write's body must say what it is: any other ``Content-Type`` is a 415
+    (reads stay lenient: the 2013 API's clients send what they send).
     """
+    if write and not media.is_json(content_type) and not (
+            msgpack_allowed and media.is_msgpack(content_type)):
+        kinds = "application/json" + (" or application/msgpack" if msgpack_allowed else "")
+        raise APIError(415, ERRNO.UNSUPPORTED_MEDIA_TYPE,
+                       f"a write's body must be sent as {kinds}",
+                       {"content_type": (content_type or "")[:100]})
     try:
         value = media.decode(raw, content_type, msgpack_allowed, exact)
     except media.DecodeError as exc:
@@ -102,7 +110,7 @@ def put_version(raw: bytes, content_type: Optional[str]) -> Optional[str]:
     """The optional ``{"version": …}`` body of a ``PUT`` (None: keep the stored one)."""
     if not raw.strip():
         return None
-    return check_version(body_object(raw, content_type).get("version"))
+    return check_version(body_object(raw, content_type, write=True).get("version"))
 
 
 def legacy_pair(item: Any) -> Tuple[Any, Any]:

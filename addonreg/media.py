@@ -72,6 +72,12 @@ def media_type(content_type: Optional[str]) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def is_json(content_type: Optional[str]) -> bool:
+    """``application/json`` or a ``+json`` type (``application/merge-patch+json``…)."""
+    kind = media_type(content_type)
+    return kind == JSON or (kind.startswith("application/") and kind.endswith("+json"))
+
+
 def is_msgpack(content_type: Optional[str]) -> bool:
     return media_type(content_type) in _MSGPACK_TYPES
 

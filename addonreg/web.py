@@ -221,10 +221,11 @@ class BaseHandler(tornado.web.RequestHandler):
     def raw_body(self) -> bytes:
         return self.request.body
 
-    def body(self, msgpack_allowed: bool = False, exact: bool = False) -> Dict[str, Any]:
+    def body(self, msgpack_allowed: bool = False, exact: bool = False,
+             write: bool = False) -> Dict[str, Any]:
         """The decoded body, an object (see :func:`inputs.body_object`)."""
         return inputs.body_object(self.raw_body, self.request.headers.get("Content-Type"),
-                                  msgpack_allowed, exact)
+                                  msgpack_allowed, exact, write)
 
     def too_large(self) -> APIError:
         limit = self.config.max_body_size

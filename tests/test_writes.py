@@ -195,3 +195,18 @@ async def test_a_version_no_utf8_can_hold_is_a_400_and_the_writer_goes_on(servic
     assert assert_error(r, 400, 107)["details"] == {"field": "version"}
     assert await service.store.get("fx@example.com", sha(5)) is None
     assert (await writer.signed("PUT", path(n=6), {"version": "1.0 é ✓"})).code == 201
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+async def test_a_write_body_that_is_not_json_or_msgpack_is_a_415(service, writer, content_type):
+    headers = {"Content-Type": content_type}  # "": sent empty
+    put = await writer.signed("PUT", path(n=7), raw=b'{"version": "1.0"}', headers=headers)
+    assert_error(put, 415, 109)
+    ops = {"operations": [{"op": "register", "addon_id": "fx@example.com", "sha256": sha(8)}]}
+    bulk = await writer.signed("POST", "/v1/registrations", ops, headers=headers)
+    assert_error(bulk, 415, 109)
+    for n in (7, 8):
+        assert await service.store.get("fx@example.com", sha(n)) is None
+    ok = await writer.signed("PUT", path(n=7), raw=b'{"version": "1.0"}',
+                             headers={"Content-Type": "application/json; charset=utf-8"})
+    assert ok.code == 201
