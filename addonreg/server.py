@@ -1,22 +1,23 @@
 """One server process, built from small named steps.
 
-:class:`Service` owns what a process builds once: storage, registry (with its
-caches), the Tornado application and the HTTP server. :func:`run` is the
-``addonreg serve`` command: choose the event loop, start the service, stop on
-SIGTERM/SIGINT (stop accepting, finish what is in flight, close storage) and
-exit 0.
+:class:`Service` owns what a process builds once: storage, bus, batcher,
+registry (with its caches), the Tornado application and the HTTP server.
+:func:`run` is ``addonreg serve``: choose the event loop, start the service,
+stop on SIGTERM/SIGINT (stop accepting, finish what is in flight, drain the
+writes, close storage) and exit 0. A start-up that fails exits 1 within
+seconds, with the reason, having closed whatever it had opened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import signal
 import socket
-from typing import List, Optional
+from typing import Any, List, Optional
 
-import tornado.httpserver
 import tornado.netutil
 
 from .app import make_app
@@ -24,6 +25,7 @@ from .batcher import WriteBatcher
 from .bus import InvalidationBus, load_bus
 from .config import Settings
 from .hawk import HawkAuthenticator
+from .listener import BoundedHTTPServer
 from .logs import configure_logging
 from .metrics import MetricsPump, process_exited
 from .nonces import NonceStore, load_nonce_store
@@ -31,7 +33,7 @@ from .registry import Registry
 from .storage import BackendError, RegistrationStore, load_storage
 from .web import InFlight
 
-__all__ = ["Service", "run"]
+__all__ = ["Service", "run", "describe_start_failure"]
 
 log = logging.getLogger("addonreg.server")
 
@@ -51,7 +53,7 @@ class Service:
         self.registry: Optional[Registry] = None
         self.batcher: Optional[WriteBatcher] = None
         self.pump: Optional[MetricsPump] = None
-        self.server: Optional[tornado.httpserver.HTTPServer] = None
+        self.server: Optional[BoundedHTTPServer] = None
         self.sockets: List[socket.socket] = []
         self.in_flight = InFlight()
 
@@ -79,7 +81,8 @@ class Service:
         self.app = make_app(self.registry, s, auth, self.in_flight, pump=self.pump)
 
     async def start_writer(self) -> None:
-        """Subscribe to invalidations, start the batcher, finish jobs a previous run left."""
+        """Subscribe to changes, start the batcher, finish jobs a previous run left."""
+        assert self.bus and self.batcher and self.pump and self.registry
         await self.bus.start(self.registry)
         self.batcher.start()
         self.pump.start()
@@ -88,19 +91,25 @@ class Service:
             log.info("resuming %d queued jobs", resumed)
 
     def listen(self, sockets: Optional[List[socket.socket]] = None) -> None:
-        self.server = tornado.httpserver.HTTPServer(
-            self.app, xheaders=self.settings.xheaders, idle_connection_timeout=75,
-            max_body_size=self.settings.max_body_size * _HARD_BODY_LIMIT_FACTOR)
+        s = self.settings
         self.sockets = sockets or tornado.netutil.bind_sockets(
-            self.settings.port, self.settings.host, reuse_port=self.settings.reuse_port,
-            backlog=1024)
+            s.port, s.host, reuse_port=s.reuse_port, backlog=1024)
+        self.server = BoundedHTTPServer(
+            self.app, xheaders=s.xheaders, idle_connection_timeout=s.idle_timeout,
+            body_timeout=s.body_timeout, max_connections=s.max_connections,
+            max_body_size=s.max_body_size * _HARD_BODY_LIMIT_FACTOR)
         self.server.add_sockets(self.sockets)
 
     async def start(self, sockets: Optional[List[socket.socket]] = None) -> "Service":
-        await self.open_storage()
-        self.build()
-        await self.start_writer()
-        self.listen(sockets)
+        """Open, build, start and listen; on any failure close what was opened, then raise."""
+        try:
+            await self.open_storage()
+            self.build()
+            await self.start_writer()
+            self.listen(sockets)
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def stop(self) -> None:
@@ -117,21 +126,45 @@ class Service:
             log.warning("requests still in flight after %s s", self.settings.shutdown_timeout)
         if self.batcher is not None:
             await self.batcher.drain()
-            # Let the handlers whose writes just committed send their answers.
-            await self.in_flight.wait(1.0)
+            await self.in_flight.wait(1.0)  # the handlers whose writes just committed answer
         if self.server is not None:
             try:
                 await asyncio.wait_for(self.server.close_all_connections(), 10)
             except asyncio.TimeoutError:
                 log.warning("connections still open after 10 s; closing anyway")
+        await self.close()
+
+    async def close(self) -> None:
+        """Release what was opened (storage threads and pools, Redis), whatever state it is in."""
         if self.pump is not None:
             await self.pump.stop()
         for closable in (self.bus, self.nonces, self.store):
             if closable is not None:
-                await closable.close()
+                try:
+                    await closable.close()
+                except Exception as exc:  # closing must go on with the others
+                    log.warning("closing %s: %s", type(closable).__name__, exc)
 
 
-def _event_loop_factory(settings: Settings):
+def describe_start_failure(settings: Settings, exc: BaseException) -> str:
+    """One line saying why the service could not start, and what to do."""
+    where = settings.storage.split(":", 1)[0]
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return (f"cannot listen on {settings.host}:{settings.port}: address in use (another "
+                "process has it; several processes share a port only with reuse_port = true)")
+    if isinstance(exc, OSError):
+        return f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+    original = getattr(exc, "original", None)
+    if original is not None and getattr(original, "args", (None,))[0] == 1049:
+        database = settings.storage.rsplit("/", 1)[-1].split("?")[0]
+        return (f"cannot start: the MySQL database {database!r} does not exist; create it with "
+                "`addonreg initdb` (or have an administrator run CREATE DATABASE)")
+    if isinstance(exc, BackendError):
+        return f"cannot start: storage {where} is unavailable: {exc}"
+    return f"cannot start: {type(exc).__name__}: {exc}"
+
+
+def _event_loop_factory(settings: Settings) -> Any:
     if settings.event_loop in ("auto", "uvloop"):
         try:
             import uvloop
@@ -142,15 +175,13 @@ def _event_loop_factory(settings: Settings):
     return asyncio.new_event_loop
 
 
-def _tune_gc(threshold) -> None:
+def _tune_gc(threshold: Any) -> None:
     """Keep the cyclic garbage collector off the hot path.
 
-    Measured under 64 concurrent PUTs (bench/writes.py): with Python's
-    default thresholds (700, 10, 10) the collector took 8.3 % of the
-    process's CPU, most of it full collections walking every long-lived
-    object; with (10000, 20, 20) and start-up objects frozen, 1.4 %, and the
-    p99 fell from 36 to 22 ms. Request garbage is mostly freed by reference
-    counting anyway; cycles now wait a little longer.
+    Measured under 64 concurrent PUTs: with Python's default thresholds
+    (700, 10, 10) the collector took 8.3 % of the process's CPU, most of it
+    full collections walking every long-lived object; with (10000, 20, 20)
+    and start-up objects frozen, 1.4 %, and the p99 fell from 36 to 22 ms.
     """
     gc.collect()
     gc.freeze()  # what start-up built (modules, the app) is never scanned again
@@ -161,12 +192,9 @@ async def _serve(settings: Settings) -> int:
     service = Service(settings)
     try:
         await service.start()
-    except BackendError as exc:
-        log.error("cannot start: storage %s is unavailable: %s",
-                  settings.storage.split(":", 1)[0], exc)
-        return 1
-    except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
+    except Exception as exc:  # whatever it is, say it and exit: never hang half-started
+        log.error("%s", describe_start_failure(settings, exc),
+                  exc_info=not isinstance(exc, (OSError, BackendError)))
         return 1
     _tune_gc(settings.gc_threshold)
     stopping = asyncio.Event()

@@ -27,12 +27,15 @@ from .batcher import QueueFull, ShuttingDown
 from .errors import ERRNO, APIError, error_body, reason
 from .hawk import AuthError, HawkAuthenticator, www_authenticate
 from .ids import InvalidIdentifier
+from .logs import Throttle
 from .nonces import NonceStoreError
 from .storage import BackendError, OutcomeUnknown
 
 __all__ = ["ANSWERS", "as_api_error", "BaseHandler", "BodyHandler", "InFlight"]
 
 log = logging.getLogger("addonreg.handlers")
+# What a client can cause at will is logged a line a second per kind, with a count.
+_failures = Throttle(log, interval=1.0)
 
 
 class Answer(NamedTuple):
@@ -213,7 +216,8 @@ class BaseHandler(tornado.web.RequestHandler):
         level = next(a.level for kind, a in ANSWERS.items() if isinstance(value, kind)) \
             if not isinstance(value, APIError) else logging.INFO
         if api.log_message:
-            log.log(level, "%s %s: %s", self.request.method, self.request.path, api.log_message)
+            _failures.log(level, api.errno, "%s %s: %s", self.request.method, self.request.path,
+                          api.log_message)
 
     # Input -----------------------------------------------------------------
 

@@ -77,8 +77,12 @@ class SQLiteStore(RegistrationStore):
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None,
                                        timeout=max(self.timeout or 5.0, 1.0))
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            await conn.close()  # else its thread outlives us, and the process never exits
+            raise
         return conn
 
     async def open(self) -> None:
