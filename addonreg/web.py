@@ -198,7 +198,7 @@ class BaseHandler(tornado.web.RequestHandler):
             self.set_header("Retry-After", str(self.config.retry_after))
         if api.status >= 500 or "Cache-Control" not in api.headers:
             self.set_header("Cache-Control", "no-store")
-        self.set_status(api.status)
+        self.set_status(api.status, reason(api.status))
         body = dict(api.body)
         body.update(error_body(api.status, api.errno, api.message, api.details))
         self.respond(body, api.status, negotiate=True)
@@ -263,14 +263,25 @@ class BodyHandler(BaseHandler):
         if length.isdigit() and (len(length) > 18 or int(length) > self.config.max_body_size):
             raise self.too_large()
 
+    refused = False  # answered 413 while the body was still coming
+
     def data_received(self, chunk: bytes) -> None:
+        if self.refused:
+            return
         self.body_size += len(chunk)
         if self.body_size > self.config.max_body_size:
-            raise self.too_large()
+            # Answer now (Tornado then closes the connection rather than read
+            # the rest); raising here would only reset the connection.
+            self.refused = True
+            error = self.too_large()
+            self.send_error(413, exc_info=(APIError, error, None))
+            return
         self._chunks.append(chunk)
 
     @property
     def raw_body(self) -> bytes:
+        if self.refused:
+            raise tornado.web.Finish()  # answered already: the handler method stops here
         if len(self._chunks) != 1:
             self._chunks = [b"".join(self._chunks)]
         return self._chunks[0]

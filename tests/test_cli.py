@@ -6,6 +6,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -97,6 +98,9 @@ def test_import_csv_and_json_lines_then_serve(tmp_path, server_process):
     ("\nid,hash\n", 2),
     ('{{"addon_id": "a@b", "sha256": "{s}"}}\n{{"addon_id": "a@b"}}\n', 2),
     ('{{"addon_id": "a@b", "sha256": "{s}"}}\nnot json\n', 2),
+    ("addon_id,sha256,version\na@b,{s},1\nb@b,{s}\n", 3),  # fewer fields than the header
+    ("addon_id,sha256\na@b,{s}\nb@b,{s},2.0\n", 3),  # more
+    ("addon_id,sha256,version\n\n", 1),  # a header and no rows
 ])
 def test_malformed_row_names_its_line_and_writes_nothing(tmp_path, content, line):
     db = tmp_path / "db.sqlite3"
@@ -107,6 +111,19 @@ def test_malformed_row_names_its_line_and_writes_nothing(tmp_path, content, line
     assert f"line {line}" in result.stderr and "Traceback" not in result.stderr
     assert not db.exists() or sqlite3.connect(db).execute(
         "SELECT COUNT(*) FROM registrations").fetchone()[0] == 0
+
+
+def test_an_empty_input_is_an_error_and_a_header_without_version_is_fine(tmp_path):
+    env = {"ADDONREG_STORAGE": f"sqlite:///{tmp_path}/d.sqlite3"}
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    result = run("import", str(empty), env=env)
+    assert result.returncode == 1 and "no rows" in result.stderr
+    two = tmp_path / "two.csv"
+    two.write_text(f"addon_id,sha256\na@b,{sha(1)}\n")
+    result = run("import", "--quiet", str(two), env=env)
+    assert result.returncode == 0 and "imported 1 rows" in result.stdout
+    assert f"into SQLite file {tmp_path}/d.sqlite3" in result.stdout  # where it went
 
 
 def test_import_from_stdin(tmp_path):
@@ -170,3 +187,69 @@ def test_sigterm_lets_keep_alive_clients_go_without_cutting_a_request(server_pro
     stored = {(a, s.hex()) for a, s in sqlite3.connect(db).execute(
         "SELECT addon_id, sha256 FROM registrations")}
     assert len(acked) > 0 and set(acked) <= stored
+
+
+@pytest.mark.parametrize("setting, value, expected", [
+    ("STORAGE_TIMEOUT", "0", "> 0"), ("HEARTBEAT_TIMEOUT", "0", "> 0"),
+    ("WRITE_WINDOW", "1e9", "<= 1"), ("HOST", "", "every interface"),
+    ("HTTP_MAX_AGE", "-5", "from 0"), ("HAWK_SKEW", "99999999999", "to 3600"),
+    ("HAWK_CREDENTIALS", "é:clé", "printable ASCII"), ("HAWK_CREDENTIALS", 'i"d:key', "quotes"),
+    ("STORAGE", "mysql://h/db?pool_size=abc", "pool_size"), ("STORAGE", "sqlite://var/x", "sqlite:///"),
+    ("PORT", "abc", "integer from 0 to 65535"), ("PUBSUB", "redis://h:1/notanumber", "number"),
+    ("MAX_LOOKUPS", "5", "did you mean 'ADDONREG_MAX_LOOKUP'"),
+])
+def test_f9_a_setting_that_would_break_the_service_stops_start_up(setting, value, expected):
+    """Each says what it expects and where the value came from; none starts."""
+    result = run("serve", env={f"ADDONREG_{setting}": value})
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr and f"ADDONREG_{setting}" in result.stderr
+    assert "Traceback" not in result.stderr and "clé" not in result.stderr
+
+
+def test_f9_an_unknown_ini_section_is_refused(tmp_path):
+    ini = tmp_path / "a.ini"
+    ini.write_text("[addonregg]\nport = 9\n")
+    result = run("serve", "--config", str(ini))
+    assert result.returncode == 2 and "unknown section 'addonregg'" in result.stderr
+
+
+@pytest.mark.parametrize("storage", ["sqlite-not-a-database", "mysql-closed-port"])
+def test_f8_a_start_up_that_fails_exits_within_seconds(tmp_path, storage):
+    if storage == "sqlite-not-a-database":
+        path = tmp_path / "garbage.sqlite3"
+        path.write_bytes(b"\xde\xad" * 4096)
+        url = f"sqlite:///{path}"
+    else:
+        url = "mysql://root@127.0.0.1:1/none"
+    started = time.monotonic()
+    result = run("serve", env={"ADDONREG_STORAGE": url, "ADDONREG_PORT": "0",
+                               "ADDONREG_STORAGE_TIMEOUT": "1"})
+    assert result.returncode == 1 and "cannot start" in result.stderr
+    assert time.monotonic() - started < 30  # liveness: it exits (it used to hang)
+
+
+def test_two_servers_on_one_port_the_second_says_address_in_use(server_process):
+    first = server_process()
+    result = run("serve", env={"ADDONREG_PORT": str(first.port), "ADDONREG_STORAGE": "memory://"})
+    assert result.returncode == 1 and "address in use" in result.stderr
+
+
+@pytest.mark.mysql
+def test_a_missing_mysql_database_is_named_and_initdb_creates_it():
+    from tests.conftest import MYSQL_URL, mysql_connect, need_mysql
+    need_mysql()
+    url = MYSQL_URL.rsplit("/", 1)[0] + "/addonreg_test_missing"
+    conn = mysql_connect(db=False)
+    with conn.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS addonreg_test_missing")
+    env = {"ADDONREG_STORAGE": url, "ADDONREG_PORT": "0"}
+    result = run("serve", env=env)
+    assert result.returncode == 1 and "does not exist" in result.stderr
+    assert "addonreg initdb" in result.stderr
+    result = run("initdb", env=env)
+    assert result.returncode == 0 and "created" in result.stdout, result.stderr
+    with conn.cursor() as cur:
+        cur.execute("SHOW TABLES FROM addonreg_test_missing")
+        assert {row[0] for row in cur.fetchall()} >= {"registrations", "counters", "jobs"}
+        cur.execute("DROP DATABASE addonreg_test_missing")
+    conn.close()

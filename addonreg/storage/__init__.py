@@ -26,12 +26,14 @@ import datetime
 import functools
 import importlib
 import json
+import os
 import time
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from urllib.parse import unquote, urlsplit
 
 __all__ = ["REGISTERED", "REVOKED", "Record", "Operation", "Applied", "Job", "BackendError",
            "OutcomeUnknown",
-           "RegistrationStore", "Key", "plan", "result_item", "load_storage"]
+           "RegistrationStore", "Key", "plan", "result_item", "load_storage", "describe_storage"]
 
 REGISTERED = "registered"
 REVOKED = "revoked"
@@ -216,6 +218,11 @@ class RegistrationStore(abc.ABC):
     async def close(self) -> None:
         """Release connections. Further calls are not allowed."""
 
+    async def create_database(self) -> bool:
+        """Create the database itself when the backend has one and it is missing
+        (``addonreg initdb``; ``serve`` never does). True when it was created."""
+        return False
+
     @abc.abstractmethod
     async def create_schema(self) -> None:
         """Create missing tables; idempotent."""
@@ -266,6 +273,18 @@ class RegistrationStore(abc.ABC):
     @abc.abstractmethod
     async def heartbeat(self) -> None:
         """Return when storage answers; raise :class:`BackendError` otherwise."""
+
+
+def describe_storage(url: str) -> str:
+    """The storage a URL names, for people, without its password:
+    ``SQLite file /abs/path``, ``MySQL root@host:3306/db``, ``memory``."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        return f"SQLite file {os.path.abspath(url[len('sqlite:///'):])}"
+    if parts.scheme == "mysql":
+        user = f"{unquote(parts.username)}@" if parts.username else ""
+        return f"MySQL {user}{parts.hostname}:{parts.port or 3306}{parts.path}"
+    return parts.scheme
 
 
 def load_storage(settings) -> RegistrationStore:

@@ -226,6 +226,27 @@ class MySQLStore(RegistrationStore):
                 return await cur.fetchall()
         return work
 
+    async def create_database(self) -> bool:
+        """``CREATE DATABASE`` when missing; BackendError naming the fix when not allowed."""
+        args = dict(self._connect_args, db=None)
+        name = self._connect_args["db"]
+        try:
+            conn = await aiomysql.connect(**args)
+        except _DRIVER_ERRORS as exc:
+            raise BackendError("MySQL unavailable", exc) from exc
+        try:
+            async with conn.cursor() as cur:
+                if await cur.execute("SHOW DATABASES LIKE %s", (name,)):
+                    return False
+                await cur.execute(f"CREATE DATABASE `{name.replace('`', '``')}` "
+                                  "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                return True
+        except pymysql.err.MySQLError as exc:
+            raise BackendError(f"cannot create database {name!r} (have an administrator run "
+                               f"CREATE DATABASE, then addonreg initdb again)", exc) from exc
+        finally:
+            conn.close()
+
     async def create_schema(self) -> None:
         async def work(conn: aiomysql.Connection) -> None:
             async with conn.cursor() as cur:

@@ -261,5 +261,4 @@ class SQLiteStore(RegistrationStore):
 
 
 def load_from_config(settings) -> SQLiteStore:
-    path = settings.storage[len("sqlite:///"):]
-    return SQLiteStore(path or "addonreg.sqlite3", timeout=settings.storage_timeout)
+    return SQLiteStore(settings.storage[len("sqlite:///"):], timeout=settings.storage_timeout)

@@ -1,0 +1,170 @@
+"""Hostile clients and operators' mistakes (issue "faults and hostile clients",
+F1–F4, F8–F11), against real servers: every one gets a bounded, truthful
+answer, never a hang, a reset or a flood of log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from typing import List
+
+import pytest
+
+from addonreg.server import Service
+from addonreg.storage.testing import sha
+from tests.conftest import (ROOT, CREDS, Writer, assert_error, free_port, make_settings,
+                            wait_until)
+
+
+async def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``data`` as it is, and read the answer until the server closes or goes quiet."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    out = b""
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), timeout):
+            out += chunk
+            if b"\r\n\r\n" in out and b"Content-Length" in out:
+                head, _, rest = out.partition(b"\r\n\r\n")
+                length = int(head.split(b"Content-Length: ", 1)[1].split(b"\r\n", 1)[0])
+                if len(rest) >= length:
+                    break
+    except (asyncio.TimeoutError, ConnectionResetError):
+        pass
+    writer.close()
+    return out
+
+
+def status_and_errno(answer: bytes):
+    import json
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)["errno"]
+
+
+@pytest.fixture
+async def small():
+    svc = await Service(make_settings("memory://", max_body_size=1000, body_timeout=1.0,
+                                      hawk_credentials=CREDS)).start()
+    yield svc
+    await svc.stop()
+
+
+async def test_f3_a_content_length_of_5000_digits_is_a_413(small):
+    answer = await raw_request(small.port, b"POST /v1/lookup HTTP/1.1\r\nHost: x\r\n"
+                               b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n")
+    assert status_and_errno(answer) == (413, 113)
+
+
+async def test_f4_a_chunked_body_over_the_limit_is_a_413(small, caplog):
+    chunk = b"%x\r\n%s\r\n" % (600, b"y" * 600)
+    answer = await raw_request(small.port, b"POST /v1/lookup HTTP/1.1\r\nHost: x\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 2 + b"0\r\n\r\n")
+    assert status_and_errno(answer) == (413, 113)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_f10_headers_over_64_kib_are_a_431(small):
+    answer = await raw_request(small.port, b"GET /v1/ HTTP/1.1\r\nHost: x\r\nX-Big: "
+                               + b"a" * 70_000 + b"\r\n\r\n")
+    assert status_and_errno(answer) == (431, 118)
+
+
+async def test_f2_a_body_that_trickles_is_cut_at_body_timeout(small):
+    reader, writer = await asyncio.open_connection("127.0.0.1", small.port)
+    writer.write(b"POST /v1/lookup HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{")
+    started = time.monotonic()
+    closed = False
+    for _ in range(40):  # a byte every 0.1 s, for up to 4 s (body_timeout is 1 s)
+        try:
+            writer.write(b" ")
+            await writer.drain()
+            if await asyncio.wait_for(reader.read(1), 0.1) == b"":
+                closed = True
+                break
+        except asyncio.TimeoutError:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            closed = True
+            break
+    writer.close()
+    assert closed and time.monotonic() - started < 4  # liveness: closed soon after 1 s
+
+
+async def test_f11_a_flood_of_bad_signatures_is_logged_a_line_a_second(small, caplog):
+    writer = Writer(f"http://127.0.0.1:{small.port}")
+    caplog.set_level("INFO", logger="addonreg.handlers")
+    try:
+        for n in range(60):
+            r = await writer.signed("PUT", f"/v1/addons/a@b/files/{sha(n)}", key="wrong-key")
+            assert_error(r, 401, 105)
+    finally:
+        writer.close()
+    lines = [r for r in caplog.records if r.name == "addonreg.handlers"]
+    assert 1 <= len(lines) <= 5, [r.getMessage() for r in lines]  # 60 in a few seconds
+
+
+@pytest.mark.subprocess
+async def test_f1_over_its_fd_limit_a_process_keeps_serving_and_stays_quiet(tmp_path):
+    """512 fds and 600 idle connections: no spin, no log flood, answers on open connections,
+    and new connections are served once the idle ones go."""
+    need = 2000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    env = dict(os.environ, ADDONREG_STORAGE="memory://", ADDONREG_PORT=str(port),
+               ADDONREG_HOST="127.0.0.1", ADDONREG_IDLE_TIMEOUT="120", ADDONREG_LOG_LEVEL="INFO")
+    env.pop("ADDONREG_CONFIG", None)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "addonreg", "serve"], env=env, cwd=ROOT, stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512)))
+    idle: List[socket.socket] = []
+    keep = None
+    try:
+        await wait_until(lambda: b"listening" in log_path.read_bytes(), "the server up", 20)
+        keep = socket.create_connection(("127.0.0.1", port))
+        probe = b"GET /__lbheartbeat__ HTTP/1.1\r\nHost: x\r\n\r\n"
+
+        def heartbeat() -> bool:
+            keep.sendall(probe)
+            return keep.recv(4096).startswith(b"HTTP/1.1 200")
+        assert heartbeat()
+        for _ in range(600):
+            idle.append(socket.create_connection(("127.0.0.1", port)))
+        cpu_before = _cpu_seconds(proc.pid)
+        started = time.monotonic()
+        await asyncio.sleep(3)  # the measuring window, not a wait for an event
+        busy = (_cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - started)
+        assert busy < 0.5, f"{busy:.0%} CPU over its fd limit"
+        assert heartbeat()  # an open connection is still served
+        assert log_path.stat().st_size < 1_000_000
+        for sock in idle:
+            sock.close()
+        idle.clear()
+
+        def new_connection_served() -> bool:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(probe)
+                return s.recv(4096).startswith(b"HTTP/1.1 200")
+        await wait_until(new_connection_served, "a new connection served", timeout=2)
+    finally:
+        for sock in idle + [keep] * (keep is not None):
+            sock.close()
+        proc.terminate()
+        proc.wait(15)
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
