@@ -51,6 +51,7 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at)",
 ]
 _COLUMNS = "addon_id, sha256, version, status, serial, updated_at"
+_JOINED = ", ".join(f"r.{c}" for c in _COLUMNS.split(", "))
 _STATUS_CODE = {REGISTERED: 1, REVOKED: 2}
 _STATUS_NAME = {1: REGISTERED, 2: REVOKED}
 _CHUNK = 400  # pairs per IN (...) list: 800 parameters, far below SQLite's limit
@@ -133,9 +134,12 @@ class SQLiteStore(RegistrationStore):
             for addon_id, sha in chunk:
                 params += (addon_id, bytes.fromhex(sha))
             values = ",".join(["(?,?)"] * len(chunk))
+            # A join, not "(addon_id, sha256) IN (VALUES …)": SQLite plans the IN
+            # as a scan of the whole table (80 ms for 400 keys in 200k rows),
+            # the join as a primary-key search per key (3 ms).
             for row in await self._fetchall(
-                    conn, f"SELECT {_COLUMNS} FROM registrations "
-                          f"WHERE (addon_id, sha256) IN (VALUES {values})", params):
+                    conn, f"SELECT {_JOINED} FROM (VALUES {values}) AS k JOIN registrations r "
+                          "ON r.addon_id = k.column1 AND r.sha256 = k.column2", params):
                 record = _record(row)
                 found[record.key] = record
         return found
