@@ -31,6 +31,7 @@ class ERRNO(enum.IntEnum):
     NOT_ACCEPTABLE = 116
     TOO_MANY_ITEMS = 117
     HEADERS_TOO_LARGE = 118
+    FORBIDDEN = 121  # nginx: /__metrics__ for a client not allowed
     BACKEND = 201
     QUEUE_FULL = 202
     SHUTTING_DOWN = 203

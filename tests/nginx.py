@@ -13,41 +13,48 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from tests.conftest import REQUIRE_SERVICES, free_port  # noqa: F401 (free_port: for test_deploy)
+
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_TEMPLATE = ROOT / "config" / "nginx.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 NO_STATIC_TREE = "/nonexistent/addonreg-static"  # static mode off: every GET goes to the service
 
 
+def need_nginx() -> None:
+    if not os.access(NGINX, os.X_OK):
+        import pytest
+        reason = f"nginx not installed ({NGINX}; apt-get install nginx-light)"
+        if REQUIRE_SERVICES:
+            pytest.fail(reason + " (ADDONREG_REQUIRE_SERVICES=1: not skipping)")
+        pytest.skip(reason)
+
+
 def render_nginx_conf(listen: str, read: str, write: str,
-                      static_root: str = NO_STATIC_TREE) -> str:
+                      static_root: str = NO_STATIC_TREE,
+                      metrics_allow: str = "allow 127.0.0.1;") -> str:
     """``config/nginx.conf`` with its placeholders filled, as an operator renders it."""
     text = NGINX_TEMPLATE.read_text()
     for name, value in (("LISTEN", listen), ("READ_UPSTREAM", read), ("WRITE_UPSTREAM", write),
-                        ("STATIC_ROOT", static_root)):
+                        ("STATIC_ROOT", static_root), ("METRICS_ALLOW", metrics_allow)):
         assert f"@{name}@" in text, f"config/nginx.conf lost its @{name}@ placeholder"
         text = text.replace(f"@{name}@", value)
     assert not re.search(r"@[A-Z_]+@", text), "config/nginx.conf has an unknown placeholder"
     return text
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Nginx:
     """nginx in the foreground under ``directory``; :meth:`stop` it."""
 
     def __init__(self, directory: Path, read: str, write: Optional[str] = None,
-                 static_root: str = NO_STATIC_TREE, port: Optional[int] = None) -> None:
+                 static_root: str = NO_STATIC_TREE, port: Optional[int] = None,
+                 metrics_allow: str = "allow 127.0.0.1;") -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         site = self.dir / "addonreg.conf"
         site.write_text(render_nginx_conf(f"127.0.0.1:{self.port}", read, write or read,
-                                          static_root))
+                                          static_root, metrics_allow))
         temp = "\n".join(f"    {kind}_temp_path {self.dir}/{kind};"
                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         main = self.dir / "main.conf"

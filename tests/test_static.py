@@ -12,19 +12,11 @@ import pytest
 
 from addonreg.storage.testing import sha
 from tests.conftest import CREDS, REQUIRE_SERVICES, ROOT, Writer, body
-from tests.nginx import NGINX, Nginx
+from tests.nginx import Nginx, need_nginx
 
 pytestmark = pytest.mark.subprocess
 
 GUID = "{6ba7b810-9dad-11d1-80b4-00c04fd430c8}"
-
-
-def need_nginx():
-    if not os.access(NGINX, os.X_OK):
-        reason = f"nginx not installed ({NGINX}; apt-get install nginx-light)"
-        if REQUIRE_SERVICES:
-            pytest.fail(reason + " (ADDONREG_REQUIRE_SERVICES=1: not skipping)")
-        pytest.skip(reason)
 
 
 class PublisherProcess:
