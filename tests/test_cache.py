@@ -24,9 +24,17 @@ class Fill:
         self.calls = []
         self.gate = None
         self.error = None
+        self.entered = asyncio.Event()  # set once a fill is in flight
+
+    async def in_flight(self, count=1):
+        """Return once ``count`` fills have started."""
+        while len(self.calls) < count:
+            self.entered.clear()
+            await self.entered.wait()
 
     async def one(self, key):
         self.calls.append([key])
+        self.entered.set()
         if self.gate:
             await self.gate.wait()
         if self.error:
@@ -35,6 +43,7 @@ class Fill:
 
     async def many(self, keys):
         self.calls.append(list(keys))
+        self.entered.set()
         if self.gate:
             await self.gate.wait()
         if self.error:
@@ -79,7 +88,8 @@ async def test_single_flight():
     fill = Fill({"a": "A"})
     fill.gate = asyncio.Event()
     tasks = [asyncio.create_task(cache.get("a", fill.one)) for _ in range(50)]
-    await asyncio.sleep(0.01)
+    await fill.in_flight()
+    await asyncio.sleep(0)  # a yield: the 49 others reach the shared flight
     fill.gate.set()
     assert await asyncio.gather(*tasks) == ["A"] * 50
     assert fill.calls == [["a"]]
@@ -102,9 +112,9 @@ async def test_bulk_and_single_share_flights():
     fill = Fill({"a": 1, "b": 2})
     fill.gate = asyncio.Event()
     single = asyncio.create_task(cache.get("a", fill.one))
-    await asyncio.sleep(0)
+    await fill.in_flight()
     bulk = asyncio.create_task(cache.get_many(["a", "b"], fill.many))
-    await asyncio.sleep(0.01)
+    await fill.in_flight(2)
     fill.gate.set()
     assert await single == 1 and await bulk == [1, 2]
     assert fill.calls == [["a"], ["b"]]
@@ -115,7 +125,7 @@ async def test_put_during_fill_wins():
     fill = Fill({"a": "old"})
     fill.gate = asyncio.Event()
     task = asyncio.create_task(cache.get("a", fill.one))
-    await asyncio.sleep(0.01)
+    await fill.in_flight()
     cache.put("a", "new")  # a write committed while the read was in flight
     fill.gate.set()
     await task
@@ -140,7 +150,7 @@ async def test_refresh_during_fill_of_an_uncached_key_keeps_the_fill_out():
     fill = Fill({})
     fill.gate = asyncio.Event()
     task = asyncio.ensure_future(cache.get("k", fill.one))
-    await asyncio.sleep(0)
+    await fill.in_flight()
     assert not cache.refresh("k", "new")  # the fill read the state before the write
     fill.gate.set()
     assert await task is None  # its caller gets what it read...
@@ -154,7 +164,7 @@ async def test_clear_during_bulk_fill_discards_it():
     fill = Fill({"a": "old"})
     fill.gate = asyncio.Event()
     task = asyncio.create_task(cache.get_many(["a"], fill.many))
-    await asyncio.sleep(0.01)
+    await fill.in_flight()
     cache.clear()
     fill.gate.set()
     await task
@@ -167,7 +177,8 @@ async def test_failures_propagate_without_a_stale_entry_and_are_not_cached():
     fill.error = BackendError("down")
     fill.gate = asyncio.Event()
     tasks = [asyncio.create_task(cache.get("a", fill.one)) for _ in range(3)]
-    await asyncio.sleep(0.01)
+    await fill.in_flight()
+    await asyncio.sleep(0)  # a yield: the two others reach the shared flight
     fill.gate.set()
     for task in tasks:
         with pytest.raises(BackendError):

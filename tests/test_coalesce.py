@@ -12,9 +12,11 @@ class Store:
     def __init__(self, data, gate=None, error=None):
         self.data, self.gate, self.error = data, gate, error
         self.calls = []
+        self.entered = asyncio.Event()  # set once a fetch is in flight
 
     async def fetch_many(self, keys):
         self.calls.append(list(keys))
+        self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
         if self.error is not None:
@@ -56,7 +58,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_others():
     first = asyncio.ensure_future(loader.load(1))
     second = asyncio.ensure_future(loader.load(2))
     again = asyncio.ensure_future(loader.load(1))
-    await asyncio.sleep(0.01)
+    await store.entered.wait()
     first.cancel()
     gate.set()
     assert await second == "two" and await again == "one"
