@@ -17,7 +17,10 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/addonreg serve --config config/development.ini
 
+# Lint and types first (a finding fails the run), then the suite.
 test: $(STAMP)
+	$(VENV)/bin/ruff check addonreg tests
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The benchmark also wants matplotlib (its plot) and py-spy (its profiles); wrk and nginx

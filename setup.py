@@ -28,6 +28,11 @@ setup(
             "pytest-asyncio>=1.0,<2",
             "hypothesis>=6.100,<7",
             "supervisor>=4.2,<5",
+            # make test runs them first and fails on a finding (pyproject.toml).
+            "ruff>=0.6,<1",
+            "mypy>=1.10,<2",
+            "types-cachetools>=5.3",
+            "types-tqdm>=4.66",
         ],
         "deploy": [
             "supervisor>=4.2,<5",

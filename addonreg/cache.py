@@ -29,8 +29,19 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from typing import (Any, Awaitable, Callable, Dict, Generic, Hashable, List, Optional,
-                    Sequence, Tuple, TypeVar)
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Generic,
+    Hashable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+)
 
 from cachetools import LRUCache
 
@@ -110,7 +121,7 @@ class LookupCache(Generic[K, V]):
 
     @property
     def maxsize(self) -> int:
-        return self._lru.maxsize
+        return int(self._lru.maxsize)
 
     @property
     def evictions(self) -> int:
@@ -264,7 +275,7 @@ class LookupCache(Generic[K, V]):
         return results
 
     def stats(self) -> Dict[str, int]:
-        return {"size": len(self._lru), "maxsize": self._lru.maxsize,
+        return {"size": len(self._lru), "maxsize": self.maxsize,
                 "hits": self.hits, "misses": self.misses, "evictions": self.evictions}
 
 

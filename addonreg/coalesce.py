@@ -20,8 +20,19 @@ Not thread-safe: one per event loop.
 from __future__ import annotations
 
 import asyncio
-from typing import (Awaitable, Callable, Generic, Hashable, List, Mapping, Optional,
-                    Sequence, Set, Tuple, TypeVar)
+from typing import (
+    Awaitable,
+    Callable,
+    Generic,
+    Hashable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    TypeVar,
+)
 
 __all__ = ["PassBatch", "Coalescer"]
 

@@ -244,7 +244,7 @@ def load_settings(config_file: Optional[str] = None,
     """
     env = os.environ if environ is None else environ
     values: Dict[str, Any] = {}
-    path = config_file or env.get(ENV_PREFIX + "CONFIG") or None
+    path: Optional[str] = config_file or env.get(ENV_PREFIX + "CONFIG") or None
     if path:
         parser = configparser.ConfigParser(interpolation=None)
         try:
@@ -270,7 +270,7 @@ def load_settings(config_file: Optional[str] = None,
             raise _unknown("environment variable", variable,
                            [ENV_PREFIX + n.upper() for n in FIELDS])
         values[name.lower()] = _parse(name.lower(), raw, f"from ${variable}")
-    for key, raw in (overrides or {}).items():
-        if raw is not None:
-            values[key] = _parse(key, str(raw), "from the command line")
+    for key, given in (overrides or {}).items():
+        if given is not None:
+            values[key] = _parse(key, str(given), "from the command line")
     return Settings(**values)

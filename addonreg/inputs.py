@@ -13,8 +13,15 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import media
 from .errors import ERRNO, APIError
-from .ids import InvalidIdentifier, check_addon_id, check_sha256, check_version, is_addon_id, \
-    normalize_sha256, valid_keys
+from .ids import (
+    InvalidIdentifier,
+    check_addon_id,
+    check_sha256,
+    check_version,
+    is_addon_id,
+    normalize_sha256,
+    valid_keys,
+)
 from .storage import Key, Operation
 
 __all__ = ["bad_request", "body_object", "checked_list", "lookup_keys", "operations",

@@ -90,9 +90,12 @@ class _HeaderLimit(tornado.httputil.HTTPMessageDelegate):
 class BoundedHTTPServer(tornado.httpserver.HTTPServer):
     """``HTTPServer(app, max_connections=…, max_header_size=…, …)``; see the module doc."""
 
-    def initialize(self, *args: Any, max_connections: int = 0, max_header_size: int = 65536,
-                   **kwargs: Any) -> None:
-        super().initialize(*args, max_header_size=4 * max_header_size, **kwargs)
+    # Tornado's Configurable hands the constructor's arguments to initialize():
+    # ours are two more keywords; Tornado's own limit is 4 x ours (see _HeaderLimit).
+    def initialize(self, *args: Any, max_connections: int = 0,  # type: ignore[override]
+                   max_header_size: int = 65536, **kwargs: Any) -> None:
+        kwargs["max_header_size"] = 4 * max_header_size
+        super().initialize(*args, **kwargs)
         self.max_connections = max_connections or default_max_connections()
         self.header_limit = max_header_size
         self.open_connections = 0
@@ -110,7 +113,7 @@ class BoundedHTTPServer(tornado.httpserver.HTTPServer):
         IOLoop.current().add_handler(sock, lambda fd, events: self._accept(sock), IOLoop.READ)
 
     def _pause(self, sock: socket.socket, delay: Optional[float]) -> None:
-        """Stop accepting on ``sock``: for ``delay`` seconds, or (None) until a connection closes."""
+        """Stop accepting on ``sock`` for ``delay`` seconds (None: until a connection closes)."""
         if sock in self._paused:
             return
         IOLoop.current().remove_handler(sock)

@@ -20,9 +20,15 @@ import asyncio
 import os
 from typing import Any, Dict, Optional
 
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge,
-                               Histogram, generate_latest)
-from prometheus_client import multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 __all__ = ["MULTIPROCESS", "observe_request", "MetricsPump", "exposition", "process_exited"]
 

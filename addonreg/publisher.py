@@ -193,8 +193,8 @@ class ServiceSource(FeedSource):
     async def _get(self, path: str):
         from tornado.httpclient import HTTPRequest
         try:
-            return await self.http.fetch(HTTPRequest(self.base + path, request_timeout=self.timeout),
-                                         raise_error=False)
+            request = HTTPRequest(self.base + path, request_timeout=self.timeout)
+            return await self.http.fetch(request, raise_error=False)
         except OSError as exc:
             raise FeedError(f"{self.base}: {exc}") from exc
 
@@ -262,8 +262,15 @@ class Publisher:
             return None  # another feed: its serials mean nothing here
         return state
 
+    @property
+    def live(self) -> StaticTree:
+        """The tree being served (after :meth:`start`)."""
+        if self.tree is None:
+            raise RuntimeError("no tree yet: start() first")
+        return self.tree
+
     def save_state(self) -> None:
-        data = json.dumps({"serial": self.serial, "tree": os.path.basename(self.tree.root),
+        data = json.dumps({"serial": self.serial, "tree": os.path.basename(self.live.root),
                            "source": self.source.name}).encode()
         tmp = self.state_path + ".tmp"
         with open(tmp, "wb") as fh:
@@ -333,7 +340,7 @@ class Publisher:
         trees = os.path.join(self.directory, "trees")
         for name in os.listdir(trees):
             path = os.path.join(trees, name)
-            if path != self.tree.root:
+            if path != self.live.root:
                 shutil.rmtree(path, ignore_errors=True)
 
     # Following ---------------------------------------------------------------------
@@ -347,10 +354,10 @@ class Publisher:
             return 0
         dirty: Dict[str, None] = {}
         for record in records:
-            self.tree.put_record(record)
+            self.live.put_record(record)
             dirty[record.addon_id] = None
         for addon_id in dirty:
-            self.tree.put_list(addon_id, await self.source.addon_list(addon_id))
+            self.live.put_list(addon_id, await self.source.addon_list(addon_id))
         self.serial = next_since
         self.save_state()
         self.stats["changes_applied"] += len(records)
@@ -419,6 +426,7 @@ async def run_publish(settings, directory: str, *, follow: bool, source_url: Opt
                       rebuild: bool, interval: float, progress: bool) -> int:
     """``addonreg publish``: the exit code."""
     import signal
+
     from .storage import load_storage
     source: FeedSource = ServiceSource(source_url) if source_url else \
         StorageSource(load_storage(settings))

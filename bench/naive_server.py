@@ -50,9 +50,9 @@ import tornado.web
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline import loop_factory  # noqa: E402  (same event loop choice)
 
+from addonreg.config import load_settings  # noqa: E402
 from addonreg.hawk import AuthError, HawkAuthenticator
 from addonreg.nonces import MemoryNonceStore  # noqa: E402
-from addonreg.config import load_settings  # noqa: E402
 
 TABLE = "naive_registrations"
 SCHEMA = f"""CREATE TABLE IF NOT EXISTS {TABLE} (

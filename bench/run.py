@@ -133,10 +133,31 @@ sys.path.insert(1, str(REPO_DIR))
 import quick  # noqa: E402
 import writes  # noqa: E402
 from baseline import fixed_body  # noqa: E402
-from quick import (BenchError, Row, Server, file_path, git_commit, hot_files,  # noqa: E402
-                   lookup_body, make_dataset, pinned, write_csv)
-from writes import (CREDENTIAL_ID, SKEW, Bench, Case, Database, cpus_busy_s,  # noqa: E402
-                    find_mariadb_pid, process_cpu_s, put_body, signed, summarize_profile)
+from quick import (  # noqa: E402
+    BenchError,
+    Row,
+    Server,
+    file_path,
+    git_commit,
+    hot_files,
+    lookup_body,
+    make_dataset,
+    pinned,
+    write_csv,
+)
+from writes import (  # noqa: E402
+    CREDENTIAL_ID,
+    SKEW,
+    Bench,
+    Case,
+    Database,
+    cpus_busy_s,
+    find_mariadb_pid,
+    process_cpu_s,
+    put_body,
+    signed,
+    summarize_profile,
+)
 
 HOST = "127.0.0.1"
 RESULTS_DIR = BENCH_DIR / "results"

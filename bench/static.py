@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO_DIR))
 sys.path.insert(0, str(REPO_DIR / "bench"))
 
 import quick  # noqa: E402  (bench/quick.py: dataset, servers, wrk)
+
 from tests.nginx import Nginx  # noqa: E402
 
 PYTHON = sys.executable

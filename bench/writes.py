@@ -100,8 +100,7 @@ sys.path.insert(1, str(REPO_DIR))
 
 import naive_server  # noqa: E402
 import quick  # noqa: E402
-from quick import (BenchError, Server, choose_cpus, git_commit, pinned,  # noqa: E402
-                   reset_mysql, stop_all)
+from quick import BenchError, Server, choose_cpus, git_commit, pinned, reset_mysql, stop_all  # noqa: E402
 
 from addonreg.hawk import sign  # noqa: E402
 from addonreg.storage.mysql import SCHEMA as ADDONREG_SCHEMA  # noqa: E402

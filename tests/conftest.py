@@ -27,8 +27,8 @@ import redis
 import redis.exceptions
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
-from addonreg.hawk import sign
 from addonreg.config import load_settings
+from addonreg.hawk import sign
 from addonreg.server import Service
 
 MYSQL_URL = os.environ.get("ADDONREG_TEST_MYSQL", "mysql://root@127.0.0.1:3306/addonreg_test")

@@ -15,11 +15,24 @@ import logging
 import time
 import uuid
 
+import mohawk
+import mohawk.exc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tests.conftest import REDIS_URL, need_redis
-from addonreg.hawk import AuthError, HawkAuthenticator, sign, www_authenticate
+from addonreg.hawk import (
+    AuthError,
+    HawkAuthenticator,
+    MacMismatch,
+    PayloadMismatch,
+    StaleTimestamp,
+    parse_header,
+    sign,
+    www_authenticate,
+)
 from addonreg.nonces import MemoryNonceStore, NonceStoreError, RedisNonceStore
+from tests.conftest import REDIS_URL, need_redis
 
 KEY = "s3cret-key-that-must-never-show"
 OTHER_KEY = "another-secret-key-never-shown"
@@ -376,12 +389,6 @@ async def test_verification_never_pretty_prints_the_body(monkeypatch):
 
 
 # The verifier against mohawk's own Receiver -----------------------------------
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
-import mohawk  # noqa: E402
-import mohawk.exc  # noqa: E402
-
-from addonreg.hawk import MacMismatch, PayloadMismatch, StaleTimestamp, parse_header  # noqa: E402
 
 _URLS = ["https://addonreg.example:8443/v1/registrations?x=1", "http://addonreg.example/v1/",
          "https://ADDONREG.example/v1/addons/a@b/files/" + "a" * 64, "http://127.0.0.1:8080/hash",

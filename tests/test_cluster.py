@@ -18,8 +18,19 @@ import pytest
 from addonreg.hawk import sign
 from addonreg.storage import Operation, encode_operations
 from addonreg.storage.testing import sha
-from tests.conftest import (CREDS, MYSQL_URL, Writer, assert_error, body, mysql_connect,
-                            need_mysql, need_redis, redis_pubsub_url, reset_mysql, wait_until)
+from tests.conftest import (
+    CREDS,
+    MYSQL_URL,
+    Writer,
+    assert_error,
+    body,
+    mysql_connect,
+    need_mysql,
+    need_redis,
+    redis_pubsub_url,
+    reset_mysql,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.mysql, pytest.mark.subprocess]
 

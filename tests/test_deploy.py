@@ -36,9 +36,19 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
 from addonreg.hawk import sign
 from addonreg.storage.testing import sha
+from tests.conftest import (
+    BUS_KEY,
+    CREDS,
+    MYSQL_URL,
+    REQUIRE_SERVICES,
+    ROOT,
+    mysql_connect,
+    need_mysql,
+    need_redis,
+    redis_pubsub_url,
+    reset_mysql,
+)
 from tests.nginx import NGINX, free_port, render_nginx_conf
-from tests.conftest import (CREDS, MYSQL_URL, REQUIRE_SERVICES, ROOT, mysql_connect, need_mysql,
-                            need_redis, redis_pubsub_url, reset_mysql, BUS_KEY)
 
 pytestmark = [pytest.mark.mysql, pytest.mark.subprocess]
 

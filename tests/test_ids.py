@@ -1,7 +1,8 @@
 """The identifier rules of the contract."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from addonreg.ids import InvalidIdentifier, check_version, is_addon_id, normalize_sha256
 

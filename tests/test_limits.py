@@ -18,8 +18,7 @@ import pytest
 
 from addonreg.server import Service
 from addonreg.storage.testing import sha
-from tests.conftest import (ROOT, CREDS, Writer, assert_error, free_port, make_settings,
-                            wait_until)
+from tests.conftest import CREDS, ROOT, Writer, assert_error, free_port, make_settings, wait_until
 
 
 async def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:

@@ -14,9 +14,14 @@ from typing import Any, AsyncIterator, Callable, List
 
 import pytest
 
-from addonreg.nonces import (MemoryNonceStore, NonceStore, NonceStoreError, RedisNonceStore,
-                             load_nonce_store)
-from tests.conftest import REDIS_URL, need_redis, private_redis  # noqa: F401
+from addonreg.nonces import (
+    MemoryNonceStore,
+    NonceStore,
+    NonceStoreError,
+    RedisNonceStore,
+    load_nonce_store,
+)
+from tests.conftest import REDIS_URL, need_redis
 
 
 class NonceStoreContract:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from addonreg.storage.testing import sha
-from tests.conftest import CREDS, REQUIRE_SERVICES, ROOT, Writer, body
+from tests.conftest import CREDS, ROOT, Writer, body
 from tests.nginx import Nginx, need_nginx
 
 pytestmark = pytest.mark.subprocess

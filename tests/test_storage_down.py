@@ -8,7 +8,15 @@ import pytest
 from addonreg.server import Service
 from addonreg.storage import Operation
 from addonreg.storage.testing import sha
-from tests.conftest import MYSQL_URL, Client, assert_error, body, make_settings, need_mysql, reset_mysql
+from tests.conftest import (
+    MYSQL_URL,
+    Client,
+    assert_error,
+    body,
+    make_settings,
+    need_mysql,
+    reset_mysql,
+)
 from tests.faults.proxy import TCPProxy
 
 

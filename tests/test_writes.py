@@ -93,7 +93,7 @@ async def test_registrations_bulk(service, writer):
     serials = [x["serial"] for x in results[:11]]
     assert serials == sorted(serials) and len(set(serials)) == 11
     assert (await writer.get(f"/v1/addons/a@b/files/{sha(3)}")).code == 410
-    assert len((await service.store.changes(0, 100))) == 10
+    assert len(await service.store.changes(0, 100)) == 10
 
 
 async def test_registrations_msgpack(service, writer):

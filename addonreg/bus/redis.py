@@ -38,7 +38,7 @@ import logging
 import math
 import os
 import random
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Sequence, Tuple
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import msgpack

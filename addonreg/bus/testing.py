@@ -83,7 +83,7 @@ async def commit(process: Tuple[InvalidationBus, Recorder, RegistrationStore],
     """Apply ``ops`` to the process's store and publish the changes, as the batcher does."""
     bus, _, store = process
     results = await store.apply(ops)
-    records = [a.record for a in results if a.changed and a.record is not None]
+    records = [a.record for a in results or () if a.changed and a.record is not None]
     await bus.publish(records)
     return records
 

@@ -10,8 +10,19 @@ from __future__ import annotations
 import bisect
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from . import (JOB_DONE, JOB_QUEUED, Applied, Job, Key, Operation, Record, RegistrationStore,
-               now_us, plan, result_item)
+from . import (
+    JOB_DONE,
+    JOB_QUEUED,
+    Applied,
+    Job,
+    Key,
+    Operation,
+    Record,
+    RegistrationStore,
+    now_us,
+    plan,
+    result_item,
+)
 
 __all__ = ["MemoryStore", "load_from_config"]
 
@@ -67,7 +78,7 @@ class MemoryStore(RegistrationStore):
         self._serials.extend(sorted(r.serial for r in rows.values()))
         if len(self._serials) > 2 * len(self._by_serial) + 1024:
             self._serials = sorted(self._by_serial)
-        if job_id is not None:
+        if job_id is not None and job is not None:
             self._jobs[job_id] = Job(job_id, job.owner, JOB_DONE, job.operations,
                                      [result_item(op, a) for op, a in zip(ops, results)])
         return results

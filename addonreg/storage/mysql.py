@@ -19,20 +19,46 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import math
 import json
+import math
 import re
 import warnings
-from typing import (Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple,
-                    TypeVar)
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+)
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomysql
 import pymysql
 
-from . import (JOB_DONE, JOB_QUEUED, REGISTERED, REVOKED, Applied, BackendError, Job, Key,
-               Operation, OutcomeUnknown, Record, RegistrationStore, decode_operations, encode_operations,
-               encode_results, now_us, plan)
+from . import (
+    JOB_DONE,
+    JOB_QUEUED,
+    REGISTERED,
+    REVOKED,
+    Applied,
+    BackendError,
+    Job,
+    Key,
+    Operation,
+    OutcomeUnknown,
+    Record,
+    RegistrationStore,
+    decode_operations,
+    encode_operations,
+    encode_results,
+    now_us,
+    plan,
+)
 
 __all__ = ["MySQLStore", "load_from_config"]
 
@@ -229,7 +255,7 @@ class MySQLStore(RegistrationStore):
     async def create_database(self) -> bool:
         """``CREATE DATABASE`` when missing; BackendError naming the fix when not allowed."""
         args = dict(self._connect_args, db=None)
-        name = self._connect_args["db"]
+        name = str(self._connect_args["db"])
         try:
             conn = await aiomysql.connect(**args)
         except _DRIVER_ERRORS as exc:

@@ -19,10 +19,25 @@ from typing import Any, Awaitable, Dict, Iterable, List, Optional, Sequence, Typ
 
 import aiosqlite
 
-from . import (JOB_DONE, JOB_QUEUED, REGISTERED, REVOKED, Applied, BackendError, Job, Key,
-               Operation, OutcomeUnknown, Record, RegistrationStore, decode_operations, encode_operations,
-               encode_results, now_us, plan)
-
+from . import (
+    JOB_DONE,
+    JOB_QUEUED,
+    REGISTERED,
+    REVOKED,
+    Applied,
+    BackendError,
+    Job,
+    Key,
+    Operation,
+    OutcomeUnknown,
+    Record,
+    RegistrationStore,
+    decode_operations,
+    encode_operations,
+    encode_results,
+    now_us,
+    plan,
+)
 
 __all__ = ["SQLiteStore", "load_from_config"]
 
@@ -108,15 +123,19 @@ class SQLiteStore(RegistrationStore):
         async def create() -> None:
             async with self._write_lock:
                 for statement in SCHEMA:
-                    await self._writer.execute(statement)
+                    await self._open(self._writer).execute(statement)
         await self._call(create())
 
-    async def _fetchall(self, conn: aiosqlite.Connection, sql: str,
-                        params: Sequence[Any] = ()) -> List[Any]:
+    @staticmethod
+    def _open(conn: Optional[aiosqlite.Connection]) -> aiosqlite.Connection:
         if conn is None:
             raise BackendError("SQLite store is not open")
-        async with conn.execute(sql, params) as cursor:
-            return await cursor.fetchall()
+        return conn
+
+    async def _fetchall(self, conn: Optional[aiosqlite.Connection], sql: str,
+                        params: Sequence[Any] = ()) -> List[Any]:
+        async with self._open(conn).execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
 
     async def get(self, addon_id: str, sha256: str) -> Optional[Record]:
         rows = await self._call(self._fetchall(
@@ -125,8 +144,9 @@ class SQLiteStore(RegistrationStore):
             (addon_id, bytes.fromhex(sha256))))
         return _record(rows[0]) if rows else None
 
-    async def _get_many(self, conn: aiosqlite.Connection, keys: Iterable[Key]) -> Dict[Key, Record]:
-        keys = list(dict.fromkeys(keys))
+    async def _get_many(self, conn: Optional[aiosqlite.Connection],
+                        many: Iterable[Key]) -> Dict[Key, Record]:
+        keys = list(dict.fromkeys(many))
         found: Dict[Key, Record] = {}
         for i in range(0, len(keys), _CHUNK):
             chunk = keys[i:i + _CHUNK]
@@ -237,7 +257,7 @@ class SQLiteStore(RegistrationStore):
     async def create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:
         async def create() -> None:
             async with self._write_lock:
-                await self._writer.execute(
+                await self._open(self._writer).execute(
                     "INSERT INTO jobs (id, owner, status, operations, created_at) "
                     "VALUES (?, ?, ?, ?, ?)",
                     (job_id, owner, JOB_QUEUED, encode_operations(ops), now_us()))

@@ -23,8 +23,15 @@ from addonreg.storage import RegistrationStore
 from addonreg.storage.memory import MemoryStore
 from addonreg.storage.mysql import MySQLStore
 from addonreg.storage.sqlite import SQLiteStore
-from tests.conftest import (BUS_KEY, MYSQL_URL, REDIS_URL, need_mysql, need_redis,  # noqa: F401
-                            private_redis, reset_mysql)
+from tests.conftest import (  # noqa: F401
+    BUS_KEY,
+    MYSQL_URL,
+    REDIS_URL,
+    need_mysql,
+    need_redis,
+    private_redis,
+    reset_mysql,
+)
 
 Process = Tuple[InvalidationBus, Recorder, RegistrationStore]
 

@@ -24,8 +24,7 @@ import pytest
 
 from tests.conftest import CREDS, ServerProcess
 from tests.faults.proxy import LinkProxy
-from tests.faults.servers import (PrivateMariaDB, PrivateRedis, make_pristine_datadir,
-                                  need_programs)
+from tests.faults.servers import PrivateMariaDB, PrivateRedis, make_pristine_datadir, need_programs
 
 STORAGE_TIMEOUT = 1.0
 """ADDONREG_STORAGE_TIMEOUT of every process: short, so that faults are short."""

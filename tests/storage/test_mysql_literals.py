@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import pymysql
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from addonreg.storage.mysql import sql_text
 from tests.conftest import mysql_connect, need_mysql
