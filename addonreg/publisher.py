@@ -36,7 +36,6 @@ its own directory and state.
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import json
 import logging
@@ -45,11 +44,11 @@ import shutil
 import sys
 import time
 import uuid
-from typing import Dict, List, Optional, Set, Tuple
-from urllib.parse import quote
+from typing import Dict, Optional, Set
 
 from . import media
-from .storage import REGISTERED, BackendError, Record, RegistrationStore
+from .feeds import FeedError, FeedSource, ServiceSource, StorageSource
+from .storage import REGISTERED, BackendError, Record
 
 __all__ = ["StaticTree", "FeedSource", "StorageSource", "ServiceSource", "FeedError",
            "Publisher"]
@@ -60,10 +59,6 @@ PAGE = 5000
 LIST_NAME = "index.json"
 
 
-class FeedError(Exception):
-    """The change feed could not be read."""
-
-
 # The tree ----------------------------------------------------------------------
 
 class StaticTree:
@@ -71,6 +66,7 @@ class StaticTree:
 
     def __init__(self, root: str) -> None:
         self.root = root
+        self.bytes = 0  # of the bodies written
         self._dirs: Set[str] = set()
 
     def _addon_dir(self, addon_id: str) -> str:
@@ -93,6 +89,7 @@ class StaticTree:
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as fh:
             fh.write(body)
+        self.bytes += len(body)
         os.replace(tmp, path)
 
     def remove(self, path: str) -> None:
@@ -115,115 +112,6 @@ class StaticTree:
             self.remove(self.list_path(addon_id))
         else:
             self.write(self.list_path(addon_id), body)
-
-
-# Sources -------------------------------------------------------------------------
-
-class FeedSource(abc.ABC):
-    """Where the publisher reads changes and add-on lists from."""
-
-    name = "source"
-
-    async def open(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    @abc.abstractmethod
-    async def changes(self, since: int, limit: int) -> Tuple[List[Record], int]:
-        """Records changed after ``since`` (ascending) and the next ``since``."""
-
-    @abc.abstractmethod
-    async def addon_list(self, addon_id: str) -> Optional[bytes]:
-        """The body of the add-on's file list as the service answers it; None when it has none."""
-
-    async def last_serial(self) -> Optional[int]:
-        """The feed's newest serial when the source can tell (to detect a reset)."""
-        return None
-
-
-class StorageSource(FeedSource):
-    """Read the change feed straight from storage (the publisher runs beside the database)."""
-
-    def __init__(self, store: RegistrationStore) -> None:
-        self.store = store
-        self.name = "storage"
-
-    async def open(self) -> None:
-        await self.store.open()
-
-    async def close(self) -> None:
-        await self.store.close()
-
-    async def changes(self, since: int, limit: int) -> Tuple[List[Record], int]:
-        try:
-            records = await self.store.changes(since, limit)
-        except BackendError as exc:
-            raise FeedError(str(exc)) from exc
-        return records, records[-1].serial if records else since
-
-    async def addon_list(self, addon_id: str) -> Optional[bytes]:
-        try:
-            records = await self.store.list_files(addon_id)
-        except BackendError as exc:
-            raise FeedError(str(exc)) from exc
-        return media.addon_files_body(addon_id, records) if records else None
-
-    async def last_serial(self) -> Optional[int]:
-        try:
-            return await self.store.last_serial()
-        except BackendError as exc:
-            raise FeedError(str(exc)) from exc
-
-
-class ServiceSource(FeedSource):
-    """Read the change feed from a running service (``GET /v1/changes``)."""
-
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
-        from tornado.httpclient import AsyncHTTPClient
-        self.base = base_url.rstrip("/")
-        self.name = self.base
-        self.timeout = timeout
-        self.http = AsyncHTTPClient(force_instance=True)
-
-    async def close(self) -> None:
-        self.http.close()
-
-    async def _get(self, path: str):
-        from tornado.httpclient import HTTPRequest
-        try:
-            request = HTTPRequest(self.base + path, request_timeout=self.timeout)
-            return await self.http.fetch(request, raise_error=False)
-        except OSError as exc:
-            raise FeedError(f"{self.base}: {exc}") from exc
-
-    async def changes(self, since: int, limit: int) -> Tuple[List[Record], int]:
-        response = await self._get(f"/v1/changes?since={since}&limit={limit}")
-        if response.code != 200:
-            raise FeedError(f"GET /v1/changes answered {response.code}")
-        try:
-            data = json.loads(response.body)
-            records = [Record(c["addon_id"], c["sha256"], c["version"], c["status"], c["serial"],
-                              _parse_timestamp(c["updated_at"])) for c in data["changes"]]
-            return records, int(data["next_since"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise FeedError(f"GET /v1/changes: unexpected body: {exc}") from exc
-
-    async def addon_list(self, addon_id: str) -> Optional[bytes]:
-        response = await self._get(f"/v1/addons/{quote(addon_id, safe='')}/files")
-        if response.code == 404:
-            return None
-        if response.code != 200:
-            raise FeedError(f"GET /v1/addons/…/files answered {response.code}")
-        return response.body
-
-
-def _parse_timestamp(text: str) -> int:
-    """``2026-11-27T18:00:00.123456Z`` -> microseconds since the epoch."""
-    import calendar
-    seconds = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
-    return seconds * 1_000_000 + int(text[20:26])
 
 
 # The publisher ---------------------------------------------------------------------
@@ -291,8 +179,10 @@ class Publisher:
         since, written = 0, 0
         addons: Dict[str, Dict[str, Record]] = {}
         from tqdm import tqdm
-        with tqdm(unit="files", disable=not self.progress, file=sys.stderr,
-                  desc="publish") as bar:
+        # Progress in serials (the feed's last one is the total when the source
+        # knows it: then the bar has an ETA), then in add-on lists.
+        with tqdm(total=await self.source.last_serial(), unit="serials", file=sys.stderr,
+                  disable=not self.progress, desc="publish files") as bar:
             while True:
                 records, next_since = await self.source.changes(since, PAGE)
                 if not records:
@@ -301,13 +191,15 @@ class Publisher:
                     tree.put_record(record)
                     written += record.status == REGISTERED
                     addons.setdefault(record.addon_id, {})[record.sha256] = record
-                bar.update(len(records))
+                bar.update(next_since - since)
                 since = next_since
+        with tqdm(total=len(addons), unit="lists", file=sys.stderr, disable=not self.progress,
+                  desc="publish lists") as bar:
             for addon_id, files in addons.items():
                 tree.put_list(addon_id, media.addon_files_body(
                     addon_id, [files[sha] for sha in sorted(files)]))
                 written += 1
-                bar.update(0)
+                bar.update(1)
         old = self.tree
         self.tree, self.serial = tree, since
         self._swap_current(tree)
@@ -318,8 +210,11 @@ class Publisher:
         elapsed = time.monotonic() - started
         self.stats["rebuilds"] += 1
         self.stats["files_written"] += written
+        block = os.statvfs(tree.root).f_frsize  # each small file takes at least a block
         summary = (f"published {written} files for {len(addons)} add-ons in {elapsed:.2f} s: "
-                   f"{written / elapsed if elapsed else 0:,.0f} files/s (serial {self.serial})")
+                   f"{written / elapsed if elapsed else 0:,.0f} files/s (serial {self.serial}); "
+                   f"{tree.bytes / 1e6:,.1f} MB of bodies, about {written * block / 1e6:,.0f} MB "
+                   f"on disk in {block}-byte blocks")
         if self.progress:
             print(summary, file=sys.stderr)
         else:
@@ -362,6 +257,8 @@ class Publisher:
         self.save_state()
         self.stats["changes_applied"] += len(records)
         self.stats["files_written"] += len(records) + len(dirty)
+        log.info("applied %d change(s) of %d add-on(s), up to serial %d", len(records),
+                 len(dirty), self.serial)
         return len(records)
 
     async def start(self, rebuild: bool = False) -> None:

@@ -115,3 +115,21 @@ async def test_a_feed_that_went_backwards_means_a_full_rebuild(tmp_path, store):
         assert len(trees) == 1
     finally:
         await again.close()
+
+
+async def test_follow_logs_each_page_and_a_build_shows_its_progress(tmp_path, store, caplog,
+                                                                     capsys):
+    await store.apply([reg("a@b", n) for n in range(7)])
+    pub = Publisher(str(tmp_path / "static"),
+                    StorageSource(SQLiteStore(str(tmp_path / "db.sqlite3"))), progress=True)
+    await pub.start()
+    try:
+        err = capsys.readouterr().err
+        assert "publish files: 100%" in err and "7/7" in err and "publish lists" in err
+        assert "MB on disk" in err  # the summary states what the tree costs
+        caplog.set_level("INFO", logger="addonreg.publisher")
+        await store.apply([reg("a@b", 9), reg("c@d", 9)])
+        assert await pub.apply_page() == 2
+        assert "applied 2 change(s) of 2 add-on(s), up to serial 9" in caplog.text
+    finally:
+        await pub.close()
