@@ -6,12 +6,12 @@ every one (``docs/errors.md``).
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Awaitable, Dict, Optional
 
 from . import __version__, inputs, media, metrics
 from .errors import ERRNO, APIError
 from .ids import check_addon_id, check_sha256
-from .registry import MISSING
+from .registry import MISSING, Answer, render
 from .storage import REVOKED, Key, Operation, Record, result_item
 from .web import BaseHandler, BodyHandler, cache_control
 
@@ -36,22 +36,30 @@ class FileHandler(BaseHandler):
 
     endpoint = "file"
 
-    async def get(self, addon_id: str, sha256: str) -> None:
+    def get(self, addon_id: str, sha256: str) -> Optional[Awaitable[None]]:
+        # Not a coroutine: a cached answer (nearly every one) is written at once.
         key = check_addon_id(addon_id), check_sha256(sha256)
-        record = self.registry.cached_file(key)
-        if record is MISSING:
-            record = await self.registry.file(key)
-        if record is None:
+        answer = self.registry.cached_answer(key)
+        if answer is MISSING:
+            return self.fill(key)
+        self.answer(key, answer)
+        return None
+
+    head = get
+
+    async def fill(self, key: Key) -> None:
+        self.answer(key, render(await self.registry.file(key)))
+
+    def answer(self, key: Key, answer: Answer) -> None:
+        if answer.record is None:
             raise not_found("this file is not registered", {"addon_id": key[0], "sha256": key[1]},
                             self.config.http_negative_max_age)
         self.set_header("Cache-Control", cache_control(self.config.http_max_age))
-        self.set_header("Etag", f'"{record.serial}"')
-        if record.status == REVOKED:
-            raise self.gone(record)
+        self.set_header("Etag", answer.etag)
+        if not answer.body:
+            raise self.gone(answer.record)
         if not self.not_modified():
-            self.finish(media.file_body(record))
-
-    head = get
+            self.finish(answer.body)
 
     def gone(self, record: Record) -> APIError:
         return APIError(410, ERRNO.RESOURCE_GONE, "this file's registration was revoked",

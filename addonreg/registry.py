@@ -14,16 +14,48 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from .batcher import QueueFull, WriteBatcher
 from .cache import MISSING, CacheKey, LookupCache, RecordPacking, cache_key, file_key
 from .coalesce import Coalescer
-from .storage import JOB_QUEUED, Applied, Job, Key, Operation, Record, RegistrationStore
+from .media import file_body
+from .storage import JOB_QUEUED, REGISTERED, Applied, Job, Key, Operation, Record, RegistrationStore
 
-__all__ = ["Registry", "MISSING"]
+__all__ = ["Registry", "MISSING", "Answer"]
 
 Check = Callable[[], Awaitable[Any]]
+
+
+class Answer(NamedTuple):
+    """One file's answer as ``GET`` writes it: the record (None: unknown), its ETag
+    and, when registered, the body."""
+
+    record: Optional[Record]
+    etag: str
+    body: bytes
+
+
+_RENDERED = 4096  # answers kept rendered (the hot files); the memo restarts when full
+
+
+def render(record: Optional[Record]) -> Answer:
+    """A file's :class:`Answer` for its record (None: unknown)."""
+    if record is None:
+        return Answer(None, "", b"")
+    body = file_body(record) if record.status == REGISTERED else b""
+    return Answer(record, f'"{record.serial}"', body)
 
 
 class Registry:
@@ -48,8 +80,29 @@ class Registry:
         # Concurrent misses of single files share one bulk query.
         self._file_loader: Coalescer[CacheKey, Record] = Coalescer(self._fetch_files)
         self._lag_samples: List[float] = []
+        self._rendered: Dict[CacheKey, Tuple[Any, Answer]] = {}
 
     # Reads ---------------------------------------------------------------
+
+    def cached_answer(self, key: Key) -> Any:
+        """The cached answer for one file, rendered (:class:`Answer`), or :data:`MISSING`.
+
+        The hot path of every ``GET``: a popular file's body is rendered once
+        per change, not once per request (the memo is keyed by the cache
+        entry itself, which a change replaces).
+        """
+        ckey = cache_key(key)
+        entry = self.files.peek_entry(ckey)
+        if entry is MISSING:
+            return MISSING
+        memo = self._rendered.get(ckey)
+        if memo is not None and memo[0] is entry:
+            return memo[1]
+        answer = render(self.files.value_of(ckey, entry))
+        if len(self._rendered) >= _RENDERED:
+            self._rendered.clear()
+        self._rendered[ckey] = (entry, answer)
+        return answer
 
     def cached_file(self, key: Key) -> Any:
         """The cached answer for one file (a Record or None), or :data:`MISSING`."""

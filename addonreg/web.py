@@ -176,7 +176,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def not_modified(self) -> bool:
         """Answer ``304`` when the request's ``If-None-Match`` matches the ETag set."""
-        if not self.check_etag_header():
+        if "If-None-Match" not in self.request.headers or not self.check_etag_header():
             return False
         self.set_status(304)
         self.finish()

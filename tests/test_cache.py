@@ -221,3 +221,32 @@ def test_record_codec_round_trip():
     entry = codec.pack(9.25, None)
     assert codec.is_negative(entry) and codec.stored_at(entry) == 9.25
     assert codec.value(b"x" * 40, entry) is None
+
+
+def test_segmented_lru_keeps_between_three_quarters_and_all_of_maxsize():
+    from addonreg.cache import SegmentedLRU
+
+    lru = SegmentedLRU(4000)
+    for n in range(10_000):
+        lru[n] = n
+        assert len(lru) <= 4000
+    assert 3000 <= len(lru) <= 4000 and lru.evictions == 10_000 - len(lru)
+    oldest = next(iter(lru))
+    assert all(n in lru for n in range(9_000, 10_000)) and 0 not in lru
+    assert lru[oldest] == oldest  # touched: young again, survives the next rotations
+    for n in range(10_000, 12_000):
+        lru[n] = n
+    assert oldest in lru and (oldest + 1) not in lru
+    del lru[oldest]
+    assert oldest not in lru and lru.get(oldest) is None
+    lru.clear()
+    assert len(lru) == 0 and list(lru) == []
+
+
+def test_large_caches_use_the_segmented_lru_small_ones_an_exact_lru():
+    from cachetools import LRUCache
+
+    from addonreg.cache import SegmentedLRU
+
+    assert isinstance(LookupCache(100_000, 1, 1)._lru, SegmentedLRU)
+    assert isinstance(LookupCache(100, 1, 1)._lru, LRUCache)
