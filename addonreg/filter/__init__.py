@@ -1,0 +1,1 @@
+"""A downloadable filter of the whole registry (docs/filter.md)."""
