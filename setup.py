@@ -40,11 +40,9 @@ setup(
             "matplotlib>=3.8,<4",
             # The profiles in bench/results (bench/run.py, writes.py --profile).
             "py-spy>=0.3.14,<0.5",
-            # bench/filter.py: the baseline AMO ships, a fuse-filter cascade,
-            # peak memory.
+            # bench/filter.py: the baseline AMO ships, and a fuse-filter cascade.
             "filtercascade>=0.4,<0.5",
             "pyfusefilter>=1.3,<2",
-            "psutil>=5.9,<8",
         ],
     },
     entry_points={"console_scripts": ["addonreg = addonreg.cli:main"]},

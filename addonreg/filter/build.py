@@ -144,10 +144,15 @@ def _finish(f: FilterFile, keys: KeySet, desired: np.ndarray) -> Built:
 
 
 def _best_k(p: int, q: int) -> Tuple[int, float]:
-    """(k, estimated bits) of a stage with p positives and q negatives."""
+    """(k, estimated bits) of a stage with p positives and q negatives.
+
+    k = 0 (no filter layer, retrieval over everything) only when it is
+    smaller without counting the filter layer's 16-byte header: a stage
+    without a filter answers positive for half of all unknown keys.
+    """
     best = (0, _OVERHEAD * (p + q))
     for k in range(1, 33):
-        bits = _OVERHEAD * (p * k + p + q * 2.0 ** -k) + 128
+        bits = _OVERHEAD * (p * k + p + q * 2.0 ** -k)
         if bits < best[1]:
             best = (k, bits)
     return best
@@ -158,7 +163,8 @@ def _stage_bits(p: int, q: int) -> float:
         return 0.0
     if not q:
         return 64.0
-    return _best_k(p, q)[1] + 64
+    k, bits = _best_k(p, q)
+    return bits + (192 if k else 64)  # stage and layer headers
 
 
 def _file_plan_bits(desired: np.ndarray, answers: Sequence[int]) -> float:
