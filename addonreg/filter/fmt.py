@@ -64,10 +64,8 @@ class Stage:
         return pos
 
     def positive_one(self, k0: int, k1: int) -> bool:
-        if self.l1 is not None:
-            value, fp = self.l1.eval_one(k0, k1)
-            if value != fp:
-                return False
+        if self.l1 is not None and not self.l1.match_one(k0, k1):
+            return False
         return self.l2 is None or self.l2.eval_one(k0, k1)[0] == 1
 
 
@@ -122,8 +120,7 @@ class FilterFile:
     def member_one(self, f: Tuple[int, int]) -> bool:
         if self.membership is None:
             return True
-        value, fp = self.membership.eval_one(*f)
-        return value == fp
+        return self.membership.match_one(*f)
 
     # -- bytes -------------------------------------------------------------
 

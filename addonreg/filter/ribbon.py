@@ -176,18 +176,32 @@ class Layer:
         out[alive] = True
         return out
 
-    def eval_one(self, k0: int, k1: int) -> Tuple[int, int]:
-        """(value, fingerprint) of one key, in pure Python."""
+    def _one(self, k0: int, k1: int) -> Tuple[int, int, int, int]:
         b = key_hash(k0, k1, self.salt)
         w = self.w
         s = ((b >> 32) * (self.m - w + 1)) >> 32
         c = ((fmix64(b ^ C_LO) | 1) | (fmix64(b ^ C_HI) << 64)) & ((1 << w) - 1)
-        lo, sh = s >> 3, s & 7
+        return b, s >> 3, s & 7, c
+
+    def eval_one(self, k0: int, k1: int) -> Tuple[int, int]:
+        """(value, fingerprint) of one key, in pure Python."""
+        b, lo, sh, c = self._one(k0, k1)
         value = 0
         for j, plane in enumerate(self._bytes):
             window = int.from_bytes(plane[lo:lo + 17], "little") >> sh
             value |= ((window & c).bit_count() & 1) << j
         return value, fmix64(b ^ C_FP) & ((1 << self.k) - 1)
+
+    def match_one(self, k0: int, k1: int) -> bool:
+        """value == fingerprint for one key (stops at the first differing plane)."""
+        b, lo, sh, c = self._one(k0, k1)
+        fp = fmix64(b ^ C_FP)
+        for plane in self._bytes:
+            window = int.from_bytes(plane[lo:lo + 17], "little") >> sh
+            if ((window & c).bit_count() ^ fp) & 1:
+                return False
+            fp >>= 1
+        return True
 
 
 def layer_size(n: int, attempt: int) -> Tuple[int, int]:
