@@ -185,3 +185,21 @@ def test_truncated_or_padded_files_refused(base_100k):
         with pytest.raises(FormatError):
             FilterFile.from_bytes(bad)
 
+
+
+def test_keyset_apply_equals_hashing_the_new_registry(records_100k, keys_100k, changes_100k):
+    applied = keys_100k.apply(changes_100k)
+    fresh = KeySet.from_records([(a, s, st) for (a, s), st in
+                                 current(records_100k, changes_100k).items()])
+    for name in ("k0", "k1", "a0", "a1", "status"):
+        assert (getattr(applied, name) == getattr(fresh, name)).all(), name
+
+
+def test_keyset_locate_with_equal_first_words():
+    u = np.uint64
+    k0 = np.array([1, 5, 5, 5, 9], dtype=u)
+    k1 = np.array([0, 1, 2, 7, 0], dtype=u)
+    z = np.zeros(5, dtype=u)
+    ks = KeySet(k0, k1, z, z, np.ones(5, dtype=np.uint8))
+    got = ks.locate(np.array([5, 5, 5, 5, 9, 10, 0], dtype=u), np.array([7, 2, 1, 3, 0, 0, 0], dtype=u))
+    assert got.tolist() == [3, 2, 1, -1, 4, -1, -1]
