@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -84,12 +84,15 @@ def build_base(records: Union[Iterable[Record], KeySet], serial: int, *,
     return _finish(f, keys, desired)
 
 
-def build_delta(base: Built, changes: Union[Iterable[Record], KeySet], serial: int) -> Built:
+def build_delta(base: Built, changes: Union[Iterable[Record], KeySet], serial: int, *,
+                whole: bool = False) -> Built:
     """A verified cumulative delta over ``base`` at ``serial``.
 
     ``changes``: every record changed since the base, in feed order (a later
-    record of a file wins), or the whole registry at ``serial`` as a KeySet.
-    The delta answers, for every file known at ``serial``: ``unchanged`` when
+    record of a file wins), or those hashed (``KeySet.from_changes``). With
+    ``whole=True``, ``changes`` is instead the whole registry at ``serial``
+    (records or KeySet), compared file by file with the base (slower: it
+    looks up every file). The delta answers, for every file known at ``serial``: ``unchanged`` when
     its status is the one it had at the base, else its status now (files new
     since the base included).
     """
@@ -98,11 +101,20 @@ def build_delta(base: Built, changes: Union[Iterable[Record], KeySet], serial: i
     _check_serial(serial)
     if serial < base.serial:
         raise ValueError("a delta's serial cannot precede its base's")
-    current = changes if isinstance(changes, KeySet) else base.keys.apply(changes)
-    was = current.base_status(base.keys)
-    if len(current) < len(base.keys) or int((was != 0).sum()) != len(base.keys):
-        raise ValueError("the registry lost files since the base (files never leave it)")
-    desired = np.where(was == current.status, UNCHANGED, current.status).astype(np.uint8)
+    if whole:
+        current = changes if isinstance(changes, KeySet) else KeySet.from_records(changes)
+        was = current.base_status(base.keys)
+        if len(current) < len(base.keys) or int((was != 0).sum()) != len(base.keys):
+            raise ValueError("the registry lost files since the base (files never leave it)")
+        desired = np.where(was == current.status, UNCHANGED, current.status).astype(np.uint8)
+    else:  # only the changed files can differ from the base
+        ch = changes if isinstance(changes, KeySet) else KeySet.from_changes(changes)
+        current = base.keys.apply(ch)
+        at = base.keys.locate(ch.k0, ch.k1)
+        was = np.zeros(len(ch), dtype=np.uint8)
+        was[at >= 0] = base.keys.status[at[at >= 0]]
+        desired = np.zeros(len(current), dtype=np.uint8)
+        desired[current.locate(ch.k0, ch.k1)] = np.where(was == ch.status, UNCHANGED, ch.status)
     stages, default = _build_stages(current, desired, [((REVOKED, REGISTERED), UNCHANGED)])
     f = FilterFile(fmt.KIND_DELTA, serial, base.serial, bytes.fromhex(base.sha256),
                    len(current), _count_addons(current),
@@ -167,16 +179,6 @@ def _stage_bits(p: int, q: int) -> float:
     return bits + (192 if k else 64)  # stage and layer headers
 
 
-def _file_plan_bits(desired: np.ndarray, answers: Sequence[int]) -> float:
-    total = 0.0
-    left = len(desired)
-    for a in answers:
-        p = int((desired == a).sum())
-        total += _stage_bits(p, left - p)
-        left -= p
-    return total
-
-
 def _build_stages(keys: KeySet, desired: np.ndarray,
                   orientations: List[Tuple[Tuple[int, ...], int]]) -> Tuple[Tuple[Stage, ...], int]:
     if not len(keys):
@@ -187,13 +189,22 @@ def _build_stages(keys: KeySet, desired: np.ndarray,
     revoked_per = np.bincount(index, weights=(desired == REVOKED), minlength=n_addons)
     whole = revoked_per == files_per  # every known file of the add-on -> revoked
 
+    # Per add-on counts of each wanted answer: a threshold's cost is then O(add-ons).
+    answers_used = sorted({a for answers, _ in orientations for a in answers})
+    per = {a: np.bincount(index, weights=(desired == a), minlength=n_addons) for a in answers_used}
+    totals = {a: int((desired == a).sum()) for a in answers_used}
     best = None
     for t in _THRESHOLDS:
         chosen = whole & (files_per >= t) if t is not None else np.zeros(n_addons, bool)
         n_chosen = int(chosen.sum())
-        rest = desired[~chosen[index]]
+        left_files = len(desired) - int(files_per[chosen].sum())
+        left = {a: totals[a] - int(per[a][chosen].sum()) for a in answers_used}
         for answers, default in orientations:
-            bits = _stage_bits(n_chosen, n_addons - n_chosen) + _file_plan_bits(rest, answers)
+            bits = _stage_bits(n_chosen, n_addons - n_chosen)
+            remaining = left_files
+            for a in answers:
+                bits += _stage_bits(left[a], remaining - left[a])
+                remaining -= left[a]
             if best is None or bits < best[0]:
                 best = (bits, chosen, answers, default)
     _, chosen, answers, default = best

@@ -17,7 +17,7 @@ import hashlib
 from functools import cached_property
 from operator import itemgetter
 from dataclasses import dataclass
-from typing import Iterable, List, Tuple
+from typing import Iterable, List, Tuple, Union
 
 import numpy as np
 
@@ -140,9 +140,14 @@ class KeySet:
         """
         return cls._canonical(*_hash_records(records), last_wins=False)
 
-    def apply(self, changes: Iterable[Record]) -> "KeySet":
-        """This registry after ``changes`` (in feed order: a later record of a file wins)."""
-        ch = KeySet._canonical(*_hash_records(changes), last_wins=True)
+    @classmethod
+    def from_changes(cls, changes: Iterable[Record]) -> "KeySet":
+        """Hash change records (in feed order: a later record of a file wins)."""
+        return cls._canonical(*_hash_records(changes), last_wins=True)
+
+    def apply(self, changes: Union[Iterable[Record], "KeySet"]) -> "KeySet":
+        """This registry after ``changes`` (records in feed order, or ``from_changes``)."""
+        ch = changes if isinstance(changes, KeySet) else KeySet.from_changes(changes)
         if not len(ch):
             return self
         idx = self.locate(ch.k0, ch.k1)

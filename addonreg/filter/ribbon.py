@@ -42,6 +42,9 @@ _F2 = 0xC4CEB9FE1A85EC53
 
 MAX_W = 128
 MAX_K = 32
+# Keys are evaluated this many at a time: the temporaries stay in cache
+# (measured 2-3x faster than whole 4M-key arrays).
+CHUNK = 1 << 14
 # Planes get this many zero bytes of padding in memory so that a 128-bit
 # window at any start can read three whole 64-bit words.
 _PAD = 24
@@ -60,12 +63,15 @@ def fmix64(x: int) -> int:
 
 def fmix64_np(x: np.ndarray) -> np.ndarray:
     """``fmix64`` over a uint64 array (wrapping multiplication; a new array)."""
-    x = x ^ (x >> _u(33))
-    x *= _u(_F1)
-    x ^= x >> _u(33)
-    x *= _u(_F2)
-    x ^= x >> _u(33)
-    return x
+    y = x >> _u(33)
+    y ^= x
+    y *= _u(_F1)
+    t = y >> _u(33)
+    y ^= t
+    y *= _u(_F2)
+    np.right_shift(y, _u(33), out=t)
+    y ^= t
+    return y
 
 
 def key_hash(k0: int, k1: int, salt: int) -> int:
@@ -153,6 +159,9 @@ class Layer:
 
     def eval_np(self, k0: np.ndarray, k1: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(value, fingerprint) of every key, as uint64 arrays."""
+        if len(k0) > CHUNK:
+            parts = [self.eval_np(k0[i:i + CHUNK], k1[i:i + CHUNK]) for i in range(0, len(k0), CHUNK)]
+            return np.concatenate([v for v, _ in parts]), np.concatenate([f for _, f in parts])
         b, q, r, r2, lo, hi = self._prepare(k0, k1)
         value = np.zeros(len(k0), dtype=np.uint64)
         for j in range(self.k):
@@ -165,16 +174,24 @@ class Layer:
         Plane by plane, dropping the keys already mismatched: a non-member
         survives a plane with probability 1/2, so this costs ~2 planes, not k.
         """
+        if len(k0) > CHUNK:
+            return np.concatenate([self.match_np(k0[i:i + CHUNK], k1[i:i + CHUNK])
+                                   for i in range(0, len(k0), CHUNK)])
         b, q, r, r2, lo, hi = self._prepare(k0, k1)
         fp = fingerprint_np(b, self.k)
-        alive = np.arange(len(k0))
-        for j in range(self.k):
-            ok = self._parity(j, q, r, r2, lo, hi) == ((fp >> _u(j)) & _u(1)).astype(np.uint8)
-            if not ok.all():
-                alive, q, r, r2, lo, hi, fp = (x[ok] for x in (alive, q, r, r2, lo, hi, fp))
-        out = np.zeros(len(k0), dtype=bool)
-        out[alive] = True
-        return out
+        one = _u(1)
+        ok = self._parity(0, q, r, r2, lo, hi) == (fp & one).astype(np.uint8)
+        if self.k > 1:
+            ok &= self._parity(1, q, r, r2, lo, hi) == ((fp >> one) & one).astype(np.uint8)
+        if self.k > 2:
+            # ~1/4 of non-members are left: gather them once, finish the planes on them.
+            idx = np.flatnonzero(ok)
+            q, r, r2, lo, hi, fp = (x[idx] for x in (q, r, r2, lo, hi, fp))
+            left = np.ones(len(idx), dtype=bool)
+            for j in range(2, self.k):
+                left &= self._parity(j, q, r, r2, lo, hi) == ((fp >> _u(j)) & one).astype(np.uint8)
+            ok[idx] = left
+        return ok
 
     def _one(self, k0: int, k1: int) -> Tuple[int, int, int, int]:
         b = key_hash(k0, k1, self.salt)

@@ -48,6 +48,7 @@ class FilterWriter:
         self.base_time = 0.0
         self.delta: Optional[Built] = None
         self.delta_time = 0.0
+        self._changes: KeySet = KeySet.empty()  # every change since the base, hashed
         self.index: Optional[Dict[str, Any]] = None
         self._previous_paths: Set[str] = set()
 
@@ -69,6 +70,7 @@ class FilterWriter:
         if self.base is not None and self.delta is None and base.data == self.base.data:
             return self.index  # type: ignore[return-value]  # nothing changed: keep every byte
         self.base, self.base_time, self.delta = base, now, None
+        self._changes = KeySet.empty()
         return self._publish()
 
     def base_due(self, delta: Built) -> bool:
@@ -83,15 +85,16 @@ class FilterWriter:
             raise RuntimeError("publish_base first")
         if serial < self.serial:
             raise ValueError(f"serial {serial} is older than the published {self.serial}")
-        current = self.keys.apply(changes)
-        if serial == self.serial and current is self.keys:
+        new = KeySet.from_changes(changes)
+        if serial == self.serial and not len(new):
             return self.index  # type: ignore[return-value]
-        delta = build_delta(self.base, current, serial)
+        cumulative = self._changes.apply(new)
+        delta = build_delta(self.base, cumulative, serial)
         if self.base_due(delta):
-            return self.publish_base(current, serial)
+            return self.publish_base(delta.keys, serial)
         if self.delta is not None and delta.data == self.delta.data:
             return self.index  # type: ignore[return-value]
-        self.delta, self.delta_time = delta, self.clock()
+        self.delta, self.delta_time, self._changes = delta, self.clock(), cumulative
         return self._publish()
 
     # -- files -------------------------------------------------------------

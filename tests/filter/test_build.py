@@ -63,7 +63,8 @@ def test_same_input_same_bytes_in_any_order(records_100k, base_100k, changes_100
     state = current(records_100k, changes_100k)
     whole = [(a, s, st) for (a, s), st in state.items()]
     random.Random(6).shuffle(whole)
-    assert build_delta(base_100k, KeySet.from_records(whole), 2000).data == d1.data
+    assert build_delta(base_100k, KeySet.from_records(whole), 2000, whole=True).data == d1.data
+    assert build_delta(base_100k, whole, 2000, whole=True).data == d1.data
 
 
 def test_delta_semantics():
@@ -155,7 +156,7 @@ def test_delta_needs_a_superset_and_a_later_serial(base_100k):
     with pytest.raises(ValueError):
         build_delta(base_100k, [], 999)
     with pytest.raises(ValueError):
-        build_delta(base_100k, KeySet.empty(), 2000)
+        build_delta(base_100k, KeySet.empty(), 2000, whole=True)
 
 
 def test_verify_refuses_a_wrong_filter(keys_100k, base_100k):
