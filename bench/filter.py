@@ -30,6 +30,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 
 def dataset(n, clustered):
     from addonreg.filter import synth
@@ -55,10 +57,10 @@ def run_ours(recs):
     t = time.perf_counter()
     reader.status_many(pairs)
     batch = len(pairs) / (time.perf_counter() - t)
-    from addonreg.filter.keys import hash_pairs, words
-    ak, fk = hash_pairs(pairs)
+    from addonreg.filter.keys import hash_pairs
+    hashed_pairs = hash_pairs(pairs)
     t = time.perf_counter()
-    reader.status_codes(*words(ak), *words(fk, 32))
+    reader.status_codes(*hashed_pairs)
     hashed = len(pairs) / (time.perf_counter() - t)
     t = time.perf_counter()
     for a, s in pairs[:20_000]:
@@ -73,8 +75,9 @@ def run_ours(recs):
 
 def file_keys(recs):
     from addonreg.filter.keys import hash_pairs
-    _, fk = hash_pairs([(a, s) for a, s, _ in recs])
-    keys = [fk[o:o + 16] for o in range(0, len(fk), 32)]
+    _, _, f0, f1 = hash_pairs([(a, s) for a, s, _ in recs])
+    fk = np.stack([f0, f1], axis=1).astype("<u8").tobytes()
+    keys = [fk[o:o + 16] for o in range(0, len(fk), 16)]
     rev = {k for k, (_, _, st) in zip(keys, recs) if st == "revoked"}
     return [k for k in keys if k not in rev], rev
 

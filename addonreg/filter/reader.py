@@ -102,9 +102,8 @@ class FilterReader:
 
     def status(self, addon_id: str, sha256: str) -> str:
         """``registered`` | ``revoked`` | ``not-in-filter`` for one file (pure Python)."""
-        ak = keys.addon_key(addon_id)
-        fk = hashlib.sha256(b"\x01" + ak + keys.sha256_bytes(sha256)).digest()
-        return _NAMES[self.status_key(keys.split(ak), keys.split(fk))]
+        a = keys.split(keys.addon_key(addon_id))
+        return _NAMES[self.status_key(a, keys.file_words(a, keys.sha256_bytes(sha256)))]
 
     def status_key(self, a: Tuple[int, int], f: Tuple[int, int]) -> int:
         """The answer code (1 registered, 2 revoked, 3 not-in-filter) of hashed keys."""
@@ -118,10 +117,7 @@ class FilterReader:
 
     def status_many(self, pairs: Sequence[Tuple[str, str]]) -> List[str]:
         """Answers for many ``(addon_id, sha256)`` at once (numpy; the fast path)."""
-        akeys, fkeys = keys.hash_pairs(pairs)
-        a0, a1 = keys.words(akeys)
-        f0, f1 = keys.words(fkeys, 32)
-        return [_NAME_LIST[c] for c in self.status_codes(a0, a1, f0, f1).tolist()]
+        return [_NAME_LIST[c] for c in self.status_codes(*keys.hash_pairs(pairs)).tolist()]
 
     def status_codes(self, a0: np.ndarray, a1: np.ndarray,
                      f0: np.ndarray, f1: np.ndarray) -> np.ndarray:

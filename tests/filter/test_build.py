@@ -36,8 +36,7 @@ def test_delta_exact_on_every_known_file(records_100k, base_100k, changes_100k):
     # "changed since base?" is exact too: the delta alone answers UNCHANGED
     # exactly for the files whose status is the base's.
     before = {(a, s): st for a, s, st in records_100k}
-    ak, fk = keys.hash_pairs(pairs)
-    d = delta.file.answer_np(*keys.words(ak), *keys.words(fk, 32))
+    d = delta.file.answer_np(*keys.hash_pairs(pairs))
     changed = np.array([before.get(p) != state[p] for p in pairs])
     assert ((d != fmt.UNCHANGED) == changed).all()
     assert delta.file.n_changed == int(changed.sum())
@@ -204,3 +203,19 @@ def test_keyset_locate_with_equal_first_words():
     ks = KeySet(k0, k1, z, z, np.ones(5, dtype=np.uint8))
     got = ks.locate(np.array([5, 5, 5, 5, 9, 10, 0], dtype=u), np.array([7, 2, 1, 3, 0, 0, 0], dtype=u))
     assert got.tolist() == [3, 2, 1, -1, 4, -1, -1]
+
+
+def test_file_keys_use_every_word_of_the_hash():
+    """Hashes that differ in any one 64-bit word, or only in their add-on, get distinct keys."""
+    hashes = []
+    for word in range(4):
+        for v in range(1, 200):
+            raw = bytearray(32)
+            raw[8 * word:8 * word + 8] = v.to_bytes(8, "little")
+            hashes.append(raw.hex())
+    hashes += [f"{i:02x}" * 32 for i in range(256)]
+    pairs = [(a, h) for a in ("a@x", "b@x") for h in hashes]
+    _, _, f0, f1 = keys.hash_pairs(pairs)
+    assert len({(x, y) for x, y in zip(f0.tolist(), f1.tolist())}) == len(pairs)
+    assert keys.file_key("a@x", hashes[5]) == \
+        int(f0[5]).to_bytes(8, "little") + int(f1[5]).to_bytes(8, "little")
