@@ -103,10 +103,9 @@ def _hash(ids: List[str], shas: List[str]) -> Words:
             raw = b""
     if len(raw) != 32 * len(shas):  # some need normalising (or are not SHA-256s)
         raw = b"".join(map(sha256_bytes, shas))
-    seen: dict = {}
-    at = seen.setdefault
-    index = np.fromiter([at(a, len(seen)) for a in ids], dtype=np.intp, count=len(ids))
-    table = np.frombuffer(b"".join(map(addon_key, seen)) or bytes(16), dtype="<u8").reshape(-1, 2)
+    position = {a: i for i, a in enumerate(dict.fromkeys(ids))}  # distinct ids, first-seen order
+    index = np.fromiter(map(position.__getitem__, ids), dtype=np.intp, count=len(ids))
+    table = np.frombuffer(b"".join(map(addon_key, position)) or bytes(16), dtype="<u8").reshape(-1, 2)
     sha = np.frombuffer(raw, dtype="<u8").reshape(-1, 4)
     a0 = table[:, 0].astype(np.uint64)[index]
     a1 = table[:, 1].astype(np.uint64)[index]
@@ -186,7 +185,13 @@ class KeySet:
     @classmethod
     def _canonical(cls, k0, k1, a0, a1, st, *, last_wins: bool) -> "KeySet":
         n = len(k0)
-        order = np.lexsort((np.arange(n), k1, k0))  # stable: input order among equals
+        # Sort by k0 (stable: input order among equals); only when two keys share
+        # a k0 (~n^2/2^65: almost never) sort by both words.
+        order = np.argsort(k0, kind="stable")
+        if n > 1:
+            s0 = k0[order]
+            if (s0[1:] == s0[:-1]).any():
+                order = np.lexsort((np.arange(n), k1, k0))
         k0, k1, a0, a1, st = k0[order], k1[order], a0[order], a1[order], st[order]
         if n > 1:
             same_next = (k0[1:] == k0[:-1]) & (k1[1:] == k1[:-1])
@@ -246,7 +251,7 @@ def _longest_run(eq: np.ndarray) -> int:
 
 def _hash_records(records: Iterable[Record]):
     records = records if isinstance(records, list) else list(records)
-    if any(len(r) != 3 for r in records):
+    if records and set(map(len, records)) != {3}:
         raise ValueError("a record is (addon_id, sha256, status)")
     try:
         codes = np.fromiter(map(STATUS_CODES.__getitem__, map(itemgetter(2), records)),
