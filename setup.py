@@ -21,6 +21,10 @@ setup(
         "mohawk>=1.1,<2",
         "prometheus-client>=0.20,<1",
         "uvloop>=0.19,<0.24; sys_platform != 'win32'",
+        # addonreg.filter: numpy 2 for bitwise_count (the layers' parity), the
+        # index's Ed25519 signature.
+        "numpy>=2.0,<3",
+        "cryptography>=42,<51",
     ],
     extras_require={
         "test": [
@@ -41,6 +45,9 @@ setup(
             "matplotlib>=3.8,<4",
             # The profiles in bench/results (bench/run.py, writes.py --profile).
             "py-spy>=0.3.14,<0.5",
+            # bench/filter.py: the baseline AMO ships, and a fuse-filter cascade.
+            "filtercascade>=0.4,<0.5",
+            "pyfusefilter>=1.3,<2",
         ],
     },
     entry_points={"console_scripts": ["addonreg = addonreg.cli:main"]},
