@@ -7,10 +7,19 @@ Reading: :class:`FilterReader` (``status(addon_id, sha256)`` ->
 ``registered`` | ``revoked`` | ``not-in-filter``).
 """
 
-from .build import Built, BuildError, build_base, build_delta, verify
+from .build import BuildError, Built, build_base, build_delta, verify
 from .fmt import FilterFile, FormatError
-from .index import (IndexVerificationError, canonical_bytes, index_bytes, key_id,
-                    load_private_key, load_public_key, make_index, sign_index, verify_index)
+from .index import (
+                    IndexVerificationError,
+                    canonical_bytes,
+                    index_bytes,
+                    key_id,
+                    load_private_key,
+                    load_public_key,
+                    make_index,
+                    sign_index,
+                    verify_index,
+)
 from .keys import KeySet, addon_key, file_key
 from .reader import NOT_IN_FILTER, REGISTERED, REVOKED, FilterReader, FilterRejected
 from .writer import FilterWriter

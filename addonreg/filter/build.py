@@ -20,7 +20,6 @@ same registry gives the same bytes, whatever the order of the records.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple, Union
 
@@ -74,7 +73,8 @@ def build_base(records: Union[Iterable[Record], KeySet], serial: int, *,
         raise ValueError("membership_bits must be 0..32")
     _check_serial(serial)
     desired = keys.status
-    orientations = [((REVOKED,), REGISTERED), ((REGISTERED,), REVOKED)]
+    orientations: List[Tuple[Tuple[int, ...], int]] = [((REVOKED,), REGISTERED),
+                                                       ((REGISTERED,), REVOKED)]
     stages, default = _build_stages(keys, desired, orientations)
     membership = build_layer(keys.k0, keys.k1, membership_bits, 0) \
         if membership_bits and len(keys) else None
@@ -207,6 +207,7 @@ def _build_stages(keys: KeySet, desired: np.ndarray,
                 remaining -= left[a]
             if best is None or bits < best[0]:
                 best = (bits, chosen, answers, default)
+    assert best is not None  # orientations is never empty
     _, chosen, answers, default = best
 
     stages = []

@@ -112,7 +112,8 @@ def index_bytes(index: Dict[str, Any]) -> bytes:
     return _dumps(index)
 
 
-def sign_index(index: Dict[str, Any], private_key: Union[KeyData, Ed25519PrivateKey]) -> Dict[str, Any]:
+def sign_index(index: Dict[str, Any],
+               private_key: Union[KeyData, Ed25519PrivateKey]) -> Dict[str, Any]:
     """A copy of ``index`` with ``key_id`` and ``signature`` (Ed25519 over the canonical bytes)."""
     key = load_private_key(private_key)
     signed = {k: v for k, v in index.items() if k != "signature"}
@@ -123,7 +124,8 @@ def sign_index(index: Dict[str, Any], private_key: Union[KeyData, Ed25519Private
 
 def verify_index(data: Union[bytes, Dict[str, Any]],
                  public_keys: Iterable[Union[KeyData, Ed25519PublicKey]]) -> Dict[str, Any]:
-    """The index, once its signature checks against one of ``public_keys``; else IndexVerificationError.
+    """The index, once its signature checks against one of ``public_keys``
+    (else :class:`IndexVerificationError`).
 
     Bytes must also be canonical (exactly what ``index_bytes`` writes).
     """

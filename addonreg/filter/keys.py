@@ -19,9 +19,9 @@ numpy operations. SHA-256 for the add-on key because every platform has it
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from functools import cached_property
 from operator import itemgetter
-from dataclasses import dataclass
 from typing import Iterable, List, Tuple, Union
 
 import numpy as np
@@ -105,7 +105,8 @@ def _hash(ids: List[str], shas: List[str]) -> Words:
         raw = b"".join(map(sha256_bytes, shas))
     position = {a: i for i, a in enumerate(dict.fromkeys(ids))}  # distinct ids, first-seen order
     index = np.fromiter(map(position.__getitem__, ids), dtype=np.intp, count=len(ids))
-    table = np.frombuffer(b"".join(map(addon_key, position)) or bytes(16), dtype="<u8").reshape(-1, 2)
+    joined = b"".join(map(addon_key, position)) or bytes(16)
+    table = np.frombuffer(joined, dtype="<u8").reshape(-1, 2)
     sha = np.frombuffer(raw, dtype="<u8").reshape(-1, 4)
     a0 = table[:, 0].astype(np.uint64)[index]
     a1 = table[:, 1].astype(np.uint64)[index]
@@ -174,7 +175,8 @@ class KeySet:
         while True:
             inside = pos < len(self)
             step = np.zeros(len(pos), dtype=bool)
-            step[inside] = (self.k0[pos[inside]] == n0[inside]) & (self.k1[pos[inside]] < n1[inside])
+            at = pos[inside]
+            step[inside] = (self.k0[at] == n0[inside]) & (self.k1[at] < n1[inside])
             if not step.any():
                 break
             pos[step] += 1

@@ -115,8 +115,8 @@ class Layer:
     k: int
     salt: int
     planes: bytes  # k * m/8 bytes, plane 0 first, bit i of a plane = byte i>>3, bit i&7
-    _words: List[np.ndarray] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
-    _bytes: List[bytes] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+    _words: List[np.ndarray] = field(default_factory=list, repr=False, compare=False)
+    _bytes: List[bytes] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         nbytes = self.m // 8
@@ -163,7 +163,8 @@ class Layer:
     def eval_np(self, k0: np.ndarray, k1: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(value, fingerprint) of every key, as uint64 arrays."""
         if len(k0) > CHUNK:
-            parts = [self.eval_np(k0[i:i + CHUNK], k1[i:i + CHUNK]) for i in range(0, len(k0), CHUNK)]
+            parts = [self.eval_np(k0[i:i + CHUNK], k1[i:i + CHUNK])
+                     for i in range(0, len(k0), CHUNK)]
             return np.concatenate([v for v, _ in parts]), np.concatenate([f for _, f in parts])
         b, q, r, r2, lo, hi = self._prepare(k0, k1)
         value = np.zeros(len(k0), dtype=np.uint64)

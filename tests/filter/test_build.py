@@ -7,9 +7,18 @@ import random
 import numpy as np
 import pytest
 
-from addonreg.filter import (BuildError, FilterFile, FilterReader, KeySet, build_base,
-                             build_delta, synth)
-from addonreg.filter import fmt, keys, ribbon
+from addonreg.filter import (
+    BuildError,
+    FilterFile,
+    FilterReader,
+    KeySet,
+    build_base,
+    build_delta,
+    fmt,
+    keys,
+    ribbon,
+    synth,
+)
 
 from .conftest import current
 

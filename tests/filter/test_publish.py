@@ -10,9 +10,21 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from addonreg.filter import (FilterReader, FilterRejected, FilterWriter, IndexVerificationError,
-                             build_delta, canonical_bytes, index_bytes, key_id, load_private_key,
-                             load_public_key, make_index, sign_index, verify_index)
+from addonreg.filter import (
+    FilterReader,
+    FilterRejected,
+    FilterWriter,
+    IndexVerificationError,
+    build_delta,
+    canonical_bytes,
+    index_bytes,
+    key_id,
+    load_private_key,
+    load_public_key,
+    make_index,
+    sign_index,
+    verify_index,
+)
 
 from .conftest import current
 
