@@ -51,6 +51,8 @@ def make_app(registry: Registry, settings: Any, auth: HawkAuthenticator, in_flig
         (rf"/v1/addons/{_ADDON}/files", h.AddonFilesHandler, deps),
         (r"/v1/lookup", h.LookupHandler, deps),
         (r"/v1/changes", h.ChangesHandler, deps),
+        (r"/v1/filter", h.FilterHandler, deps),
+        (r"/v1/filter/([0-9a-f]{64})\.bin", h.FilterHandler, deps),
         (r"/v1/?", h.ServiceHandler, deps),
         (r"/addon", h.OldAddonHandler, deps),
         (r"/addons", h.OldAddonsHandler, deps),

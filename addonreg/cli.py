@@ -45,6 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--interval", type=float, default=0.2,
                          help="seconds between polls of the feed when following")
     publish.add_argument("--quiet", action="store_true", help="no progress bar")
+    filt = command("filter", "build the signed offline filter, and keep it current")
+    filt.add_argument("directory", nargs="?",
+                      help="where DIR/filter/ goes (default: setting 'filter_dir')")
+    filt.add_argument("--follow", action="store_true",
+                      help="after the base, publish deltas from the feed until stopped")
+    filt.add_argument("--from", dest="source_url", metavar="URL",
+                      help="read the feed from a running service (default: from storage)")
+    filt.add_argument("--generate-key", action="store_true",
+                      help="print a new signing key and its public key, and exit")
     return parser
 
 
@@ -71,6 +80,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .importer import import_file
         return asyncio.run(import_file(settings, args.file, batch_size=args.batch_size,
                                        progress=not args.quiet))
+    if args.command == "filter":
+        from .filter.follow import generate_key, run_filter
+        if args.generate_key:
+            private, public = generate_key()
+            print(f"filter_key = {private}\nfilter_public_keys = {public}")
+            return 0
+        directory = args.directory or settings.filter_dir
+        if not directory:
+            print("addonreg filter: give DIR, or set filter_dir", file=sys.stderr)
+            return 2
+        configure_logging(settings)
+        return asyncio.run(run_filter(settings, directory, follow=args.follow,
+                                      source_url=args.source_url))
     if args.command == "publish":
         from .publisher import run_publish
         configure_logging(settings)

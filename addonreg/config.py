@@ -13,6 +13,7 @@ The ini file is read from ``[addonreg]`` (path from ``--config`` or
 
 from __future__ import annotations
 
+import base64
 import configparser
 import dataclasses
 import difflib
@@ -132,6 +133,38 @@ def secret(raw: str) -> str:
     return raw
 
 
+def _key_text(raw: str) -> str:
+    """Key material as given, or the content of the file it names."""
+    if raw and not raw.startswith("-----") and os.path.isfile(raw):
+        with open(raw, encoding="ascii") as fh:
+            return fh.read()
+    return raw
+
+
+def signing_key(raw: str) -> str:
+    from .filter.index import load_private_key
+    text = _key_text(raw)
+    try:
+        load_private_key(text)
+    except ValueError:
+        raise ValueError("an Ed25519 private key: a PEM file, PEM text, or the base64 of its "
+                         "32 raw bytes (`addonreg filter --generate-key` makes one)") from None
+    return text
+
+
+def public_keys(raw: str) -> Tuple[str, ...]:
+    from .filter.index import load_public_key, raw_public_key
+    keys = []
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        try:
+            key = load_public_key(_key_text(item))
+        except ValueError:
+            raise ValueError("Ed25519 public keys, each the base64 of 32 raw bytes or PEM, "
+                             "separated by commas") from None
+        keys.append(base64.b64encode(raw_public_key(key)).decode())
+    return tuple(keys)
+
+
 def gc_threshold(raw: str) -> Tuple[int, int, int]:
     values = tuple(raw.replace(" ", "").split(","))
     if len(values) == 3 and all(v.isdigit() and len(v) < 10 for v in values):
@@ -193,6 +226,13 @@ class Settings:
     access_log: bool = _field(False, boolean, "log every request, not only 5xx")
     gc_threshold: Tuple[int, int, int] = _field((10_000, 20, 20), gc_threshold,
                                                 "Python's gc thresholds (gen0,gen1,gen2)")
+    filter_dir: str = _field("", str, "where the offline filter is (the service serves it)")
+    filter_key: str = _field("", signing_key, "Ed25519 key signing the filter index", True)
+    filter_public_keys: Tuple[str, ...] = _field((), public_keys,
+                                                 "public keys of the filter, shown on /v1/")
+    filter_delta_interval: float = _field(60.0, seconds(0, DAY), "a new filter delta at most")
+    filter_max_delta_ratio: float = _field(0.5, seconds(0, 100), "delta/base size: a new base")
+    filter_max_base_age: float = _field(7 * DAY, seconds(0, 365 * DAY), "base age: a new base")
 
     def __post_init__(self) -> None:
         if urlsplit(self.pubsub).scheme == "redis" and not self.bus_key:
@@ -211,6 +251,7 @@ class Settings:
             "http_negative_max_age": self.http_negative_max_age,
             "storage_backend": urlsplit(self.storage).scheme,
             "pubsub_backend": urlsplit(self.pubsub).scheme,
+            "filter_public_keys": list(self.filter_public_keys),
         }
 
 

@@ -6,6 +6,7 @@ every one (``docs/errors.md``).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Awaitable, Dict, Optional
 
 from . import __version__, inputs, media, metrics
@@ -152,6 +153,31 @@ class ServiceHandler(BaseHandler):
             "project_name": "addonreg", "project_version": __version__,
             "http_api_version": "1", "url": f"{self.request.protocol}://{self.request.host}/v1/",
             "settings": self.config.public()}))
+
+
+class FilterHandler(BaseHandler):
+    """``GET /v1/filter`` (the signed index) and ``GET /v1/filter/<sha256>.bin`` (its files),
+    from ``filter_dir`` (written by ``addonreg filter``); nginx serves the same files."""
+
+    endpoint = "filter"
+
+    def get(self, name: Optional[str] = None) -> None:
+        root = os.path.join(self.config.filter_dir, "filter") if self.config.filter_dir else ""
+        path = os.path.join(root, f"{name}.bin" if name else "latest.json")
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            raise not_found("no filter is published here" if not name else "no such filter file",
+                            {}, 60) from None
+        # Files are named by their content: immutable. The index changes with each delta.
+        self.set_header("Cache-Control", "public, max-age=31536000, immutable" if name
+                        else "public, max-age=60")
+        self.set_header("Content-Type", "application/octet-stream" if name
+                        else "application/json")
+        self.finish(data)
+
+    head = get
 
 
 class OldAddonHandler(BodyHandler):

@@ -32,11 +32,13 @@ def need_nginx() -> None:
 
 def render_nginx_conf(listen: str, read: str, write: str,
                       static_root: str = NO_STATIC_TREE,
-                      metrics_allow: str = "allow 127.0.0.1;") -> str:
+                      metrics_allow: str = "allow 127.0.0.1;",
+                      filter_root: str = NO_STATIC_TREE) -> str:
     """``config/nginx.conf`` with its placeholders filled, as an operator renders it."""
     text = NGINX_TEMPLATE.read_text()
     for name, value in (("LISTEN", listen), ("READ_UPSTREAM", read), ("WRITE_UPSTREAM", write),
-                        ("STATIC_ROOT", static_root), ("METRICS_ALLOW", metrics_allow)):
+                        ("STATIC_ROOT", static_root), ("METRICS_ALLOW", metrics_allow),
+                        ("FILTER_ROOT", filter_root)):
         assert f"@{name}@" in text, f"config/nginx.conf lost its @{name}@ placeholder"
         text = text.replace(f"@{name}@", value)
     assert not re.search(r"@[A-Z_]+@", text), "config/nginx.conf has an unknown placeholder"
@@ -48,13 +50,14 @@ class Nginx:
 
     def __init__(self, directory: Path, read: str, write: Optional[str] = None,
                  static_root: str = NO_STATIC_TREE, port: Optional[int] = None,
-                 metrics_allow: str = "allow 127.0.0.1;") -> None:
+                 metrics_allow: str = "allow 127.0.0.1;",
+                 filter_root: str = NO_STATIC_TREE) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         site = self.dir / "addonreg.conf"
         site.write_text(render_nginx_conf(f"127.0.0.1:{self.port}", read, write or read,
-                                          static_root, metrics_allow))
+                                          static_root, metrics_allow, filter_root))
         temp = "\n".join(f"    {kind}_temp_path {self.dir}/{kind};"
                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         main = self.dir / "main.conf"

@@ -1,0 +1,121 @@
+"""``addonreg filter DIR``: build the registry filter and keep it current.
+
+Reads the whole registry from the change feed (storage, or a service with
+``--from URL``), publishes a base into ``DIR/filter/`` (see
+:class:`~addonreg.filter.writer.FilterWriter`), then with ``--follow`` reads
+the feed on and publishes a cumulative delta at most every
+``filter_delta_interval`` seconds; the writer starts a new base when the
+delta outgrows ``filter_max_delta_ratio`` of the base or the base is older
+than ``filter_max_base_age``. An unchanged registry rewrites nothing, so
+mirrors and clients see the same bytes.
+
+``DIR`` is what the service's ``filter_dir`` and nginx's filter location
+point at; ``DIR/filter/latest.json`` is the signed index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import signal
+import sys
+import time
+from typing import Any, List, Optional, Tuple
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ..feeds import FeedError, FeedSource, ServiceSource, StorageSource
+from ..storage import BackendError, Record
+from .index import raw_public_key
+from .writer import FilterWriter
+
+__all__ = ["follow_filter", "run_filter", "generate_key"]
+
+log = logging.getLogger("addonreg.filter")
+
+PAGE = 5000
+
+
+def generate_key() -> Tuple[str, str]:
+    """A new Ed25519 key: (private, public), each the base64 of its 32 raw bytes."""
+    key = Ed25519PrivateKey.generate()
+    from cryptography.hazmat.primitives import serialization
+    private = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                serialization.NoEncryption())
+    return (base64.b64encode(private).decode(),
+            base64.b64encode(raw_public_key(key.public_key())).decode())
+
+
+def _rows(records: List[Record]) -> List[Tuple[str, str, str]]:
+    return [(r.addon_id, r.sha256, r.status) for r in records]
+
+
+async def _read(source: FeedSource, since: int) -> Tuple[List[Record], int]:
+    """Every record changed after ``since`` (the whole registry from 0), and the new since."""
+    records: List[Record] = []
+    while True:
+        page, next_since = await source.changes(since, PAGE)
+        records += page
+        if not page:
+            return records, since
+        since = next_since
+
+
+async def follow_filter(writer: FilterWriter, source: FeedSource, *, follow: bool,
+                        interval: float, poll: float = 1.0,
+                        stopping: Optional[asyncio.Event] = None) -> None:
+    """Publish a base, then (``follow``) deltas until ``stopping`` is set."""
+    records, since = await _read(source, 0)
+    index = writer.publish_base(_rows(records), since)
+    log.info("filter base: %d files at serial %d, %d bytes", len(records), since,
+             index["base"]["size"])
+    stopping = stopping or asyncio.Event()
+    pending: List[Record] = []
+    last = time.monotonic()
+    while follow and not stopping.is_set():
+        try:
+            page, since = await _read(source, since)
+            pending += page
+        except FeedError as exc:
+            log.warning("feed unavailable: %s", exc)
+        if pending and time.monotonic() - last >= interval:
+            index = writer.update(_rows(pending), since)
+            log.info("filter at serial %d: %d change(s); base %d bytes, delta %d bytes",
+                     since, len(pending), index["base"]["size"],
+                     (index.get("delta") or {}).get("size", 0))
+            pending, last = [], time.monotonic()
+        try:
+            await asyncio.wait_for(stopping.wait(), poll)
+        except asyncio.TimeoutError:
+            pass
+
+
+async def run_filter(settings: Any, directory: str, *, follow: bool,
+                     source_url: Optional[str]) -> int:
+    """``addonreg filter``: the exit code."""
+    from ..storage import load_storage
+    if not settings.filter_key:
+        print("addonreg filter: setting 'filter_key' is required ($ADDONREG_FILTER_KEY: the "
+              "Ed25519 signing key, PEM or base64; `addonreg filter --generate-key` makes one)",
+              file=sys.stderr)
+        return 2
+    writer = FilterWriter(directory, settings.filter_key,
+                          max_delta_ratio=settings.filter_max_delta_ratio,
+                          max_base_age=settings.filter_max_base_age)
+    source: FeedSource = ServiceSource(source_url) if source_url else \
+        StorageSource(load_storage(settings))
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await source.open()
+        await follow_filter(writer, source, follow=follow,
+                            interval=settings.filter_delta_interval, stopping=stopping)
+    except (FeedError, BackendError) as exc:
+        print(f"addonreg filter: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await source.close()
+    return 0
