@@ -107,11 +107,10 @@ class AddonFilesHandler(BaseHandler):
     head = get
 
 
-def _result(key: Key, record: Any) -> Dict[str, Any]:
-    if record is None:
+def _result(key: Key, brief: Any) -> Dict[str, Any]:
+    if brief is None:
         return {"addon_id": key[0], "sha256": key[1], "status": "unknown", "version": None}
-    return {"addon_id": key[0], "sha256": key[1], "status": record.status,
-            "version": record.version}
+    return {"addon_id": key[0], "sha256": key[1], "status": brief[0], "version": brief[1]}
 
 
 class LookupHandler(BodyHandler):
@@ -205,7 +204,7 @@ class OldAddonsHandler(BodyHandler):
         keys = [inputs.legacy_key(a, s) for a, s in pairs]
         valid = [k for k in keys if k is not None]
         registered = {k for k, r in zip(valid, await self.registry.lookup(valid))
-                      if r is not None and r.status != REVOKED}
+                      if r is not None and r[0] != REVOKED}
         self.respond({"addons": [{"id": a, "sha256": s, "registered": k in registered}
                                  for (a, s), k in zip(pairs, keys)]})
 

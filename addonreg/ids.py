@@ -20,16 +20,19 @@ from typing import Any, List, Optional, Tuple
 __all__ = ["InvalidIdentifier", "is_addon_id", "normalize_sha256", "valid_keys",
            "check_addon_id", "check_sha256", "check_version"]
 
-_ADDON_ID_RULE = (r"\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}"
-                  r"|[a-z0-9._-]*@[a-z0-9._-]+")
-_ADDON_ID = re.compile(_ADDON_ID_RULE, re.IGNORECASE | re.ASCII).fullmatch
+# Letters of either case spelt out: with re.IGNORECASE the bulk match below
+# took three times as long (30 µs instead of 11 for 100 ids).
+_H = "[0-9a-fA-F]"
+_ADDON_ID_RULE = (rf"\{{{_H}{{8}}-{_H}{{4}}-{_H}{{4}}-{_H}{{4}}-{_H}{{12}}\}}"
+                  r"|[a-zA-Z0-9._-]*@[a-zA-Z0-9._-]+")
+_ADDON_ID = re.compile(_ADDON_ID_RULE, re.ASCII).fullmatch
 # Printable: no control characters (C0, DEL, C1), nor lone surrogates (no
 # UTF-8 holds them: text storage would refuse them); any other Unicode is fine.
 _VERSION = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]{1,255}").fullmatch
 
 
 # The same rule for many ids at once, newline-separated (no id may contain one).
-_ADDON_IDS = re.compile(f"(?:(?:{_ADDON_ID_RULE})\\n)*", re.IGNORECASE | re.ASCII).fullmatch
+_ADDON_IDS = re.compile(f"(?:(?:{_ADDON_ID_RULE})\\n)*", re.ASCII).fullmatch
 
 
 class InvalidIdentifier(ValueError):
@@ -73,15 +76,18 @@ def valid_keys(addon_ids: List[Any], hashes: List[Any]) -> Optional[List[Tuple[s
     all the hashes instead of two checks per item. None says only "not all
     valid": check them one by one to find out which.
     """
+    # No per-item type checks: join() refuses anything but str (TypeError).
+    try:
+        joined_ids = "\n".join(addon_ids) + "\n"
+        joined = "".join(hashes)
+    except TypeError:
+        return None
     if not addon_ids or len(addon_ids) != len(hashes) \
-            or set(map(type, addon_ids)) != {str} or set(map(type, hashes)) != {str} \
             or max(map(len, addon_ids)) > 255 or set(map(len, hashes)) != {64}:
         return None
-    joined_ids = "\n".join(addon_ids) + "\n"
     # An id holding a newline of its own would pass as two ids.
     if joined_ids.count("\n") != len(addon_ids) or _ADDON_IDS(joined_ids) is None:
         return None
-    joined = "".join(hashes)
     try:
         # C speed; fromhex skips whitespace, which the byte count then gives away.
         if len(bytes.fromhex(joined)) != 32 * len(hashes):

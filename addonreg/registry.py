@@ -118,9 +118,11 @@ class Registry:
             return {ckeys[0]: record} if record is not None else {}
         return await self._fill_files(ckeys)
 
-    async def lookup(self, keys: Sequence[Key]) -> List[Optional[Record]]:
-        """Records for many files, in order (None for unknown), one storage call for all misses."""
-        return await self.files.get_many([cache_key(k) for k in keys], self._fill_files)
+    async def lookup(self, keys: Sequence[Key]) -> List[Optional[Tuple[str, Optional[str]]]]:
+        """(status, version) of many files, in order (None for unknown), one storage call
+        for all misses: what the bulk lookups answer (no Record is built for a hit)."""
+        return await self.files.get_many([cache_key(k) for k in keys], self._fill_files,
+                                         brief=True)
 
     async def _fill_files(self, ckeys: List[CacheKey]) -> Dict[CacheKey, Record]:
         found = await self.store.get_many([file_key(k) for k in ckeys])
