@@ -66,6 +66,14 @@ INVALIDATION_LAG = Histogram("addonreg_invalidation_lag_seconds",
                              buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, 1, 5))
 PUBSUB_RECONNECTS = Counter("addonreg_pubsub_reconnects", "Pub/sub subscriptions re-made",
                             registry=REGISTRY)
+BUS_EVENTS = Counter("addonreg_bus_events", "What the bus did: published, received, rejected "
+                     "(a bad MAC), malformed, publish_errors, reconnects, resets, feed_polls, "
+                     "feed_errors", ["event"], registry=REGISTRY)
+BUS_CONNECTED = Gauge("addonreg_bus_connected", "1 while changes are being followed",
+                      registry=REGISTRY, multiprocess_mode="livemin")
+WRITES_FAILED = Counter("addonreg_write_batches_failed", "Write batches not committed: "
+                        "not_written (certain) or expired (queued past storage_timeout)",
+                        ["outcome"], registry=REGISTRY)
 PUBSUB_RESETS = Counter("addonreg_pubsub_resets",
                         "Caches cleared because changes may have been missed", registry=REGISTRY)
 
@@ -109,6 +117,10 @@ class MetricsPump:
             INVALIDATION_LAG.observe(lag)
         if self.batcher is not None:
             QUEUE_DEPTH.set(self.batcher.queued)
+            stats = self.batcher.stats
+            WRITES_FAILED.labels("not_written").inc(
+                self._delta("batcher.failed", stats["failed_batches"]))
+            WRITES_FAILED.labels("expired").inc(self._delta("batcher.expired", stats["expired"]))
             for size, seconds in self.batcher.drain_samples():
                 BATCH_SIZE.observe(size)
                 COMMIT_LATENCY.observe(seconds)
@@ -117,6 +129,9 @@ class MetricsPump:
             INVALIDATIONS.inc(self._delta("bus.received", stats.get("received", 0)))
             PUBSUB_RECONNECTS.inc(self._delta("bus.reconnects", stats.get("reconnects", 0)))
             PUBSUB_RESETS.inc(self._delta("bus.resets", stats.get("resets", 0)))
+            for event, total in stats.items():
+                BUS_EVENTS.labels(event).inc(self._delta(f"bus.{event}", total))
+            BUS_CONNECTED.set(1 if self.bus.connected else 0)
 
     async def _run(self) -> None:
         while True:
