@@ -10,8 +10,16 @@ from addonreg.bus.redis import encode
 from addonreg.server import Service
 from addonreg.storage import Record
 from addonreg.storage.testing import sha
-from tests.conftest import (BUS_KEY, CREDS, REDIS_URL, Writer, make_settings, need_redis,
-                            redis_pubsub_url, wait_until)
+from tests.conftest import (
+    BUS_KEY,
+    CREDS,
+    REDIS_URL,
+    Writer,
+    make_settings,
+    need_redis,
+    redis_pubsub_url,
+    wait_until,
+)
 
 
 async def test_forged_invalidations_pin_nothing_and_are_counted(tmp_path):
