@@ -224,7 +224,7 @@ def test_record_codec_round_trip():
 
 
 def test_segmented_lru_keeps_between_three_quarters_and_all_of_maxsize():
-    from addonreg.cache import SegmentedLRU
+    from addonreg.lru import SegmentedLRU
 
     lru = SegmentedLRU(4000)
     for n in range(10_000):
@@ -246,7 +246,7 @@ def test_segmented_lru_keeps_between_three_quarters_and_all_of_maxsize():
 def test_large_caches_use_the_segmented_lru_small_ones_an_exact_lru():
     from cachetools import LRUCache
 
-    from addonreg.cache import SegmentedLRU
+    from addonreg.lru import SegmentedLRU
 
     assert isinstance(LookupCache(100_000, 1, 1)._lru, SegmentedLRU)
     assert isinstance(LookupCache(100, 1, 1)._lru, LRUCache)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -40,7 +39,7 @@ import pymysql
 import pytest
 import redis
 
-from tests.conftest import REQUIRE_SERVICES
+from tests.conftest import REQUIRE_SERVICES, free_port
 
 __all__ = ["PrivateServer", "PrivateMariaDB", "PrivateRedis", "make_pristine_datadir",
            "need_programs", "find_program", "DATABASE"]
@@ -69,12 +68,6 @@ def need_programs(*names: str) -> None:
         if REQUIRE_SERVICES:
             pytest.fail(reason + " (ADDONREG_REQUIRE_SERVICES=1: not skipping)")
         pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _as_root() -> List[str]:
