@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -303,55 +302,13 @@ def server_process(tmp_path) -> Iterator:
         proc.stop()
 
 
-def need_redis_server() -> str:
-    path = shutil.which("redis-server")
-    if path is None:
-        reason = "redis-server is not installed (needed to kill and restart a Redis)"
-        if REQUIRE_SERVICES:
-            pytest.fail(reason + " (ADDONREG_REQUIRE_SERVICES=1: not skipping)")
-        pytest.skip(reason)
-    return path  # type: ignore[return-value]
-
-
-class RedisServer:
-    """A private ``redis-server`` on a free loopback port; ``kill()`` is a crash."""
-
-    def __init__(self, binary: str) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: Optional[subprocess.Popen] = None
-
-    def start(self, timeout: float = 5.0) -> None:
-        """Start it (on the same port every time) and return once it answers PING."""
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:  # polling a condition: the server answers
-                try:
-                    if client.ping():
-                        return
-                except redis.exceptions.ConnectionError:
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server did not start on port {self.port}")
-                    time.sleep(0.02)
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-        if self.proc is not None:
-            self.proc.wait(5)
-
-
 @pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    """A private Redis server (not yet started); killed after the test."""
-    server = RedisServer(need_redis_server())
+def private_redis(tmp_path) -> Iterator[Any]:
+    """A private ``redis-server`` of this test's own (not yet started), gone afterwards
+    (``tests/faults/servers.py``: start, kill9, pause, resume)."""
+    from tests.faults.servers import PrivateRedis, need_programs
+    need_programs("redis-server")
+    server = PrivateRedis(tmp_path)
+    server.base_url = f"redis://127.0.0.1:{server.port}/0"
     yield server
-    server.kill()
+    server.kill9()

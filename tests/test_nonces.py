@@ -149,9 +149,9 @@ class TestRedisNonceStore(NonceStoreContract):
                                                   private_redis: Any) -> None:
         """F12: the pooled connection is dead after a restart; the call is retried on a new one."""
         private_redis.start()
-        store = stores(private_redis.url)
+        store = stores(private_redis.base_url)
         assert await store.check_and_remember("amo", "before", 0)
-        private_redis.kill()
+        private_redis.kill9()
         private_redis.start()
         assert await store.check_and_remember("amo", "after", 0) is True
         assert await store.check_and_remember("amo", "after", 0) is False

@@ -6,7 +6,6 @@ storage feed carries changes on.
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 
 import msgpack
@@ -88,7 +87,7 @@ async def test_forged_and_malformed_messages_change_nothing(processes):
 
 
 async def test_redis_down_at_start_the_feed_carries_changes(processes, private_redis):
-    url = with_channel(private_redis.url)  # never started
+    url = with_channel(private_redis.base_url)  # never started
     started = time.perf_counter()
     a = await processes("redis", url=url, backstop=0.05)
     _, rec_b, _ = await processes("redis", url=url, backstop=0.05)
@@ -101,10 +100,10 @@ async def test_redis_down_at_start_the_feed_carries_changes(processes, private_r
 
 async def test_redis_killed_and_back(processes, private_redis):
     private_redis.start()
-    url = with_channel(private_redis.url)
+    url = with_channel(private_redis.base_url)
     a = await processes("redis", url=url, backstop=30)
     b, rec_b, _ = await processes("redis", url=url, backstop=30)
-    private_redis.kill()
+    private_redis.kill9()
     await wait_until(lambda: not b.subscribed, "B sees the subscription drop")
     private_redis.start()
     await wait_until(lambda: b.subscribed and a[0].subscribed, "both subscribed again")
@@ -117,10 +116,10 @@ async def test_redis_killed_and_back(processes, private_redis):
 async def test_a_frozen_redis_costs_at_most_the_backstop(processes, private_redis):
     """F6: Redis frozen (SIGSTOP, the link silently stalled): the feed still carries changes."""
     private_redis.start()
-    url = with_channel(private_redis.url)
+    url = with_channel(private_redis.base_url)
     a = await processes("redis", url=url, backstop=0.25)
     _, rec_b, _ = await processes("redis", url=url, backstop=0.25)
-    private_redis.proc.send_signal(signal.SIGSTOP)
+    private_redis.pause()
     try:
         key = ("frozen@example.com", sha(3))
         await commit(a, [Operation("register", *key)])
@@ -128,11 +127,11 @@ async def test_a_frozen_redis_costs_at_most_the_backstop(processes, private_redi
                          timeout=5)  # liveness; the contract's 1 s is measured in bench/
         assert key not in rec_b.forgotten  # it came from storage, not from Redis
     finally:
-        private_redis.proc.send_signal(signal.SIGCONT)
+        private_redis.resume()
 
 
 async def test_close_while_reconnecting_returns_promptly(processes, private_redis):
-    url = with_channel(private_redis.url)  # never started: every attempt is refused
+    url = with_channel(private_redis.base_url)  # never started: every attempt is refused
     for n in range(5):
         bus, _, _ = await processes("redis", url=url, backstop=30)
         await bus.publish([record(n + 1)])
