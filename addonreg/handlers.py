@@ -107,12 +107,6 @@ class AddonFilesHandler(BaseHandler):
     head = get
 
 
-def _result(key: Key, brief: Any) -> Dict[str, Any]:
-    if brief is None:
-        return {"addon_id": key[0], "sha256": key[1], "status": "unknown", "version": None}
-    return {"addon_id": key[0], "sha256": key[1], "status": brief[0], "version": brief[1]}
-
-
 class LookupHandler(BodyHandler):
     """``POST /v1/lookup``: many files at once, answers in request order."""
 
@@ -122,9 +116,11 @@ class LookupHandler(BodyHandler):
         body = self.body(msgpack_allowed=True)
         files = inputs.checked_list(body.get("files"), "files", self.config.max_lookup,
                                     "max_lookup")
-        keys = inputs.lookup_keys(files)
-        records = await self.registry.lookup(keys)
-        self.respond({"results": [_result(k, r) for k, r in zip(keys, records)]}, negotiate=True)
+        as_msgpack = media.wants_msgpack(self.request.headers.get("Accept"))
+        body = await self.registry.lookup_body(inputs.lookup_keys(files), as_msgpack)
+        self.set_header("Content-Type", media.MSGPACK if as_msgpack else media.JSON_UTF8)
+        self.set_header("Vary", "Accept")
+        self.finish(body)
 
 
 class ChangesHandler(BaseHandler):

@@ -10,7 +10,7 @@ wire format, ``bus.redis.encode``.)
 from __future__ import annotations
 
 import json
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import msgpack
 import orjson
@@ -19,6 +19,7 @@ __all__ = ["JSON", "MSGPACK", "DecodeError", "decode", "encode", "wants_msgpack"
            "addon_files_body"]
 
 JSON = "application/json"
+JSON_UTF8 = JSON + "; charset=UTF-8"
 MSGPACK = "application/msgpack"
 _MSGPACK_TYPES = (MSGPACK, "application/x-msgpack", "application/vnd.msgpack")
 
@@ -132,6 +133,25 @@ def file_body(record: Any) -> bytes:
 def addon_files_body(addon_id: str, records: Any) -> bytes:
     """The body of ``GET /v1/addons/{addon_id}/files`` (records sorted by sha256)."""
     return encode_json({"addon_id": addon_id, "files": [r.to_dict() for r in records]})
+
+
+def lookup_items(key: Tuple[str, str], brief: Any) -> Tuple[bytes, bytes]:
+    """One result item of ``POST /v1/lookup`` (``brief``: (status, version) or None for
+    unknown), as JSON and as msgpack, to be joined by :func:`lookup_results`."""
+    status, version = brief or ("unknown", None)
+    item = {"addon_id": key[0], "sha256": key[1], "status": status, "version": version}
+    return _json_bytes(item), msgpack.packb(item, use_bin_type=True)
+
+
+def lookup_results(items: Sequence[bytes], msgpack_wanted: bool) -> bytes:
+    """``{"results": [items…]}`` from items already encoded (hand-joined: encoding the
+    whole list again was most of a bulk lookup's answer)."""
+    if not msgpack_wanted:
+        return b'{"results":[' + b",".join(items) + b"]}"
+    n = len(items)
+    head = bytes([0x90 | n]) if n < 16 else (b"\xdc" + n.to_bytes(2, "big") if n < 65536
+                                             else b"\xdd" + n.to_bytes(4, "big"))
+    return b"\x81\xa7results" + head + b"".join(items)
 
 
 def encode(value: Any, msgpack_wanted: bool) -> Tuple[bytes, str]:
