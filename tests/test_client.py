@@ -7,6 +7,7 @@ is cut.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -200,9 +201,9 @@ def test_a_replayed_hawk_request_is_refused(server):
 def test_connection_failures_are_retried_then_raised():
     recorder = Recorder()
     policy = RetryPolicy(attempts=3, base=0.01)
-    with LookupClient("http://127.0.0.1:9", transport=recorder, retry=policy) as client:
-        with pytest.raises(UnavailableError) as failed:
-            client.check("a@b", sha(1))
+    with LookupClient("http://127.0.0.1:9", transport=recorder, retry=policy) as client, \
+            pytest.raises(UnavailableError) as failed:
+        client.check("a@b", sha(1))
     assert failed.value.status is None and len(recorder.log) == 3
     assert all(e.status is None for e in recorder.log)
 
@@ -271,7 +272,7 @@ def test_503_retry_after_is_honoured_and_a_retry_is_signed_anew(mysql_link):
             reads = recorder.log
             assert [e.status for e in reads[:-1]] == [503] * (len(reads) - 1)
             assert reads[-1].status == 404 and len(reads) >= 2
-            gaps = [b.at - a.at for a, b in zip(reads, reads[1:])]
+            gaps = [b.at - a.at for a, b in itertools.pairwise(reads)]
             assert min(gaps) >= 1.0, gaps
             # A write while storage is down: each attempt has its own nonce, so the
             # retry after the 503 is not refused as a replay.
@@ -287,9 +288,9 @@ def test_503_retry_after_is_honoured_and_a_retry_is_signed_anew(mysql_link):
         link.cut()
         recorder = Recorder()
         with LookupClient(proc.base, retry=RetryPolicy(deadline=0.5),
-                          transport=recorder) as client:
-            with pytest.raises(UnavailableError) as unavailable:
-                client.check("a@b", sha(2))
+                          transport=recorder) as client, \
+                pytest.raises(UnavailableError) as unavailable:
+            client.check("a@b", sha(2))
         assert [e.status for e in recorder.log] == [503]
         assert (unavailable.value.status, unavailable.value.errno) == (503, 201)
         assert unavailable.value.retry_after == 1.0
