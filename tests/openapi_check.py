@@ -54,8 +54,8 @@ def _msgpack_loads(value: bytes, **_: str) -> Any:
     return msgpack.unpackb(value, raw=False, strict_map_key=False)
 
 
-def _text_loads(value: bytes, **_: str) -> str:
-    return value.decode("utf-8")
+def _yaml_loads(value: bytes, **_: str) -> Any:
+    return yaml.safe_load(value)
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,7 +67,7 @@ def document() -> dict:
 @functools.lru_cache(maxsize=1)
 def _openapi() -> OpenAPI:
     config = Config(extra_media_type_deserializers={
-        "application/msgpack": _msgpack_loads, "application/yaml": _text_loads})
+        "application/msgpack": _msgpack_loads, "application/yaml": _yaml_loads})
     return OpenAPI.from_dict(document(), config=config)
 
 
