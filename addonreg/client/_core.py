@@ -142,7 +142,7 @@ def file_path(addon_id: str, sha256: str) -> str:
 class Engine:
     """One server, its HTTP client, the retry rules, the limits read from ``GET /v1/``."""
 
-    _http: httpx.Client | httpx.AsyncClient
+    _http: Any  # httpx.Client or httpx.AsyncClient: the driver's (its build_request)
 
     def __init__(self, server: str = DEFAULT_SERVER, *,
                  timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
@@ -208,10 +208,10 @@ class Engine:
                 if retry_after:
                     self._not_before = max(self._not_before, self._clock() + retry_after)
                 error = reply.error()
-            wait = attempts.after_failure(retry_after)
-            if wait is None:
+            pause = attempts.after_failure(retry_after)
+            if pause is None:
                 raise error
-            yield Sleep(wait)
+            yield Sleep(pause)
 
     @staticmethod
     def _ok(reply: Reply, *expected: int) -> Any:
