@@ -15,10 +15,12 @@ What is exempt, and how:
 * A ``431`` (headers too large, answered by the listener before any
   handler) is held to the ``Error`` schema whatever the request was.
 * Malformed HTTP (Tornado's bare ``400``, no body) never reaches this hook:
-  the tests that send it write raw bytes on a socket, not through ``Client``.
-* ``Client(validate=False)``: a client that does not check. No endpoint test
-  uses it; it is for clients aimed at something other than the service
-  (nginx's own error pages are checked against ``Error`` separately).
+  ``tests/test_fuzz.py`` sends it (and its other generated requests, which it
+  checks against its own expectations) with ``http.client``, not ``Client``;
+  ``tests/test_limits.py`` and ``tests/test_nginx.py`` write raw bytes.
+* Answers through nginx (``tests/test_deploy.py``, ``tests/test_static.py``)
+  are held to the same document: nginx's own error pages use the error
+  body, and its static files carry the service's headers.
 """
 
 from __future__ import annotations
