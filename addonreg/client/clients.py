@@ -33,10 +33,10 @@ What every client guarantees:
   (:mod:`addonreg.client.errors`), and credentials never in a ``repr``, a log
   line or an exception.
 
-Not thread-safe beyond what ``httpx`` is: share a blocking client between
-threads for reads if you like (the cache has a lock), but give each thread its
-own writer. A client holds connections: use it as a context manager, or call
-``close()`` / ``await aclose()``.
+A blocking client may be shared between threads (``httpx.Client`` is
+thread-safe and the cache takes a lock); an async client belongs to the event
+loop it is used on. A client holds connections: use it as a context manager,
+or call ``close()`` / ``await aclose()``.
 """
 
 from __future__ import annotations
