@@ -5,6 +5,8 @@ setup(
     version="0.1.0",
     description="Add-on file registration service: is this add-on file registered with AMO?",
     packages=find_packages(include=["addonreg", "addonreg.*"]),
+    # The OpenAPI document GET /__api__ serves (a link to docs/openapi.yaml).
+    package_data={"addonreg": ["openapi.yaml"]},
     python_requires=">=3.11",
     install_requires=[
         "tornado>=6.4,<7",
@@ -25,6 +27,9 @@ setup(
         # index's Ed25519 signature.
         "numpy>=2.0,<3",
         "cryptography>=42,<51",
+        # GET /__api__ as JSON; addonreg.client and its commands (check, register…).
+        "PyYAML>=6.0,<7",
+        "httpx>=0.27,<0.29",
     ],
     extras_require={
         "test": [
@@ -37,6 +42,11 @@ setup(
             "mypy>=1.10,<2",
             "types-cachetools>=5.3",
             "types-tqdm>=4.66",
+            "types-PyYAML>=6.0",
+            # Every test response checked against docs/openapi.yaml; schemathesis on a server.
+            "openapi-core>=0.19,<0.24",
+            "openapi-spec-validator>=0.7,<0.9",
+            "schemathesis>=4.0,<5",
         ],
         "deploy": [
             "supervisor>=4.2,<5",

@@ -63,6 +63,7 @@ def make_app(registry: Registry, settings: Any, auth: HawkAuthenticator, in_flig
         (r"/__heartbeat__", h.HeartbeatHandler, deps),
         (r"/__version__", h.VersionHandler, dict(deps, version=version or version_info())),
         (r"/__metrics__", h.MetricsHandler, dict(deps, pump=pump)),
+        (r"/__api__", h.APIHandler, deps),
     ]
     return tornado.web.Application(
         routes, default_handler_class=h.NotFoundHandler, default_handler_args=deps,

@@ -1,4 +1,5 @@
-"""The ``addonreg`` command: ``serve``, ``initdb``, ``import``, ``publish``."""
+"""The ``addonreg`` command: ``serve``, ``initdb``, ``import``, ``publish``; and the
+client commands of :mod:`addonreg.tools` (``hash``, ``check``, ``register``, ``revoke``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import sys
 from typing import List, Optional
 
-from . import __version__
+from . import __version__, tools
 from .config import ConfigError, Settings, load_settings
 from .logs import configure_logging
 
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="read the feed from a running service (default: from storage)")
     filt.add_argument("--generate-key", action="store_true",
                       help="print a new signing key and its public key, and exit")
+    tools.add_commands(sub)
     return parser
 
 
@@ -63,6 +65,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in tools.COMMANDS:  # clients of a service: no server settings
+        return tools.main(argv)
     args = _parser().parse_args(argv)
     try:
         settings = _settings(args)

@@ -29,7 +29,7 @@ ENV_PREFIX = "ADDONREG_"
 # ADDONREG_* variables that are not settings: the config file, the launcher's
 # (bin/addonreg-supervisord), the test suite's own.
 OTHER_VARIABLES = ("CONFIG", "PROCESSES", "RUN_DIR", "REQUIRE_SERVICES")
-OTHER_PREFIXES = ("TEST_", "BENCH_")
+OTHER_PREFIXES = ("TEST_", "BENCH_", "CLIENT_")  # CLIENT_: addonreg.client's own
 
 
 class ConfigError(Exception):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Awaitable, Dict, Optional
 
-from . import __version__, inputs, media, metrics
+from . import __version__, apidoc, inputs, media, metrics
 from .errors import ERRNO, APIError
 from .ids import check_addon_id, check_sha256
 from .registry import MISSING, Answer, render
@@ -19,7 +19,7 @@ from .web import BaseHandler, BodyHandler, cache_control
 __all__ = ["FileHandler", "AddonFilesHandler", "LookupHandler", "ChangesHandler",
            "ServiceHandler", "OldAddonHandler", "OldAddonsHandler", "RegistrationsHandler",
            "JobHandler", "OldHashHandler", "LBHeartbeatHandler", "HeartbeatHandler",
-           "VersionHandler", "MetricsHandler", "NotFoundHandler"]
+           "VersionHandler", "MetricsHandler", "APIHandler", "NotFoundHandler"]
 
 
 def not_found(message: str, details: Dict[str, Any], max_age: int = -1) -> APIError:
@@ -299,6 +299,23 @@ class MetricsHandler(BaseHandler):
         self.set_header("Content-Type", metrics.CONTENT_TYPE)
         self.set_header("Cache-Control", "no-store")
         self.finish(metrics.exposition())
+
+
+class APIHandler(BaseHandler):
+    """``GET /__api__``: the OpenAPI document, YAML or (``Accept``) JSON."""
+
+    endpoint = "api"
+
+    def get(self) -> None:
+        doc = apidoc.document().negotiate(self.request.headers.get("Accept"))
+        self.set_header("Content-Type", doc.content_type)
+        self.set_header("Vary", "Accept")
+        self.set_header("Cache-Control", cache_control(self.config.http_max_age))
+        self.set_header("Etag", doc.etag)
+        if not self.not_modified():
+            self.finish(doc.body)
+
+    head = get
 
 
 class NotFoundHandler(BaseHandler):

@@ -29,6 +29,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from addonreg.config import load_settings
 from addonreg.hawk import sign
 from addonreg.server import Service
+from tests.openapi_check import check_response
 
 MYSQL_URL = os.environ.get("ADDONREG_TEST_MYSQL", "mysql://root@127.0.0.1:3306/addonreg_test")
 REDIS_URL = os.environ.get("ADDONREG_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -153,7 +154,10 @@ def make_settings(storage: str = "memory://", **overrides: Any):
 
 
 class Client:
-    """A real HTTP client for one server; never raises on an error status."""
+    """A real HTTP client for one server; never raises on an error status.
+
+    Every answer is checked against ``docs/openapi.yaml`` (``tests/openapi_check.py``).
+    """
 
     def __init__(self, base: str) -> None:
         self.base = base
@@ -167,7 +171,11 @@ class Client:
         request = HTTPRequest(self.base + path, method=method, body=raw, headers=headers,
                               allow_nonstandard_methods=True, request_timeout=30,
                               follow_redirects=False)
-        return await self.http.fetch(request, raise_error=False)
+        response = await self.http.fetch(request, raise_error=False)
+        if response.code != 599:  # 599: no answer at all
+            check_response(method, self.base + path, request.headers, raw, response.code,
+                           response.headers, response.body)
+        return response
 
     async def get(self, path: str, **kw: Any) -> HTTPResponse:
         return await self.fetch("GET", path, **kw)
