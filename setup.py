@@ -34,8 +34,10 @@ setup(
         ],
         "bench": [
             "matplotlib>=3.8,<4",
-            # The profiles in bench/results (bench/run.py, writes.py --profile).
+            # bench/run.py --profile.
             "py-spy>=0.3.14,<0.5",
+            # bench/run.py: CPU time and RSS of the processes under load.
+            "psutil>=5.9,<8",
         ],
     },
     entry_points={"console_scripts": ["addonreg = addonreg.cli:main"]},
