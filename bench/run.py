@@ -535,7 +535,9 @@ class Bench:
         for role, values in rounds.items():
             result[role] = {key: statistics.median(v[key] for v in values) for key in values[0]
                             if all(v[key] is not None for v in values)}
-        result["ratio"] = result["target"]["req_s"] / result["baseline"]["req_s"]
+        # Each round over its neighbour baseline round: steadier, as the machine's speed drifts.
+        result["ratio"] = statistics.median(t["req_s"] / b["req_s"] for t, b in
+                                            zip(rounds["target"], rounds["baseline"]))
         if sc.files > 1:
             files = result["files_per_s"] = result["target"]["req_s"] * sc.files
             result["files_per_s_per_process"] = files / self.args.processes
@@ -561,13 +563,14 @@ class Bench:
             for line in out.read_text().splitlines() if out.exists() else []:
                 stack, _, count = line.rpartition(" ")
                 # "f (/venv/lib/python3.11/site-packages/tornado/web.py:12)" -> "f (tornado/web.py)"
-                frames = [re.sub(r" \((?:.*/)?([^/]+/[^/]+?)(?::\d+)?\)$", r" (\1)", f)
-                          for f in stack.split(";")]
+                frames = [re.sub(r" \((.*?)(?::\d+)?\)$", lambda m: " ({})".format(
+                    "/".join(m[1].split("/")[-2:])), f) for f in stack.split(";")]
                 own[frames[-1]] += int(count)
                 inclusive.update(dict.fromkeys(frames, int(count)))
         total = max(own.total(), 1)
-        return {"samples": total, "seconds": seconds, **{
-            name: [(round(100 * n / total, 1), f) for f, n in counts.most_common(10)]
+        return {"samples": total, "seconds": seconds, **{  # not the roots, in every sample
+            name: [(round(100 * n / total, 1), f) for f, n in counts.most_common(20)
+                   if n < 0.9 * total][:10]
             for name, counts in (("self", own), ("inclusive", inclusive))}}
 
 
