@@ -1,10 +1,9 @@
 """Bare Tornado baseline for ``bench/run.py``: the ceiling of one Tornado process.
 
-Answers every GET and POST with 200 and every PUT with 201 (the service's answer
-to a new file), always with the same SIZE bytes: run.py makes it the size of the
-service's answer in the scenario. No storage, parsing, cache or access log;
-uvloop when installed, like ``addonreg serve``; SO_REUSEPORT, so that several
-processes share PORT. Run: ``python bench/baseline.py PORT SIZE``.
+GET and POST answer 200, PUT 201 (the service's answer to a new file), always with
+SIZE bytes, the size of the service's answer in the scenario. No storage, parsing,
+cache or access log; uvloop and SO_REUSEPORT like ``addonreg serve``. Run:
+``python bench/baseline.py PORT SIZE``.
 """
 
 from __future__ import annotations

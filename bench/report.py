@@ -131,9 +131,8 @@ def markdown(b: Bench, family: str, scenarios: Sequence[Scenario], meta: dict[st
             figures.update({f"{sc.name}: {k}": v for k, v in r.items()})
         if r.get("profile"):
             p = r["profile"]
-            lines += ["", (f"## Profile of {sc.name}: py-spy, {p['samples']:,} samples in "
-                      f"{p['seconds']} s (Python frames only: the self time of the event loop's "
-                      "run is uvloop's C code)"), "",
+            lines += ["", (f"## Profile of {sc.name}: py-spy, {p['samples']:,} samples, {p['seconds']}"
+                           " s (Python frames only: Runner.run's self time is uvloop's C code)"), "",
                       "| self % | function | inclusive % | function |", "|---|---|---|---|",
                       *(f"| {s[0]} | `{s[1]}` | {i[0]} | `{i[1]}` |"
                         for s, i in zip(p["self"], p["inclusive"]))]

@@ -1,14 +1,14 @@
 """The addonreg benchmark: one scenario table, one runner, one report per family.
 
-Runs the real ``addonreg serve`` under ``wrk`` beside a baseline in the same run
-(bare Tornado answering as many bytes, a plain multi-row INSERT, or nginx
-proxying to the service) for each line of ``SCENARIOS``: req/s, p50, p99, server
-CPU-ms per request, RSS, ratio to the baseline; and two probes (RSS per cached
-entry; how soon a second process sees a write). Target and baseline alternate
-round by round; medians of ``--rounds``. An answer of another status, or a socket
-error, makes the scenario FAILED with the server's log tail (the rest still runs,
-exit 1). Servers on CPU 0, wrk on CPU 1; every child is stopped at the end, on
-error and on SIGTERM. Reports: ``bench/results/runs/<date>/``, ``--save``: ``bench/results/``.
+Runs the real ``addonreg serve`` under ``wrk`` beside a baseline in the same run (bare
+Tornado answering as many bytes, a plain multi-row INSERT, or nginx proxying to the
+service) for each line of ``SCENARIOS``: req/s, p50, p99, server CPU-ms per request,
+RSS, ratio to the baseline; and two probes (RSS per cached entry; how soon a second
+process sees a write). Target and baseline alternate round by round; medians of
+``--rounds``. An answer of another status, or a socket error, makes the scenario
+FAILED with the server's log tail (the rest still runs, exit 1). Servers on CPU 0, wrk
+on CPU 1; every child is stopped at the end, on error and on SIGTERM. Reports go to
+``bench/results/runs/<date>/`` and, with ``--save``, to ``bench/results/``.
 """
 
 from __future__ import annotations
@@ -131,10 +131,10 @@ def gets(b: Bench, sc: Scenario, n: int) -> list[Req]:
                                         (row(b.uniform.randrange(rows), addons) for _ in range(n)))]
 
 
-def posts(path: str, files: int, packed: bool = False) -> Generator:
+def posts(api: str, files: int, packed: bool = False) -> Generator:
     """POSTs of cached files: 10 bodies of ``files`` each, or (1) one body per hot file."""
-    ident, wrap = {"/v1/lookup": ("addon_id", "files"), "/addons": ("id", "addons"),
-                   "/addon": ("id", "")}[path]
+    path, ident, wrap = {"lookup": ("/v1/lookup", "addon_id", "files"), "addon": ("/addon", "id", ""),
+                         "addons": ("/addons", "id", "addons")}[api]
     kind = "application/msgpack" if packed else "application/json"
 
     def make(b: Bench, sc: Scenario, n: int) -> list[Req]:
@@ -239,17 +239,16 @@ def feed_freshness(b: Bench, sc: Scenario) -> dict[str, Any]:
                 (b.global_status("Questions") - queries) / a.duration}
 
 
-LOOKUP = "/v1/lookup"
 SCENARIOS: list[Scenario] = [
     Scenario("get-hot", "reads", "addonreg", "GET", gets),
     Scenario("get-uniform", "reads", "addonreg", "GET", gets, mode="once", rate=15_000),
-    Scenario("lookup-10", "reads", "addonreg", "POST", posts(LOOKUP, 10), files=10),
-    Scenario("lookup-100", "reads", "addonreg", "POST", posts(LOOKUP, 100), files=100),
-    Scenario("lookup-1000", "reads", "addonreg", "POST", posts(LOOKUP, 1000), files=1000),
-    Scenario("lookup-100-msgpack", "reads", "addonreg", "POST", posts(LOOKUP, 100, packed=True),
+    Scenario("lookup-10", "reads", "addonreg", "POST", posts("lookup", 10), files=10),
+    Scenario("lookup-100", "reads", "addonreg", "POST", posts("lookup", 100), files=100),
+    Scenario("lookup-1000", "reads", "addonreg", "POST", posts("lookup", 1000), files=1000),
+    Scenario("lookup-100-msgpack", "reads", "addonreg", "POST", posts("lookup", 100, packed=True),
              files=100),
-    Scenario("legacy-addon", "reads", "addonreg", "POST", posts("/addon", 1), reject=b"false"),
-    Scenario("legacy-addons-100", "reads", "addonreg", "POST", posts("/addons", 100),
+    Scenario("legacy-addon", "reads", "addonreg", "POST", posts("addon", 1), reject=b"false"),
+    Scenario("legacy-addons-100", "reads", "addonreg", "POST", posts("addons", 100),
              files=100, reject=b"false"),
     Scenario("put-64", "writes", "writer", "PUT", writes(0), status=201, mode="once", rate=5000),
     Scenario("bulk-1000", "writes", "writer", "POST", writes(1000), connections=4,
@@ -455,15 +454,13 @@ class Bench:
             raise BenchError(f"addonreg {argv[0]} failed:\n{done.stderr[-2000:]}")
 
     def check(self, t: Target, sc: Scenario) -> int:
-        """Each distinct request once (or one new one): status and body; the answer size."""
-        sizes = []
+        """Each distinct request once (or one new one): status and body; the last answer's size."""
         for req in sc.requests(self, sc, 1) if sc.requests else ():
             status, body = http_request(t.port, sc.method, req)
             if status != sc.status or (sc.reject and sc.reject in body):
                 raise BenchError(f"{t.name}: {sc.method} {req.path} answered {status} "
                                  f"(expected {sc.status}): {body[:300]!r}\n{t.tail()}")
-            sizes.append(len(body))
-        return sizes[0]
+        return len(body)
 
     def load(self, sc: Scenario, t: Target, duration: int) -> dict[str, Any]:
         """One wrk run (or insert.py run): its numbers, not yet checked."""
@@ -556,8 +553,7 @@ class Bench:
                                   stderr=subprocess.DEVNULL) for p, out in zip(t.popens, outs)]
         time.sleep(0.5)  # py-spy attaches
         self.load(sc, t, seconds)
-        own: Counter[str] = Counter()
-        inclusive: Counter[str] = Counter()
+        own, inclusive = Counter[str](), Counter[str]()
         for spy, out in zip(spies, outs):
             spy.wait(seconds + 60)
             for line in out.read_text().splitlines() if out.exists() else []:
