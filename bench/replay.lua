@@ -15,8 +15,8 @@
 --
 -- done() prints one line that run.py reads:
 --   replay {"requests":..,"duration_us":..,"p50_us":..,"p99_us":..,"socket_errors":..,
---           "bad":..,"exhausted":..,"statuses":{"200":..}}
--- where bad counts answers whose status is not EXPECTED_STATUS.
+--           "bad":..,"exhausted":..,"lines":..,"statuses":{"200":..}}
+-- where bad counts answers whose status is not EXPECTED_STATUS, lines the requests read.
 
 local requests, sent, mode, expected = {}, 0, "cycle", 200
 local threads = {}
@@ -74,8 +74,8 @@ function done(summary, latency, _)
   local e = summary.errors
   io.write(string.format(
     'replay {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"socket_errors":%d,'
-    .. '"bad":%d,"exhausted":%d,"statuses":{%s}}\n',
+    .. '"bad":%d,"exhausted":%d,"lines":%d,"statuses":{%s}}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.timeout, total_bad, total_exhausted,
+    e.connect + e.read + e.write + e.timeout, total_bad, total_exhausted, #requests,
     table.concat(parts, ",")))
 end

@@ -336,7 +336,8 @@ class Bench:
         """``count`` processes, until each logged its listening line (nginx: the port accepts)."""
         self.targets[t.name] = t
         for i in range(count):
-            t.logs.append(self.out / "logs" / f"{t.name}-{i}.log")
+            logs = self.out / "logs"  # numbered: the feed's "writer" is not the writes' one
+            t.logs.append(logs / f"{len(list(logs.iterdir())):02d}-{t.name}-{i}.log")
             with open(t.logs[-1], "wb") as fh:
                 t.popens.append(subprocess.Popen(self.pin(argv, self.server_cpu), env=env, stdout=fh,
                                                  stderr=subprocess.STDOUT, start_new_session=True))
@@ -462,8 +463,9 @@ class Bench:
                                  f"(expected {sc.status}): {body[:300]!r}\n{t.tail()}")
         return len(body)
 
-    def load(self, sc: Scenario, t: Target, duration: int) -> dict[str, Any]:
-        """One wrk run (or insert.py run): its numbers, not yet checked."""
+    def load(self, sc: Scenario, t: Target, duration: int,
+             ready: Callable[[], object] = lambda: None) -> dict[str, Any]:
+        """One wrk run (or insert.py run), ``ready()`` once its requests are built: its numbers."""
         if t.name == "insert":
             argv = [sys.executable, str(BENCH / "insert.py"), "--mysql-url",
                     f"{self.args.mysql_url.rstrip('/')}/{self.args.scratch_db}", "--table",
@@ -477,6 +479,7 @@ class Bench:
             argv = ["wrk", "-t1", f"-c{sc.connections}", f"-d{duration}s", "--latency",
                     "--timeout", "10s", "-s", str(BENCH / "replay.lua"),
                     f"http://{HOST}:{t.port}", "--", str(path), sc.mode, str(sc.status)]
+        ready()
         done = subprocess.run(self.pin(argv, self.wrk_cpu), capture_output=True, text=True,
                               timeout=duration + 300, check=False)
         match = re.search(r"^(?:replay|insert) (\{.*\})$", done.stdout, re.MULTILINE)
@@ -498,7 +501,8 @@ class Bench:
                                                        - commits0 if writes else 0)
             if not r.get("exhausted"):
                 break
-            self.rates[sc.name, t.name] *= 2
+            # Not the rate measured: replayed requests' quick 401s inflate it.
+            self.rates[sc.name, t.name] = 2 * r["lines"] / self.args.duration
         else:
             raise BenchError(f"{t.name}: ran out of pre-built requests three times")
         if r.get("socket_errors") or r.get("bad"):
@@ -547,12 +551,16 @@ class Bench:
         """py-spy of every service process during one extra wrk run: the hottest functions."""
         seconds = self.args.profile
         outs = [self.out / f"profile-{sc.name}-{i}.txt" for i in range(len(t.popens))]
-        spies = [subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(p.pid), "--duration",
-                                   str(seconds), "--rate", "200", "--format", "raw", "--function",
-                                   "--nonblocking", "-o", str(out)], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL) for p, out in zip(t.popens, outs)]
-        time.sleep(0.5)  # py-spy attaches
-        self.load(sc, t, seconds)
+        spies: list[subprocess.Popen[bytes]] = []
+
+        def attach() -> None:  # once the requests are built: py-spy sees wrk's run only
+            spies.extend(subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(p.pid),
+                                           "--duration", str(seconds), "--rate", "200", "--format",
+                                           "raw", "--function", "--nonblocking", "-o", str(out)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         for p, out in zip(t.popens, outs))
+            time.sleep(0.5)  # py-spy attaches
+        self.load(sc, t, seconds, attach)
         own, inclusive = Counter[str](), Counter[str]()
         for spy, out in zip(spies, outs):
             spy.wait(seconds + 60)
