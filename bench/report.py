@@ -82,8 +82,6 @@ def scenario_line(sc: Scenario, r: dict[str, Any]) -> str:
                     " INSERT rows/s")
     if t.get("writes_per_commit"):
         more.append(f"{t['writes_per_commit']:,.1f} writes per COMMIT")
-    if "vs_get_hot" in r:
-        more.append(f"{r['vs_get_hot']:.0%} of get-hot")
     return (f"| {sc.name} | {t['req_s']:,.0f} | {BASELINES[sc.baseline]} | {base['req_s']:,.0f} "
             f"| {r['ratio']:.2f} | {t['p50_ms']:.1f} / {t['p99_ms']:.1f} | {base['p50_ms']:.1f} "
             f"/ {base['p99_ms']:.1f} | {t['cpu_ms']:.3f} | {base['cpu_ms']:.3f} | "
@@ -150,14 +148,11 @@ def plot(b: Bench, shown: Sequence[Scenario], path: Path) -> None:
     for offset, role, color in ((-0.2, "target", "tab:blue"), (0.2, "baseline", "tab:gray")):
         ax.barh([i + offset for i in range(len(shown))], height=0.4, color=color, label=role,
                 width=[b.results[sc.name][role]["req_s"] for sc in shown])
-    for i, sc in enumerate(shown):
-        r = b.results[sc.name]
-        ax.text(r["target"]["req_s"], i - 0.2, f" {r['ratio']:.2f}x", va="center", fontsize=8)
-    ax.set_yticks(range(len(shown)), [f"{sc.name}\nvs {BASELINES[sc.baseline]}" for sc in shown],
-                  fontsize=8)
+    ax.set_yticks(range(len(shown)), [f"{sc.name}: {b.results[sc.name]['ratio']:.2f}x\nvs "
+                                      f"{BASELINES[sc.baseline]}" for sc in shown], fontsize=8)
     ax.set_xscale("log")
     ax.tick_params(which="minor", labelbottom=False)
-    ax.set_xlabel("requests/s, median (log scale); label: ratio to the baseline")
+    ax.set_xlabel("requests/s, median (log scale); labels: the ratio to the baseline")
     ax.invert_yaxis()
     ax.legend(fontsize=8)
     fig.tight_layout()
