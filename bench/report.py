@@ -1,7 +1,6 @@
-"""The report of one ``bench/run.py`` family: ``<family>.md``, ``.json`` (every round),
-``.png``; with the machine facts, failures and their server log tails, py-spy
-profiles, and ``TARGETS`` (what the issues ask for) checked against this run only.
-"""
+"""The report of a ``bench/run.py`` family: ``<family>.md``, ``.json`` (every round), ``.png``,
+with the machine, failures and their log tails, py-spy profiles, and ``TARGETS`` (what the
+issues ask for) checked against this run only."""
 
 from __future__ import annotations
 

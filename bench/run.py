@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -96,9 +97,8 @@ Generator = Callable[["Bench", "Scenario", int], list[Req]]
 
 @dataclass(frozen=True)
 class Scenario:
-    """One line of the table. mode "cycle" replays ``requests`` round-robin; "once"
-    sends each once (signed writes, uniform reads), n new ones per round, n from
-    ``rate`` (a guess at req/s, then the rate measured). A probe replaces wrk."""
+    """One line of the table. "cycle" replays ``requests`` round-robin; "once" sends each once,
+    n new ones per round (n from ``rate``, then from the rate measured). A probe replaces wrk."""
     name: str
     family: str
     target: str = ""
@@ -559,8 +559,10 @@ class Bench:
         own, inclusive = Counter[str](), Counter[str]()
         for spy, out in zip(spies, outs):
             spy.wait(seconds + 60)
-            for line in out.read_text().splitlines() if out.exists() else []:
+            for line in out.read_text(errors="replace").split("\n") if out.exists() else []:
                 stack, _, count = line.rpartition(" ")
+                if not count.isdigit():  # py-spy writes an empty or garbled line now and then
+                    continue
                 # "f (/venv/lib/python3.11/site-packages/tornado/web.py:12)" -> "f (tornado/web.py)"
                 frames = [re.sub(r" \((.*?)(?::\d+)?\)$", lambda m: " ({})".format(
                     "/".join(m[1].split("/")[-2:])), f) for f in stack.split(";")]
@@ -649,8 +651,8 @@ def run_one(b: Bench, sc: Scenario) -> dict[str, Any]:
     started = time.monotonic()
     try:
         result = sc.probe(b, sc) if sc.probe else b.measure(sc)
-    except (BenchError, psutil.Error) as exc:  # psutil: a server died under load
-        result = {"failed": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - a dead server or a bench bug fails this one only
+        result = {"failed": str(exc) if isinstance(exc, BenchError) else traceback.format_exc()}
     finally:
         b.stop("tornado", "insert", "memory", "feed-reader")
     result["seconds"] = time.monotonic() - started
