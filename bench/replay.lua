@@ -20,8 +20,9 @@
 
 local requests, sent, mode, expected = {}, 0, "cycle", 200
 local threads = {}
--- Per-thread counters are globals so that done() can read them (thread:get).
-bad, exhausted, statuses = 0, 0, {}
+-- Per-thread counters are globals so that done() can read them (thread:get): done() runs
+-- in wrk's main Lua state, where init() never ran.
+bad, exhausted, lines, statuses = 0, 0, 0, {}
 
 function setup(thread)
   threads[#threads + 1] = thread
@@ -47,6 +48,7 @@ function init(args)
     requests[#requests + 1] = wrk.format(f[1], f[2], headers, body)
   end
   assert(#requests > 0, "replay.lua: no requests in " .. args[1])
+  lines = #requests
 end
 
 function request()
@@ -61,10 +63,11 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, _)
-  local total_bad, total_exhausted, by_status = 0, 0, {}
+  local total_bad, total_exhausted, total_lines, by_status = 0, 0, 0, {}
   for _, thread in ipairs(threads) do
     total_bad = total_bad + thread:get("bad")
     total_exhausted = total_exhausted + thread:get("exhausted")
+    total_lines = total_lines + thread:get("lines")
     for status, n in pairs(thread:get("statuses")) do
       by_status[status] = (by_status[status] or 0) + n
     end
@@ -76,6 +79,6 @@ function done(summary, latency, _)
     'replay {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"socket_errors":%d,'
     .. '"bad":%d,"exhausted":%d,"lines":%d,"statuses":{%s}}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.timeout, total_bad, total_exhausted, #requests,
+    e.connect + e.read + e.write + e.timeout, total_bad, total_exhausted, total_lines,
     table.concat(parts, ",")))
 end
