@@ -55,10 +55,10 @@ def output(argv: list[str]) -> str:
 
 def machine(b: Bench, started: datetime.datetime, argv: list[str]) -> dict[str, Any]:
     import tornado
-    git = ["git", "-C", str(Path(__file__).parent)]
+    git = ["git", "-C", str(Path(__file__).parent)]  # uncommitted changes, besides the reports:
+    changed = output([*git, "status", "--porcelain", "--", ":/", ":(top,exclude)bench/results"])
     return {"started": started.isoformat(timespec="seconds"), "command": " ".join(argv),
-            "commit": output([*git, "rev-parse", "HEAD"]) + (
-                " (with uncommitted changes)" if output([*git, "status", "--porcelain"]) else ""),
+            "commit": output([*git, "rev-parse", "HEAD"]) + " (uncommitted changes)" * bool(changed),
             "cpu": next(line.split(":")[1].strip() for line in open("/proc/cpuinfo")
                         if line.startswith("model name")),
             "cores": os.cpu_count(), "kernel": platform.release(),
