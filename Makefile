@@ -22,8 +22,9 @@ test: $(STAMP)
 
 # The benchmark also wants matplotlib (its plots), py-spy (its profiles) and psutil
 # (CPU time, RSS); wrk and nginx come from apt. `bench` is the full run (about
-# 25 minutes, more when the 1M data set must be seeded); `bench-smoke` runs every
-# scenario once on a small data set in about 2 minutes.
+# 15 minutes, 16 with BENCH_ARGS=--profile 8, plus a minute to seed the 1M data set
+# the first time); `bench-smoke` runs every scenario once on 20,000 rows in about
+# 2 minutes.
 $(VENV)/.bench-stamp: $(STAMP)
 	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
 	touch $@
