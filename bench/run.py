@@ -570,9 +570,9 @@ class Bench:
                 own[frames[-1]] += int(count)
                 inclusive.update(dict.fromkeys(frames, int(count)))
         total = max(own.total(), 1)
-        return {"samples": total, "seconds": seconds, **{  # not the roots, in every sample
+        return {"samples": total, "seconds": seconds, **{  # not the roots (module, main, run...)
             name: [(round(100 * n / total, 1), f) for f, n in counts.most_common(20)
-                   if n < 0.9 * total][:10]
+                   if n < max(inclusive.values())][:10]
             for name, counts in (("self", own), ("inclusive", inclusive))}}
 
 
