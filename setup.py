@@ -53,11 +53,13 @@ setup(
         ],
         "bench": [
             "matplotlib>=3.8,<4",
-            # The profiles in bench/results (bench/run.py, writes.py --profile).
+            # bench/run.py --profile.
             "py-spy>=0.3.14,<0.5",
             # bench/filter.py: the baseline AMO ships, and a fuse-filter cascade.
             "filtercascade>=0.4,<0.5",
             "pyfusefilter>=1.3,<2",
+            # bench/run.py: CPU time and RSS of the processes under load.
+            "psutil>=5.9,<8",
         ],
     },
     entry_points={"console_scripts": ["addonreg = addonreg.cli:main"]},

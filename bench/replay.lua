@@ -1,106 +1,84 @@
--- wrk script for bench/quick.py and bench/run.py: send pre-built requests,
--- in order or at random, and count every answer that is not a 200.
+-- The one wrk script of bench/run.py: replay pre-built requests.
 --
--- Usage: wrk -s bench/replay.lua URL -- REQUESTS_FILE
---        wrk -s bench/replay.lua URL -- PATHS_FILE random SEED
+--   wrk -t1 -s bench/replay.lua URL -- REQUESTS_FILE cycle|once EXPECTED_STATUS
 --
--- In order: REQUESTS_FILE holds one request per line: METHOD<TAB>PATH, or
--- METHOD<TAB>PATH<TAB>JSON_BODY (sent with Content-Type: application/json).
--- Every request is formatted once, in init(); request() only hands out the
--- next one, round-robin, so the load generator does no per-request work.
+-- REQUESTS_FILE: one request per line, tab-separated:
+--   METHOD <TAB> PATH <TAB> BODY [<TAB> Name: value]...
+-- BODY is empty (none), the body as is (JSON: no tab or newline in it), or
+-- "hex:" and the bytes in hex (msgpack). Every request is formatted once in
+-- init(), before wrk starts its clock, so request() costs nothing per call.
 --
--- random: PATHS_FILE holds one path per line (bench/run.py writes every
--- registered file of its data set, 1,000,000 by default), read in init(),
--- before wrk starts its clock; request() GETs a path drawn uniformly at
--- random (math.random seeded with SEED), so every request is an independent
--- draw over the whole list. Nothing is pre-formatted: a million formatted
--- requests would not fit in a reasonable amount of memory.
+-- cycle: round-robin for the whole run. once: each line is meant to be sent
+-- once (Hawk nonces, new files); if the list runs out the script starts over
+-- and counts every extra request in `exhausted`, and run.py runs the round
+-- again with more lines. Use -t1: each wrk thread replays the whole list.
 --
--- done() prints one line that bench/quick.py reads:
---   replay: <responses> responses, <n> non-200 [(<status>=<count> ...)]
+-- done() prints one line that run.py reads:
+--   replay {"requests":..,"duration_us":..,"p50_us":..,"p99_us":..,"socket_errors":..,
+--           "bad":..,"exhausted":..,"lines":..,"statuses":{"200":..}}
+-- where bad counts answers whose status is not EXPECTED_STATUS, lines the requests read.
 
-package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
-               .. "?.lua;" .. package.path
-local wrkshared = require("wrkshared")
-
-local prebuilt = {}
-local paths = {}
-local next_index = 1
+local requests, sent, mode, expected = {}, 0, "cycle", 200
 local threads = {}
-
--- Per-thread counters; globals so that done() can read them with thread:get().
-responses = 0
-non200 = 0
-statuses = {}
+-- Per-thread counters are globals so that done() can read them (thread:get): done() runs
+-- in wrk's main Lua state, where init() never ran.
+bad, exhausted, lines, statuses = 0, 0, 0, {}
 
 function setup(thread)
-  table.insert(threads, thread)
-end
-
-local function read_lines(path)
-  local lines = {}
-  local file = assert(io.open(path, "r"))
-  for line in file:lines() do
-    if line ~= "" then
-      lines[#lines + 1] = line
-    end
-  end
-  file:close()
-  if #lines == 0 then
-    error("replay.lua: nothing to send in " .. path)
-  end
-  return lines
+  threads[#threads + 1] = thread
 end
 
 function init(args)
-  local path = args[1]
-  if not path or (args[2] and args[2] ~= "random") then
-    error("replay.lua: usage: wrk -s replay.lua URL -- REQUESTS_FILE "
-          .. "| PATHS_FILE random SEED")
-  end
-  if args[2] == "random" then
-    paths = read_lines(path)
-    math.randomseed(tonumber(args[3]) or os.time())
-    request = function()
-      return wrk.format("GET", paths[math.random(#paths)])
-    end
-    return
-  end
-  for _, line in ipairs(read_lines(path)) do
-    local method, target, body = line:match("^(%u+)\t([^\t]+)\t?(.*)$")
-    if not method then
-      error("replay.lua: bad line in " .. path .. ": " .. line)
-    end
-    local headers = nil
+  mode, expected = args[2] or "cycle", tonumber(args[3] or "200")
+  local host = wrk.host .. ":" .. wrk.port  -- the Host that run.py signed for
+  for line in io.lines(args[1]) do
+    local f = {}
+    for field in (line .. "\t"):gmatch("([^\t]*)\t") do f[#f + 1] = field end
+    local body = f[3]
     if body == "" then
       body = nil
-    else
-      headers = { ["Content-Type"] = "application/json" }
+    elseif body:sub(1, 4) == "hex:" then
+      body = body:sub(5):gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
     end
-    prebuilt[#prebuilt + 1] = wrk.format(method, target, headers, body)
+    local headers = { Host = host }
+    for i = 4, #f do
+      local name, value = f[i]:match("^([^:]+):%s*(.*)$")
+      headers[name] = value
+    end
+    requests[#requests + 1] = wrk.format(f[1], f[2], headers, body)
   end
+  assert(#requests > 0, "replay.lua: no requests in " .. args[1])
+  lines = #requests
 end
 
 function request()
-  local req = prebuilt[next_index]
-  next_index = next_index % #prebuilt + 1
-  return req
+  sent = sent + 1
+  if mode == "once" and sent > #requests then exhausted = exhausted + 1 end
+  return requests[(sent - 1) % #requests + 1]
 end
 
 function response(status, headers, body)
-  responses = responses + 1
-  if status ~= 200 then
-    non200 = non200 + 1
-    wrkshared.status(status)
-  end
+  if status ~= expected then bad = bad + 1 end
+  statuses[status] = (statuses[status] or 0) + 1
 end
 
-function done(summary, latency, requests)
-  local totals, detail = wrkshared.sum(threads, { "responses", "non200" })
-  local suffix = ""
-  if detail ~= "" then
-    suffix = " (" .. detail .. ")"
+function done(summary, latency, _)
+  local total_bad, total_exhausted, total_lines, by_status = 0, 0, 0, {}
+  for _, thread in ipairs(threads) do
+    total_bad = total_bad + thread:get("bad")
+    total_exhausted = total_exhausted + thread:get("exhausted")
+    total_lines = total_lines + thread:get("lines")
+    for status, n in pairs(thread:get("statuses")) do
+      by_status[status] = (by_status[status] or 0) + n
+    end
   end
-  io.write(string.format("replay: %d responses, %d non-200%s\n", totals.responses,
-                         totals.non200, suffix))
+  local parts = {}
+  for status, n in pairs(by_status) do parts[#parts + 1] = string.format('"%d":%d', status, n) end
+  local e = summary.errors
+  io.write(string.format(
+    'replay {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"socket_errors":%d,'
+    .. '"bad":%d,"exhausted":%d,"lines":%d,"statuses":{%s}}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, total_bad, total_exhausted, total_lines,
+    table.concat(parts, ",")))
 end
