@@ -43,17 +43,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import filter as filterbench
 import mohawk
 import msgpack
 import psutil
 import pymysql
 import report
 
+from addonreg.filter.follow import generate_key
+
 BENCH = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent  # the venv's console scripts: addonreg, py-spy
 HOST = "127.0.0.1"
 HAWK_ID = "bench"
-FAMILIES = ("reads", "writes", "static", "memory", "feed")
+FAMILIES = ("reads", "writes", "static", "memory", "feed", "filter")
 DATA = Path("/var/tmp/addonreg-bench")  # the SQLite data sets, kept from run to run
 
 
@@ -129,8 +132,8 @@ def gets(b: Bench, sc: Scenario, n: int) -> list[Req]:
 
 def posts(api: str, files: int, packed: bool = False) -> Generator:
     """POSTs of cached files: 10 bodies of ``files`` each, or (1) one body per hot file."""
-    path, ident, wrap = {"lookup": ("/v1/lookup", "addon_id", "files"), "addon": ("/addon", "id", ""),
-                         "addons": ("/addons", "id", "addons")}[api]
+    path, ident, wrap = {"lookup": ("/v1/lookup", "addon_id", "files"),
+                         "addon": ("/addon", "id", ""), "addons": ("/addons", "id", "addons")}[api]
     kind = "application/msgpack" if packed else "application/json"
 
     def make(b: Bench, sc: Scenario, n: int) -> list[Req]:
@@ -204,12 +207,8 @@ def cache_entries(port: int) -> int:
 def feed_freshness(b: Bench, sc: Scenario) -> dict[str, Any]:
     """Two processes over one MariaDB: write on A, time until B answers the new state."""
     a, storage = b.args, b.reset_mysql(b.args.scratch_db)
-    try:
-        writer = b.start_service("writer", storage, pubsub=a.feed_pubsub)
-        reader = b.start_service("feed-reader", storage, pubsub=a.feed_pubsub)
-    except BenchError as exc:  # not a failure: the server cannot do it yet
-        return {"skipped": f"ADDONREG_PUBSUB={a.feed_pubsub}: the server does not start with "
-                           f"it (yet): {str(exc).splitlines()[-1][:300]}"}
+    writer = b.start_service("writer", storage, pubsub=a.feed_pubsub)
+    reader = b.start_service("feed-reader", storage, pubsub=a.feed_pubsub)
     lags: list[float] = []
     for i in range(a.feed_writes + 1):  # the first one only shows that B sees A's writes
         key = new_key(b)
@@ -235,6 +234,15 @@ def feed_freshness(b: Bench, sc: Scenario) -> dict[str, Any]:
                 (b.global_status("Questions") - queries) / a.duration}
 
 
+def filter_build(b: Bench, sc: Scenario) -> dict[str, Any]:
+    """bench/filter.py's sizes; ``addonreg filter`` of the read set from storage, end to end."""
+    results = filterbench.measure([int(n) for n in b.args.filter_sizes.split(",")])
+    storage, started = b.seed("reads"), time.monotonic()
+    b.addonreg(storage, "filter", str(b.tmp / "filter"), ADDONREG_FILTER_KEY=generate_key()[0])
+    return {**filterbench.figures(results), "end_to_end_s": time.monotonic() - started,
+            "end_to_end_files": b.sizes["reads"][0], "markdown": filterbench.markdown(results)}
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("get-hot", "reads", "addonreg", "GET", gets),
     Scenario("get-uniform", "reads", "addonreg", "GET", gets, mode="once", rate=15_000),
@@ -254,6 +262,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("static-get-hot", "static", "static", "GET", gets, baseline="proxy"),
     Scenario("cache-1m", "memory", probe=cache_memory),
     Scenario("feed-freshness", "feed", probe=feed_freshness),
+    Scenario("filter", "filter", probe=filter_build),
 ]
 
 
@@ -265,7 +274,8 @@ def free_port() -> int:
 
 def http_request(port: int, method: str, req: Req) -> tuple[int, bytes]:
     with closing(http.client.HTTPConnection(HOST, port, timeout=60)) as conn:
-        conn.request(method, req.path, req.body or None, dict(h.split(": ", 1) for h in req.headers))
+        headers = dict(h.split(": ", 1) for h in req.headers)
+        conn.request(method, req.path, req.body or None, headers)
         answer = conn.getresponse()
         return answer.status, answer.read()
 
@@ -307,7 +317,7 @@ class Bench:
         self.results: dict[str, dict[str, Any]] = {}
         self.datasets: dict[str, dict[str, Any]] = {}
         self.extras: dict[str, dict[str, Any]] = {}
-        self.hawk_key, self.channel = secrets.token_hex(16), f"addonreg-bench-{secrets.token_hex(4)}"
+        self.hawk_key, self.channel = secrets.token_hex(16), f"bench-{secrets.token_hex(4)}"
         self.uniform = random.Random(20261201)  # get-uniform's draws: new ones every round
         self.keys, self.inserted = itertools.count(), 0  # inserted: rows insert.py wrote
         self.rates: dict[tuple[str, str], float] = {}
@@ -334,8 +344,9 @@ class Bench:
             logs = self.out / "logs"  # numbered: the feed's "writer" is not the writes' one
             t.logs.append(logs / f"{len(list(logs.iterdir())):02d}-{t.name}-{i}.log")
             with open(t.logs[-1], "wb") as fh:
-                t.popens.append(subprocess.Popen(self.pin(argv, self.server_cpu), env=env, stdout=fh,
-                                                 stderr=subprocess.STDOUT, start_new_session=True))
+                t.popens.append(subprocess.Popen(self.pin(argv, self.server_cpu), env=env,
+                                                 stdout=fh, stderr=subprocess.STDOUT,
+                                                 start_new_session=True))
         deadline = time.monotonic() + 60
         for popen, log in zip(t.popens, t.logs):
             while not (re.search(rb"listening on [\d.]+:\d+", log.read_bytes()) if line
@@ -368,8 +379,8 @@ class Bench:
                    ADDONREG_CACHE_SIZE=str(cache or self.cache_size),
                    ADDONREG_HAWK_CREDENTIALS=f"{HAWK_ID}:{self.hawk_key}",
                    ADDONREG_LOG_FORMAT="text", ADDONREG_LOG_LEVEL="INFO",
-                   ADDONREG_ACCESS_LOG="false",
-                   ADDONREG_REUSE_PORT="true")  # always on today; soon only when asked
+                   ADDONREG_ACCESS_LOG="false", ADDONREG_BUS_KEY=self.hawk_key,
+                   ADDONREG_REUSE_PORT="true")  # --processes > 1 share the port
         return self.start(t, [str(BIN / "addonreg"), "serve"], processes, env)
 
     def start_baseline(self, sc: Scenario, size: int) -> Target:
@@ -389,8 +400,8 @@ class Bench:
         (prefix / "nginx.conf").write_text(
             # user root: the published tree is under a 0700 temporary directory.
             f"worker_processes 1; user root; pid {prefix}/nginx.pid;\n"
-            f"events {{ worker_connections 4096; }}\nhttp {{ access_log off; {temp} "
-            f"{http_block}\n  server {{ listen {HOST}:{t.port}; location / {{ {location} }} }} }}\n")
+            f"events {{ worker_connections 4096; }}\nhttp {{ access_log off; {temp} {http_block}"
+            f"\n server {{ listen {HOST}:{t.port}; location / {{ {location} }} }} }}\n")
         return self.start(t, [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(prefix),
                               "-e", str(prefix / "error.log"), "-c", str(prefix / "nginx.conf"),
                               "-g", "daemon off;"], line=False)
@@ -443,9 +454,9 @@ class Bench:
         self.datasets[family]["import_seconds"] = time.monotonic() - started
         return url
 
-    def addonreg(self, storage: str, *argv: str) -> None:
+    def addonreg(self, storage: str, *argv: str, **env: str) -> None:
         done = subprocess.run([str(BIN / "addonreg"), *argv], capture_output=True, text=True,
-                              env=dict(os.environ, ADDONREG_STORAGE=storage), check=False)
+                              env=dict(os.environ, ADDONREG_STORAGE=storage, **env), check=False)
         if done.returncode != 0:
             raise BenchError(f"addonreg {argv[0]} failed:\n{done.stderr[-2000:]}")
 
@@ -470,7 +481,8 @@ class Bench:
             path = self.tmp / f"{sc.name}-{t.name}.txt"
             if sc.mode == "once" or not path.exists():
                 count = int(self.rates.get((sc.name, t.name), sc.rate) * duration * 1.5) + 10
-                path.write_text("".join(r.line(sc.method) + "\n" for r in sc.requests(self, sc, count)))
+                lines = (f"{r.line(sc.method)}\n" for r in sc.requests(self, sc, count))
+                path.write_text("".join(lines))
             argv = ["wrk", "-t1", f"-c{sc.connections}", f"-d{duration}s", "--latency",
                     "--timeout", "10s", "-s", str(BENCH / "replay.lua"),
                     f"http://{HOST}:{t.port}", "--", str(path), sc.mode, str(sc.status)]
@@ -508,7 +520,7 @@ class Bench:
         n = max(r["requests"], 1)
         return {"req_s": r["requests"] / (r["duration_us"] / 1e6), "requests": r["requests"],
                 "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
-                "cpu_ms": cpu * 1000 / n, "rss_mib": None if t.name == "insert" else t.rss() / 2**20,
+                "cpu_ms": cpu * 1000 / n, "rss_mib": t.rss() / 2**20 if t.popens else None,
                 "writes_per_commit": n * sc.files / commits
                 if commits and t.name != "tornado" else None}
 
@@ -535,6 +547,7 @@ class Bench:
         # Each round over its neighbour baseline round: steadier, as the machine's speed drifts.
         result["ratio"] = statistics.median(t["req_s"] / b["req_s"] for t, b in
                                             zip(rounds["target"], rounds["baseline"]))
+        result["p99_ratio"] = result["target"]["p99_ms"] / result["baseline"]["p99_ms"]
         if sc.files > 1:
             files = result["files_per_s"] = result["target"]["req_s"] * sc.files
             result["files_per_s_per_process"] = files / self.args.processes
@@ -614,7 +627,8 @@ def estimate_seconds(args: argparse.Namespace, scenarios: Sequence[Scenario]) ->
                + 2 * (a.rounds > 1) + (a.profile + 1) * bool(a.profile) * (sc.family != "static")
                for sc in scenarios if not sc.probe) + (10 + 6 * ("feed" in families)
                + (a.rows * 6e-5 + 6) * ("memory" in families)
-               + (a.static_rows / 7000 + 3) * ("static" in families))
+               + (a.static_rows / 7000 + 3) * ("static" in families)
+               + 25e-6 * sum(map(int, a.filter_sizes.split(","))) * ("filter" in families))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -638,12 +652,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--profile", type=int, default=0, metavar="S", help="py-spy of one extra S-second run")
     add("--feed-pubsub", default="feed://")
     add("--feed-writes", type=int, default=50)
+    add("--filter-sizes", default="1000000,10000000", help="files, comma-separated")
     add("--smoke", action="store_true", help="20,000 rows, 1 round of 2 s, every scenario")
     add("--save", action="store_true", help="also copy the reports to bench/results/")
     args = p.parse_args(argv)
     if args.smoke:
         args.rows, args.addons, args.static_rows = 20_000, 2_000, 20_000
-        args.rounds, args.duration, args.feed_writes = 1, 2, 10
+        args.rounds, args.duration, args.feed_writes, args.filter_sizes = 1, 2, 10, "100000"
     args.reads_db = args.reads_db or ("addonreg_bench_smoke" if args.smoke else "addonreg_bench")
     return args
 
