@@ -55,9 +55,8 @@ setup(
             "matplotlib>=3.8,<4",
             # bench/run.py --profile.
             "py-spy>=0.3.14,<0.5",
-            # bench/filter.py: the baseline AMO ships, and a fuse-filter cascade.
+            # bench/filter.py: the format AMO ships today, beside ours.
             "filtercascade>=0.4,<0.5",
-            "pyfusefilter>=1.3,<2",
             # bench/run.py: CPU time and RSS of the processes under load.
             "psutil>=5.9,<8",
         ],

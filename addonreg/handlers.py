@@ -196,13 +196,10 @@ class OldAddonsHandler(BodyHandler):
     async def post(self) -> None:
         items = inputs.checked_list(self.body(exact=True).get("addons"), "addons",
                                     self.config.max_lookup, "max_lookup", empty_ok=True)
-        pairs = [inputs.legacy_pair(item) for item in items]
-        keys = [inputs.legacy_key(a, s) for a, s in pairs]
-        valid = [k for k in keys if k is not None]
-        registered = {k for k, r in zip(valid, await self.registry.lookup(valid))
-                      if r is not None and r[0] != REVOKED}
-        self.respond({"addons": [{"id": a, "sha256": s, "registered": k in registered}
-                                 for (a, s), k in zip(pairs, keys)]})
+        pairs, keys = inputs.legacy_items(items)
+        registered = await self.registry.registered(keys)
+        self.respond({"addons": [{"id": a, "sha256": s, "registered": r}
+                                 for (a, s), r in zip(pairs, registered)]})
 
 
 class RegistrationsHandler(BodyHandler):

@@ -128,6 +128,18 @@ def legacy_pair(item: Any) -> Tuple[Any, Any]:
     return item["id"], item["sha256"]
 
 
+def legacy_items(items: List[Any]) -> Tuple[List[Tuple[Any, Any]], List[Optional[Key]]]:
+    """The 2013 ``{id, sha256}`` items as sent, and their keys (None: ``registered: false``);
+    all ids and hashes checked at once when they are all valid (:func:`valid_keys`)."""
+    try:
+        pairs = [(item["id"], item["sha256"]) for item in items]
+    except (TypeError, KeyError, IndexError):  # not an object, or lacks one: say so
+        pairs = [legacy_pair(item) for item in items]
+    keys: Optional[List[Optional[Key]]] = list(valid_keys(
+        [a for a, _ in pairs], [s for _, s in pairs]) or ()) or None
+    return pairs, keys if keys is not None else [legacy_key(a, s) for a, s in pairs]
+
+
 def legacy_key(addon_id: Any, sha256: Any) -> Optional[Key]:
     """The key of a 2013 lookup item, or None when it breaks the rules (``registered: false``)."""
     if not is_addon_id(addon_id):

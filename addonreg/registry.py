@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from operator import itemgetter
 from typing import (
     Any,
     Awaitable,
@@ -29,10 +30,20 @@ from typing import (
 
 from . import media
 from .batcher import QueueFull, WriteBatcher
-from .cache import MISSING, CacheKey, LookupCache, RecordPacking, cache_key, file_key
+from .cache import MISSING, CacheKey, LookupCache, RecordPacking, cache_key, cache_keys, file_key
 from .coalesce import Coalescer
 from .media import file_body
-from .storage import JOB_QUEUED, REGISTERED, Applied, Job, Key, Operation, Record, RegistrationStore
+from .storage import (
+    JOB_QUEUED,
+    REGISTERED,
+    REVOKED,
+    Applied,
+    Job,
+    Key,
+    Operation,
+    Record,
+    RegistrationStore,
+)
 
 __all__ = ["Registry", "MISSING", "Answer"]
 
@@ -50,6 +61,14 @@ class Answer(NamedTuple):
 
 _RENDERED = 4096  # answers kept rendered (the hot files); the memo restarts when full
 _FRAGMENTS = 32768  # bulk-lookup items kept rendered, likewise
+
+
+_MISS = (None, 0.0, False, b"", b"", False)  # a file LookupCache.rendered has no entry for
+
+
+def _lookup_item(ckey: CacheKey, brief: Optional[Tuple[str, Optional[str]]]) -> Tuple[Any, ...]:
+    """A file's lookup item (JSON, msgpack) from its (status, version), and "registered"."""
+    return (*media.lookup_items(file_key(ckey), brief), brief is not None and brief[0] != REVOKED)
 
 
 def render(record: Optional[Record]) -> Answer:
@@ -83,7 +102,7 @@ class Registry:
         self._file_loader: Coalescer[CacheKey, Record] = Coalescer(self._fetch_files)
         self._lag_samples: List[float] = []
         self._rendered: Dict[CacheKey, Tuple[Any, Answer]] = {}
-        self._fragments: Dict[CacheKey, Tuple[Any, bytes, bytes]] = {}
+        self._fragments: Dict[CacheKey, Tuple[Any, ...]] = {}
 
     # Reads ---------------------------------------------------------------
 
@@ -121,42 +140,33 @@ class Registry:
             return {ckeys[0]: record} if record is not None else {}
         return await self._fill_files(ckeys)
 
-    async def lookup(self, keys: Sequence[Key]) -> List[Optional[Tuple[str, Optional[str]]]]:
-        """(status, version) of many files, in order (None for unknown), one storage call
-        for all misses: what the bulk lookups answer (no Record is built for a hit)."""
-        return await self.files.get_many([cache_key(k) for k in keys], self._fill_files,
-                                         brief=True)
-
     async def lookup_body(self, keys: Sequence[Key], msgpack_wanted: bool) -> bytes:
-        """The body of ``POST /v1/lookup`` for ``keys`` (JSON, or msgpack), misses filled
-        by one storage call.
+        """The body of ``POST /v1/lookup`` for ``keys`` (JSON, or msgpack): the files'
+        items, each rendered once per change (:meth:`_items`), joined."""
+        which = itemgetter(4 if msgpack_wanted else 3)
+        return media.lookup_results(list(map(which, await self._items(keys))), msgpack_wanted)
 
-        Each cached file's result item is rendered once per change and kept (keyed
-        by its cache entry, which a change replaces): the body is those items
-        joined, with no dict built nor encoded per file of the request.
+    async def registered(self, keys: Sequence[Optional[Key]]) -> List[bool]:
+        """Whether each file is registered (None, a key that breaks the rules: not)."""
+        found = iter(await self._items([k for k in keys if k is not None]))
+        return [key is not None and next(found)[5] for key in keys]
+
+    async def _items(self, keys: Sequence[Key]) -> List[Tuple[Any, ...]]:
+        """Each file's memo item: its ``POST /v1/lookup`` item as JSON (3) and msgpack (4),
+        and whether it is registered (5); misses filled by one storage call.
+
+        A cached file's item is rendered once per change and kept, keyed by its cache
+        entry (:meth:`LookupCache.rendered`): no dict is built nor encoded per file.
         """
-        ckeys = [cache_key(k) for k in keys]
-        items: List[bytes] = []
-        missing: List[int] = []
-        memo, which = self._fragments, 2 if msgpack_wanted else 1
-        for i, entry in enumerate(self.files.fresh_entries(ckeys)):
-            if entry is MISSING:
-                missing.append(i)
-                items.append(b"")
-                continue
-            rendered = memo.get(ckeys[i])
-            if rendered is None or rendered[0] is not entry:
-                if len(memo) >= _FRAGMENTS:
-                    memo.clear()
-                rendered = memo[ckeys[i]] = (entry, *media.lookup_items(
-                    keys[i], self.files.brief_of(ckeys[i], entry)))
-            items.append(rendered[which])
+        ckeys = cache_keys(keys)
+        items = self.files.rendered(ckeys, self._fragments, _FRAGMENTS, _lookup_item, _MISS)
+        missing = [i for i, item in enumerate(items) if item is _MISS]
         if missing:
-            briefs = await self.files.get_many([ckeys[i] for i in missing], self._fill_files,
-                                               brief=True)
-            for i, brief in zip(missing, briefs):
-                items[i] = media.lookup_items(keys[i], brief)[which - 1]
-        return media.lookup_results(items, msgpack_wanted)
+            records = await self.files.get_many([ckeys[i] for i in missing], self._fill_files)
+            for i, r in zip(missing, records):
+                items[i] = (None, 0.0, False, *_lookup_item(
+                    ckeys[i], None if r is None else (r.status, r.version)))
+        return items
 
     async def _fill_files(self, ckeys: List[CacheKey]) -> Dict[CacheKey, Record]:
         found = await self.store.get_many([file_key(k) for k in ckeys])

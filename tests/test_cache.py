@@ -250,3 +250,34 @@ def test_large_caches_use_the_segmented_lru_small_ones_an_exact_lru():
 
     assert isinstance(LookupCache(100_000, 1, 1)._lru, SegmentedLRU)
     assert isinstance(LookupCache(100, 1, 1)._lru, LRUCache)
+
+
+def test_rendered_memoises_per_entry_and_keeps_to_the_ttls():
+    """LookupCache.rendered: what a bulk lookup derives from an entry is rendered once per
+    entry, a change renders it again, and freshness (ttl changes included) still holds."""
+    clock, renders = Clock(), []
+    cache = LookupCache(10, ttl=100, negative_ttl=5, clock=clock)
+    memo, missing = {}, ("missing",)
+
+    def render(key, value):
+        renders.append(key)
+        return (f"{key}={value}",)
+
+    def answers(keys, limit=10):
+        return [item[-1] if item is not missing else None
+                for item in cache.rendered(keys, memo, limit, render, missing)]
+
+    cache.put("a", "A")
+    cache.put("n", None)
+    assert answers(["a", "n", "x"]) == ["a=A", "n=None", None]
+    assert answers(["a", "n", "a"]) == ["a=A", "n=None", "a=A"] and renders == ["a", "n"]
+    cache.put("a", "B")  # a change: a new entry, rendered again
+    assert answers(["a"]) == ["a=B"] and renders == ["a", "n", "a"]
+    clock.now += 6  # past the negative ttl: the memo does not outlive its entry
+    assert answers(["a", "n"]) == ["a=B", None]
+    cache.ttl = 3  # a shorter ttl applies to what is memoised too
+    assert answers(["a"]) == [None]
+    cache.ttl = 100
+    cache.put("c", "C")  # a memo at its limit starts again
+    assert answers(["a", "c"], limit=2) == ["a=B", "c=C"] and list(memo) == ["c"]
+    assert cache.hits == 9

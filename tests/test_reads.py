@@ -237,6 +237,12 @@ async def test_original_api(service, client):
     assert r.code == 200
     assert body(r) == {"addons": [dict(i, registered=reg_) for i, reg_ in
                                   zip(items, [True, False, False, True])]}
+    # All valid: the bulk check; twice: the second from the rendered items.
+    items = [{"id": "a@b", "sha256": sha(1).upper()}, {"id": "a@b", "sha256": sha(2)},
+             {"id": "c@d", "sha256": sha(3)}, {"id": "a@b", "sha256": sha(1)}]
+    for _ in range(2):
+        assert body(await client.post("/addons", {"addons": items})) == {"addons": [
+            dict(i, registered=reg_) for i, reg_ in zip(items, [True, False, False, True])]}
     assert body(await client.post("/addons", {"addons": []})) == {"addons": []}
     assert_error(await client.post("/addons", {"addons": [{"id": "a@b"}]}), 400)
     assert_error(await client.post("/addons", {"nope": []}), 400)
