@@ -49,6 +49,21 @@ class FeedSource(abc.ABC):
         """The feed's newest serial when the source can tell (to detect a reset)."""
         return None
 
+    async def read(self, since: int, page: int = 5000) -> Tuple[List[Record], int]:
+        """Every record changed after ``since``, ascending, and the next ``since``."""
+        records: List[Record] = []
+        while True:
+            found, next_since = await self.changes(since, page)
+            if not found:
+                return records, since
+            records += found
+            since = next_since
+
+    async def snapshot(self) -> Tuple[List[Record], int]:
+        """The whole registry and the serial it is at, as records in which a later
+        record of a file wins (a file that changed during the read comes again)."""
+        return await self.read(0)
+
 
 class StorageSource(FeedSource):
     """Read the change feed straight from storage (the publisher runs beside the database)."""
@@ -69,6 +84,19 @@ class StorageSource(FeedSource):
         except BackendError as exc:
             raise FeedError(str(exc)) from exc
         return records, records[-1].serial if records else since
+
+    async def snapshot(self) -> Tuple[List[Record], int]:
+        """The store's own scan (:meth:`RegistrationStore.snapshot`), then the changes
+        committed after the serial read before it."""
+        try:
+            start = await self.store.last_serial()
+            records: List[Record] = []
+            async for page in self.store.snapshot():
+                records += page
+        except BackendError as exc:
+            raise FeedError(str(exc)) from exc
+        later, since = await self.read(start)
+        return records + later, since
 
     async def addon_list(self, addon_id: str) -> Optional[bytes]:
         try:

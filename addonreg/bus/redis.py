@@ -47,7 +47,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ..storage import REGISTERED, REVOKED, Key, Record, RegistrationStore
+from ..storage import STATUS_CODE, Key, Record, RegistrationStore
 from . import BusError, InvalidationBus, Subscriber
 from .feed import FeedBus
 
@@ -58,7 +58,6 @@ log = logging.getLogger("addonreg.bus.redis")
 
 DEFAULT_CHANNEL = "addonreg:changes"
 DEFAULT_TIMEOUT = 1.0
-_STATUS_CODES = {REGISTERED: 1, REVOKED: 2}
 _OUTBOX_SIZE = 10_000  # messages waiting to be sent; beyond, they are dropped (and counted)
 
 
@@ -72,7 +71,7 @@ def _mac(key: bytes, origin: bytes, sequence: int, rows: List[Any]) -> bytes:
 
 def encode(key: bytes, origin: bytes, sequence: int, records: Sequence[Record]) -> bytes:
     """One message: ``records`` as the ``sequence``-th message of ``origin``, MAC'd."""
-    rows = [[r.addon_id, bytes.fromhex(r.sha256), r.version, _STATUS_CODES[r.status],
+    rows = [[r.addon_id, bytes.fromhex(r.sha256), r.version, STATUS_CODE[r.status],
              r.serial, r.updated_at] for r in records]
     return msgpack.packb({"o": origin, "s": sequence, "r": rows,
                           "m": _mac(key, origin, sequence, rows)}, use_bin_type=True)

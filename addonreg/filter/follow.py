@@ -1,7 +1,7 @@
 """``addonreg filter DIR``: build the registry filter and keep it current.
 
-Reads the whole registry from the change feed (storage, or a service with
-``--from URL``), publishes a base into ``DIR/filter/`` (see
+Reads the whole registry (storage's own scan, or a service's change feed
+with ``--from URL``), publishes a base into ``DIR/filter/`` (see
 :class:`~addonreg.filter.writer.FilterWriter`), then with ``--follow`` reads
 the feed on and publishes a cumulative delta at most every
 ``filter_delta_interval`` seconds; the writer starts a new base when the
@@ -28,14 +28,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ..feeds import FeedError, FeedSource, ServiceSource, StorageSource
 from ..storage import BackendError, Record
 from .index import raw_public_key
+from .keys import KeySet
 from .writer import FilterWriter
 
 __all__ = ["follow_filter", "run_filter", "generate_key"]
 
 log = logging.getLogger("addonreg.filter")
-
-PAGE = 5000
-
 
 def generate_key() -> Tuple[str, str]:
     """A new Ed25519 key: (private, public), each the base64 of its 32 raw bytes."""
@@ -51,31 +49,22 @@ def _rows(records: List[Record]) -> List[Tuple[str, str, str]]:
     return [(r.addon_id, r.sha256, r.status) for r in records]
 
 
-async def _read(source: FeedSource, since: int) -> Tuple[List[Record], int]:
-    """Every record changed after ``since`` (the whole registry from 0), and the new since."""
-    records: List[Record] = []
-    while True:
-        page, next_since = await source.changes(since, PAGE)
-        records += page
-        if not page:
-            return records, since
-        since = next_since
-
-
 async def follow_filter(writer: FilterWriter, source: FeedSource, *, follow: bool,
                         interval: float, poll: float = 1.0,
                         stopping: Optional[asyncio.Event] = None) -> None:
     """Publish a base, then (``follow``) deltas until ``stopping`` is set."""
-    records, since = await _read(source, 0)
-    index = writer.publish_base(_rows(records), since)
-    log.info("filter base: %d files at serial %d, %d bytes", len(records), since,
+    records, since = await source.snapshot()
+    # A file read twice (it changed during the read): its later record wins.
+    keys = KeySet.from_changes(_rows(records))
+    index = writer.publish_base(keys, since)
+    log.info("filter base: %d files at serial %d, %d bytes", len(keys), since,
              index["base"]["size"])
     stopping = stopping or asyncio.Event()
     pending: List[Record] = []
     last = time.monotonic()
     while follow and not stopping.is_set():
         try:
-            page, since = await _read(source, since)
+            page, since = await source.read(since)
             pending += page
         except FeedError as exc:
             log.warning("feed unavailable: %s", exc)

@@ -28,15 +28,18 @@ import importlib
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["REGISTERED", "REVOKED", "Record", "Operation", "Applied", "Job", "BackendError",
-           "OutcomeUnknown",
-           "RegistrationStore", "Key", "plan", "result_item", "load_storage", "describe_storage"]
+__all__ = ["REGISTERED", "REVOKED", "STATUS_CODE", "STATUS_NAME", "Record", "Operation",
+           "Applied", "Job", "BackendError", "OutcomeUnknown", "RegistrationStore", "Key", "plan",
+           "result_item", "load_storage", "describe_storage"]
 
 REGISTERED = "registered"
 REVOKED = "revoked"
+STATUS_CODE = {REGISTERED: 1, REVOKED: 2}  # as stored (SQL) and sent (bus)
+STATUS_NAME = {code: name for name, code in STATUS_CODE.items()}
 
 Key = Tuple[str, str]
 """(addon_id, sha256 as 64 lowercase hex digits)."""
@@ -242,6 +245,17 @@ class RegistrationStore(abc.ABC):
     @abc.abstractmethod
     async def changes(self, since: int, limit: int) -> List[Record]:
         """Records whose serial is greater than ``since``, ascending, at most ``limit``."""
+
+    async def snapshot(self, page: int = 10_000) -> AsyncIterator[List[Record]]:
+        """Every record, in pages of at most ``page``, in no set order. Rows that
+        change during the read may come twice or not at all: a consistent view
+        is this plus the :meth:`changes` after a :meth:`last_serial` read first,
+        later records winning (``feeds.StorageSource.snapshot``). Here, the
+        change feed from 0; a backend may read in a cheaper order."""
+        since = 0
+        while records := await self.changes(since, page):
+            yield records
+            since = records[-1].serial
 
     @abc.abstractmethod
     async def apply(self, ops: Sequence[Operation], job_id: Optional[str] = None

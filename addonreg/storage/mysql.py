@@ -21,7 +21,7 @@ import asyncio
 import json
 import math
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Optional, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -32,7 +32,7 @@ from . import (
     JOB_DONE,
     JOB_QUEUED,
     REGISTERED,
-    REVOKED,
+    STATUS_CODE,
     Applied,
     BackendError,
     Job,
@@ -47,49 +47,26 @@ from . import (
     now_us,
     plan,
 )
-from .sqltext import batch_time, from_us, key_list, row_values, to_us
+from .sqltext import (
+    GROUP_CONCAT_MAX_LEN,
+    SCHEMA,
+    batch_time,
+    from_us,
+    key_list,
+    packed,
+    row_values,
+    unpack,
+)
 
 __all__ = ["MySQLStore", "load_from_config"]
 
 T = TypeVar("T")
 
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS registrations (
-        addon_id VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
-        sha256 BINARY(32) NOT NULL,
-        version VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
-        status TINYINT UNSIGNED NOT NULL COMMENT '1 registered, 2 revoked',
-        serial BIGINT UNSIGNED NOT NULL,
-        updated_at DATETIME(6) NOT NULL COMMENT 'UTC',
-        PRIMARY KEY (addon_id, sha256),
-        UNIQUE KEY registrations_serial (serial)
-    ) ENGINE=InnoDB""",
-    """CREATE TABLE IF NOT EXISTS counters (
-        name VARCHAR(32) CHARACTER SET ascii NOT NULL PRIMARY KEY,
-        value BIGINT UNSIGNED NOT NULL
-    ) ENGINE=InnoDB""",
-    "INSERT IGNORE INTO counters (name, value) VALUES ('serial', 0)",
-    """CREATE TABLE IF NOT EXISTS jobs (
-        id CHAR(32) CHARACTER SET ascii NOT NULL PRIMARY KEY,
-        owner VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL,
-        status VARCHAR(8) CHARACTER SET ascii NOT NULL,
-        operations LONGTEXT CHARACTER SET utf8mb4 NOT NULL,
-        results LONGTEXT CHARACTER SET utf8mb4 NULL,
-        created_at DATETIME(6) NOT NULL,
-        KEY jobs_status (status, created_at)
-    ) ENGINE=InnoDB""",
-]
 _COLUMNS = "addon_id, sha256, version, status, serial, updated_at"
 _JOB_COLUMNS = "id, owner, status, operations, results"
-_STATUS_CODE = {REGISTERED: 1, REVOKED: 2}
-_STATUS_NAME = {1: REGISTERED, 2: REVOKED}
 _CHUNK = 5000  # rows per statement: one statement for a full batch
 _DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
 _DRIVER_ERRORS = (pymysql.err.MySQLError, OSError, asyncio.TimeoutError, RuntimeError)
-
-
-def _record(row: Sequence[Any]) -> Record:
-    return Record(row[0], row[1].hex(), row[2], _STATUS_NAME[row[3]], row[4], to_us(row[5]))
 
 
 class MySQLStore(RegistrationStore):
@@ -102,12 +79,13 @@ class MySQLStore(RegistrationStore):
             db=parts.path.strip("/"), charset="utf8mb4", autocommit=True,
             connect_timeout=max(timeout, 1.0),
         )
+        self._session = f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX_LEN}"
         self.pool_size = int(options.get("pool_size", pool_size))
         self.timeout = timeout or None
         self._read_pool: Optional[aiomysql.Pool] = None
         self._write_pool: Optional[aiomysql.Pool] = None
         self._write_lock = asyncio.Lock()
-        self._expect_new = True  # see _apply_new
+        self._expect_new, self._expect_same = True, False  # see _apply
         self._commit_sent = False  # of the write in progress (under _write_lock)
 
     async def open(self) -> None:
@@ -115,13 +93,14 @@ class MySQLStore(RegistrationStore):
         # while the database is down; connections are made on first use.
         try:
             self._read_pool = await aiomysql.create_pool(
-                minsize=0, maxsize=self.pool_size, pool_recycle=3600, **self._connect_args)
+                minsize=0, maxsize=self.pool_size, pool_recycle=3600, **self._connect_args,
+                init_command=self._session)
             # A lock left by a writer cut off mid-transaction is waited for at
             # most as long as a commit may take, not InnoDB's 50 s default.
             wait = max(1, math.ceil(2 * (self.timeout or 30)))
             self._write_pool = await aiomysql.create_pool(
                 minsize=0, maxsize=1, pool_recycle=3600, **self._connect_args,
-                init_command=f"SET SESSION innodb_lock_wait_timeout = {wait}")
+                init_command=f"{self._session}, innodb_lock_wait_timeout = {wait}")
         except _DRIVER_ERRORS as exc:
             raise BackendError("MySQL unavailable", exc) from exc
 
@@ -210,39 +189,56 @@ class MySQLStore(RegistrationStore):
                         await cur.execute(statement)
         await self._run(self._write_pool, work, timeout=max(self.timeout or 30, 30))
 
-    async def get(self, addon_id: str, sha256: str) -> Optional[Record]:
-        rows = await self._select(f"SELECT {_COLUMNS} FROM registrations "
-                                  "WHERE addon_id = %s AND sha256 = UNHEX(%s)", (addon_id, sha256))
-        return _record(rows[0]) if rows else None
+    async def _records(self, source: str, params: Sequence[Any] = (), order: str = "",
+                       conn: Optional[aiomysql.Connection] = None) -> list[Record]:
+        """The records of ``SELECT … FROM source`` (see :func:`.sqltext.packed`)."""
+        async def work(conn: aiomysql.Connection) -> list[Record]:
+            async with conn.cursor() as cur:
+                await cur.execute(f"SELECT {packed(order)} FROM {source}", params)
+                return unpack(await cur.fetchone())
+        return await (work(conn) if conn else self._run(self._read_pool, work))
 
-    @staticmethod
-    async def _get_many(conn: aiomysql.Connection, keys: list[Key],
-                        suffix: str = "") -> dict[Key, Record]:
+    async def get(self, addon_id: str, sha256: str) -> Optional[Record]:
+        found = await self._records("registrations WHERE addon_id = %s AND sha256 = UNHEX(%s)",
+                                    (addon_id, sha256))
+        return found[0] if found else None
+
+    async def _get_many(self, keys: list[Key], conn: Optional[aiomysql.Connection] = None
+                        ) -> dict[Key, Record]:
         found: dict[Key, Record] = {}
-        async with conn.cursor() as cur:
-            for i in range(0, len(keys), _CHUNK):
-                await cur.execute(f"SELECT {_COLUMNS} FROM registrations WHERE (addon_id, sha256) "
-                                  f"IN ({key_list(keys[i:i + _CHUNK])}){suffix}")
-                for row in await cur.fetchall():
-                    record = _record(row)
-                    found[record.key] = record
+        for i in range(0, len(keys), _CHUNK):
+            for record in await self._records(
+                    f"registrations WHERE (addon_id, sha256) IN ({key_list(keys[i:i + _CHUNK])})",
+                    conn=conn):
+                found[record.key] = record
         return found
 
     async def get_many(self, keys: Iterable[Key]) -> dict[Key, Record]:
         keys = list(dict.fromkeys(keys))
-        if not keys:
-            return {}
-        return await self._run(self._read_pool, lambda conn: self._get_many(conn, keys))
+        return await self._get_many(keys) if keys else {}
 
     async def list_files(self, addon_id: str) -> list[Record]:
-        rows = await self._select(f"SELECT {_COLUMNS} FROM registrations WHERE addon_id = %s "
-                                  "ORDER BY sha256", (addon_id,))
-        return [_record(r) for r in rows]
+        return await self._records("registrations WHERE addon_id = %s", (addon_id,),
+                                   " ORDER BY sha256")
 
     async def changes(self, since: int, limit: int) -> list[Record]:
-        rows = await self._select(f"SELECT {_COLUMNS} FROM registrations WHERE serial > %s "
-                                  "ORDER BY serial LIMIT %s", (since, limit))
-        return [_record(r) for r in rows]
+        return await self._records("(SELECT * FROM registrations WHERE serial > %s "
+                                   "ORDER BY serial LIMIT %s) page", (since, limit),
+                                   " ORDER BY serial")
+
+    async def snapshot(self, page: int = 10_000) -> AsyncIterator[list[Record]]:
+        """In primary-key order, a range scan, where the feed's serial order would
+        look up every row at random (1M rows: 3–4 s against 16 s)."""
+        after: Key = ("", "")
+        while True:
+            records = await self._records(
+                "(SELECT * FROM registrations WHERE addon_id > %s OR (addon_id = %s AND "
+                "sha256 > UNHEX(%s)) ORDER BY addon_id, sha256 LIMIT %s) page",
+                (after[0], after[0], after[1], page))
+            if not records:
+                return
+            yield records
+            after = max(r.key for r in records)
 
     async def last_serial(self) -> int:
         rows = await self._select("SELECT value FROM counters WHERE name = 'serial'")
@@ -250,13 +246,21 @@ class MySQLStore(RegistrationStore):
 
     async def _apply(self, conn: aiomysql.Connection, ops: Sequence[Operation],
                      job_id: Optional[str]) -> Optional[list[Applied]]:
+        """The optimistic paths, when the last batch says they will do, then the general one."""
         try:
+            if job_id is None and self._expect_same:
+                # A batch that changes nothing (a re-import) needs no transaction:
+                # every no-op takes effect at the instant of one consistent read.
+                results, changed, _ = plan(ops, await self._get_many(
+                    list(dict.fromkeys(op.key for op in ops)), conn), 0, now_us())
+                if not changed:
+                    return results
             distinct = len({op.key for op in ops}) == len(ops)
             if job_id is None and self._expect_new and distinct and \
                     all(op.op == "register" for op in ops):
-                results = await self._apply_new(conn, ops)
-                if results is not None:
-                    return results
+                new = await self._apply_new(conn, ops)
+                if new is not None:
+                    return new
             return await self._apply_general(conn, ops, job_id)
         except BaseException:
             conn.close()  # rolls back on the server; the pool drops it
@@ -264,18 +268,13 @@ class MySQLStore(RegistrationStore):
 
     async def _apply_new(self, conn: aiomysql.Connection,
                          ops: Sequence[Operation]) -> Optional[list[Applied]]:
-        """The optimistic path: registrations of distinct files, guessed all new.
-
-        Most registrations are of new files, and a PUT's answer waits for its
-        batch's round trips, so the transaction goes in ONE, as one
-        multi-statement: ``UPDATE counters SET value = LAST_INSERT_ID(value + n)``
-        (the counter's lock and n serials, the new value back in the OK
-        packet, the rows' serials written as ``LAST_INSERT_ID() - k``), a
-        plain ``INSERT`` of every row, ``COMMIT``. A file already there fails
-        the INSERT with a duplicate key, the server runs nothing after it,
-        and None sends the caller to the general path; guessing stops until
-        that path reads an all-new batch again.
-        """
+        """Registrations of distinct files, guessed all new (most are, and a PUT's
+        answer waits for its batch's round trips): ONE round trip, a multi-statement
+        ``UPDATE counters SET value = LAST_INSERT_ID(value + n)`` (the counter's
+        lock and n serials, the new value back in the OK packet, the rows' serials
+        written as ``LAST_INSERT_ID() - k``), a plain ``INSERT`` of every row,
+        ``COMMIT``. A file already there fails the INSERT (duplicate key), the
+        server runs nothing after it, and None sends the caller on."""
         n = len(ops)
         now = now_us()
         set_time, when = batch_time(now, n)
@@ -283,7 +282,7 @@ class MySQLStore(RegistrationStore):
         counter = len(statements)  # the statement whose OK packet carries the serial
         statements.append(f"UPDATE counters SET value = LAST_INSERT_ID(value + {n}) "
                           "WHERE name = 'serial'")
-        code = _STATUS_CODE[REGISTERED]
+        code = STATUS_CODE[REGISTERED]
         rows = [(op.addon_id, op.sha256, op.version, code, f"LAST_INSERT_ID()-{n - k}")
                 for k, op in enumerate(ops, 1)]
         for i in range(0, n, _CHUNK):
@@ -333,13 +332,13 @@ class MySQLStore(RegistrationStore):
             # read after it sees every earlier commit (and takes no gap locks).
             await cur.execute("SELECT value FROM counters WHERE name = 'serial' FOR UPDATE")
             last = int((await cur.fetchone())[0])
-            current = await self._get_many(conn, list(dict.fromkeys(op.key for op in ops)))
-            # Would the optimistic path have done? Try it next time if so.
-            self._expect_new = not current
+            current = await self._get_many(list(dict.fromkeys(op.key for op in ops)), conn)
             now = now_us()
             results, changed, new_last = plan(ops, current, last, now)
+            # Would an optimistic path have done? Try it next time if so.
+            self._expect_new, self._expect_same = not current, not changed
             if changed:
-                rows = [(r.addon_id, r.sha256, r.version, _STATUS_CODE[r.status], r.serial)
+                rows = [(r.addon_id, r.sha256, r.version, STATUS_CODE[r.status], r.serial)
                         for r in changed.values()]
                 set_time, when = batch_time(now, len(rows))
                 if set_time:

@@ -22,8 +22,8 @@ import aiosqlite
 from . import (
     JOB_DONE,
     JOB_QUEUED,
-    REGISTERED,
-    REVOKED,
+    STATUS_CODE,
+    STATUS_NAME,
     Applied,
     BackendError,
     Job,
@@ -67,13 +67,11 @@ SCHEMA = [
 ]
 _COLUMNS = "addon_id, sha256, version, status, serial, updated_at"
 _JOINED = ", ".join(f"r.{c}" for c in _COLUMNS.split(", "))
-_STATUS_CODE = {REGISTERED: 1, REVOKED: 2}
-_STATUS_NAME = {1: REGISTERED, 2: REVOKED}
 _CHUNK = 400  # pairs per IN (...) list: 800 parameters, far below SQLite's limit
 
 
 def _record(row: Any) -> Record:
-    return Record(row[0], row[1].hex(), row[2], _STATUS_NAME[row[3]], row[4], row[5])
+    return Record(row[0], row[1].hex(), row[2], STATUS_NAME[row[3]], row[4], row[5])
 
 
 class SQLiteStore(RegistrationStore):
@@ -209,7 +207,7 @@ class SQLiteStore(RegistrationStore):
                     "ON CONFLICT (addon_id, sha256) DO UPDATE SET version = excluded.version, "
                     "status = excluded.status, serial = excluded.serial, "
                     "updated_at = excluded.updated_at",
-                    [(r.addon_id, bytes.fromhex(r.sha256), r.version, _STATUS_CODE[r.status],
+                    [(r.addon_id, bytes.fromhex(r.sha256), r.version, STATUS_CODE[r.status],
                       r.serial, r.updated_at) for r in changed.values()])
                 await conn.execute("UPDATE counters SET value = ? WHERE name = 'serial'",
                                    (new_last,))

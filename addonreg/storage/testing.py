@@ -182,6 +182,32 @@ class StorageTests:
             since = page[-1].serial
         assert len(seen) == 35 and len({r.key for r in seen}) == 35
 
+    async def test_snapshot_in_pages_is_every_record_once(self, store):
+        ids = ["a@b", "{8a9f}", "a.b_c-d+e@x.y", "z" * 255]
+        await store.apply([reg(ids[n % 4], n, ["1", None, "β 2.0", "v" * 255][n % 4])
+                           for n in range(23)] + [rev("a@b", 4)])
+        pages = [page async for page in store.snapshot(page=5)]
+        assert [len(p) for p in pages][:-1] == [5] * (len(pages) - 1)
+        records = [r for page in pages for r in page]
+        assert len(records) == 23 and len({r.key for r in records}) == 23
+        for record in records:  # every field as get() reads it: NULL, text, status
+            assert record == await store.get(*record.key)
+        assert sum(r.status == REVOKED for r in records) == 1
+
+    async def test_snapshot_then_the_changes_after_is_the_registry(self, store):
+        await store.apply([reg("a@b", n) for n in range(12)])
+        start = await store.last_serial()
+        read, pages = [], store.snapshot(page=4)
+        read += await pages.__anext__()
+        # Files change during the read: ones already read, and new ones.
+        await store.apply([rev("a@b", n) for n in range(12)] + [reg("c@d", 1, "2")])
+        read += [r async for page in pages for r in page]
+        latest = {}
+        for record in read + await store.changes(start, 1000):
+            latest[record.key] = record  # later records win
+        assert latest == {r.key: r for r in await store.changes(0, 1000)}
+        assert {r.status for k, r in latest.items() if k[0] == "a@b"} == {REVOKED}
+
     async def test_concurrent_batches_keep_serials_unique(self, store):
         batches = [[reg(f"w{w}@b", f"{w}-{n}") for n in range(20)] for w in range(5)]
         results = await asyncio.gather(*(store.apply(b) for b in batches))

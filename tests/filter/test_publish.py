@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from addonreg.feeds import StorageSource
 from addonreg.filter import (
     FilterReader,
     FilterRejected,
@@ -25,6 +26,10 @@ from addonreg.filter import (
     sign_index,
     verify_index,
 )
+from addonreg.filter.follow import follow_filter
+from addonreg.storage import Operation
+from addonreg.storage.sqlite import SQLiteStore
+from addonreg.storage.testing import sha
 
 from .conftest import current
 
@@ -173,3 +178,36 @@ def test_writer_new_base_when_delta_too_big_or_base_too_old(tmp_path, key, recor
     now[0] += 3600
     idx = w.update(changes_100k[1:2], 2002)
     assert idx["delta"] is None and idx["base"]["serial"] == 2002
+
+
+class _ChangingStore(SQLiteStore):
+    """A scan that files change under: its pages are read before a write, as a
+    key-order scan would have passed the files already, and the write comes
+    after the first page."""
+
+    async def snapshot(self, page=10_000):
+        pages = [p async for p in super().snapshot(page=3)]
+        yield pages[0]
+        await self.apply([Operation("revoke", "a@x", sha(0)),
+                          Operation("register", "b@x", sha(99), None)])
+        for rest in pages[1:]:
+            yield rest
+
+
+async def test_a_base_read_from_storage_while_files_change_is_the_registry(tmp_path, key):
+    store = _ChangingStore(str(tmp_path / "db.sqlite3"))
+    await store.open()
+    await store.create_schema()
+    await store.apply([Operation("register", "a@x", sha(n), None) for n in range(10)])
+    writer = FilterWriter(str(tmp_path / "out"), key)
+    try:
+        await follow_filter(writer, StorageSource(store), follow=False, interval=1)
+        assert await store.last_serial() == 12
+    finally:
+        await store.close()
+    r = FilterReader.from_index((tmp_path / "out/filter/latest.json").read_bytes(),
+                                _get(tmp_path / "out"), [key.public_key()])
+    # a@x's first file is read twice (registered, then revoked); b@x only after the scan.
+    assert r.serial == 12
+    assert [r.status("a@x", sha(n)) for n in range(3)] == ["revoked"] + ["registered"] * 2
+    assert r.status("b@x", sha(99)) == "registered"
