@@ -96,6 +96,30 @@ async def test_f2_a_body_that_trickles_is_cut_at_body_timeout(small):
     assert closed and time.monotonic() - started < 4  # liveness: closed soon after 1 s
 
 
+async def test_a_keep_alive_connection_outlives_its_finished_bodies_timers(small):
+    """The body timer is the request's: once its body is in, it must not cut the
+    connection under a later request (Tornado gives each request its own
+    connection object on one stream)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", small.port)
+    body = b'{"files": [{"addon_id": "a@b", "sha256": "%s"}]}' % sha(1).encode()
+    request = (b"POST /v1/lookup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    async def answer() -> bytes:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = int(head.split(b"Content-Length: ", 1)[1].split(b"\r\n", 1)[0])
+        return head.split(b" ", 2)[1] + await asyncio.wait_for(reader.readexactly(length), 5)
+    try:
+        writer.write(request)
+        assert (await answer()).startswith(b"200")
+        # Time itself is the event here: past the first request's body_timeout (1 s).
+        await asyncio.sleep(1.5)
+        writer.write(request)  # the same connection, a second request
+        assert (await answer()).startswith(b"200")
+    finally:
+        writer.close()
+
+
 async def test_f11_a_flood_of_bad_signatures_is_logged_a_line_a_second(small, caplog):
     writer = Writer(f"http://127.0.0.1:{small.port}")
     caplog.set_level("INFO", logger="addonreg.handlers")
