@@ -13,13 +13,13 @@ import abc
 import calendar
 import json
 import time
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 from urllib.parse import quote
 
 from . import media
 from .storage import BackendError, Record, RegistrationStore
 
-__all__ = ["FeedError", "FeedSource", "StorageSource", "ServiceSource"]
+__all__ = ["FeedError", "FeedSource", "StorageSource", "ServiceSource", "feed_source"]
 
 
 class FeedError(Exception):
@@ -96,7 +96,8 @@ class StorageSource(FeedSource):
         except BackendError as exc:
             raise FeedError(str(exc)) from exc
         later, since = await self.read(start)
-        return records + later, since
+        records += later
+        return records, since
 
     async def addon_list(self, addon_id: str) -> Optional[bytes]:
         try:
@@ -152,6 +153,12 @@ class ServiceSource(FeedSource):
         if response.code != 200:
             raise FeedError(f"GET /v1/addons/…/files answered {response.code}")
         return response.body
+
+
+def feed_source(settings: Any, url: Optional[str]) -> FeedSource:
+    """A running service's feed (``--from URL``), else storage's, as settings name it."""
+    from .storage import load_storage
+    return ServiceSource(url) if url else StorageSource(load_storage(settings))
 
 
 def _parse_timestamp(text: str) -> int:

@@ -47,7 +47,7 @@ import uuid
 from typing import Dict, Optional, Set
 
 from . import media
-from .feeds import FeedError, FeedSource, ServiceSource, StorageSource
+from .feeds import FeedError, FeedSource, ServiceSource, StorageSource, feed_source
 from .storage import REGISTERED, BackendError, Record
 
 __all__ = ["StaticTree", "FeedSource", "StorageSource", "ServiceSource", "FeedError",
@@ -324,9 +324,7 @@ async def run_publish(settings, directory: str, *, follow: bool, source_url: Opt
     """``addonreg publish``: the exit code."""
     import signal
 
-    from .storage import load_storage
-    source: FeedSource = ServiceSource(source_url) if source_url else \
-        StorageSource(load_storage(settings))
+    source = feed_source(settings, source_url)
     publisher = Publisher(directory, source, interval=interval, progress=progress)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -25,7 +25,7 @@ from typing import Any, List, Optional, Tuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..feeds import FeedError, FeedSource, ServiceSource, StorageSource
+from ..feeds import FeedError, FeedSource, feed_source
 from ..storage import BackendError, Record
 from .index import raw_public_key
 from .keys import KeySet
@@ -83,7 +83,6 @@ async def follow_filter(writer: FilterWriter, source: FeedSource, *, follow: boo
 async def run_filter(settings: Any, directory: str, *, follow: bool,
                      source_url: Optional[str]) -> int:
     """``addonreg filter``: the exit code."""
-    from ..storage import load_storage
     if not settings.filter_key:
         print("addonreg filter: setting 'filter_key' is required ($ADDONREG_FILTER_KEY: the "
               "Ed25519 signing key, PEM or base64; `addonreg filter --generate-key` makes one)",
@@ -92,8 +91,7 @@ async def run_filter(settings: Any, directory: str, *, follow: bool,
     writer = FilterWriter(directory, settings.filter_key,
                           max_delta_ratio=settings.filter_max_delta_ratio,
                           max_base_age=settings.filter_max_base_age)
-    source: FeedSource = ServiceSource(source_url) if source_url else \
-        StorageSource(load_storage(settings))
+    source = feed_source(settings, source_url)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
