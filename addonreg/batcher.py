@@ -55,15 +55,16 @@ class ShuttingDown(QueueFull):
 
 
 class _Item:
-    __slots__ = ("ops", "future", "job", "attempt", "timer")
+    __slots__ = ("ops", "future", "job", "attempt", "deadline")
 
     def __init__(self, ops: Sequence[Operation], future: Optional[asyncio.Future],
-                 job: Optional[Job] = None, attempt: int = 0) -> None:
+                 job: Optional[Job] = None, attempt: int = 0,
+                 deadline: Optional[float] = None) -> None:
         self.ops = ops
         self.future = future
         self.job = job
         self.attempt = attempt
-        self.timer: Optional[asyncio.TimerHandle] = None
+        self.deadline = deadline  # loop time after which a queued submit is not written
 
 
 class WriteBatcher:
@@ -86,6 +87,7 @@ class WriteBatcher:
         self._closing = False
         self._task: Optional[asyncio.Task] = None
         self._retries: Dict[str, asyncio.TimerHandle] = {}
+        self._expiry: Optional[asyncio.TimerHandle] = None  # at the oldest submit's deadline
         self._samples: List[Tuple[int, float]] = []  # (operations, seconds) per commit
         self.stats = {"batches": 0, "operations": 0, "changes": 0, "failed_batches": 0,
                       "expired": 0, "last_batch_size": 0, "last_commit_seconds": 0.0}
@@ -115,7 +117,9 @@ class WriteBatcher:
         loop = asyncio.get_running_loop()
         item = _Item(ops, loop.create_future())
         if self.queue_timeout is not None:
-            item.timer = loop.call_later(self.queue_timeout, self._expire, item)
+            item.deadline = loop.time() + self.queue_timeout
+            if self._expiry is None:
+                self._expiry = loop.call_at(item.deadline, self._expire)
         self._put(item)
         return await item.future  # type: ignore[misc]
 
@@ -131,21 +135,28 @@ class WriteBatcher:
     def _take(self) -> _Item:
         item = self._queue.popleft()
         self._queued_ops -= len(item.ops)
-        if item.timer is not None:
-            item.timer.cancel()
         return item
 
-    def _expire(self, item: _Item) -> None:
-        """Still queued after ``queue_timeout`` (a commit ahead of it stalled): not written."""
-        try:
-            self._queue.remove(item)
-        except ValueError:
-            return  # taken meanwhile
-        self._queued_ops -= len(item.ops)
-        self.stats["expired"] += 1
-        if item.future is not None and not item.future.done():
-            item.future.set_exception(BackendError(
-                f"not written: still queued after {self.queue_timeout} s"))
+    def _expire(self) -> None:
+        """Refuse the submits still queued past their deadline (a commit ahead of them
+        stalled): not written. One timer for the queue, at the oldest submit's deadline,
+        rather than one per submit (a timer armed and cancelled per PUT cost ~2 us)."""
+        self._expiry = None
+        now = asyncio.get_running_loop().time()
+        late = [i for i in self._queue if i.deadline is not None and i.deadline <= now]
+        if late:
+            self._queue = collections.deque(
+                i for i in self._queue if i.deadline is None or i.deadline > now)
+        for item in late:
+            self._queued_ops -= len(item.ops)
+            self.stats["expired"] += 1
+            if item.future is not None and not item.future.done():
+                item.future.set_exception(BackendError(
+                    f"not written: still queued after {self.queue_timeout} s"))
+        # Deadlines grow in queue order: the next one due is the first left.
+        due = next((i.deadline for i in self._queue if i.deadline is not None), None)
+        if due is not None:
+            self._expiry = asyncio.get_running_loop().call_at(due, self._expire)
 
     def drain_samples(self) -> List[Tuple[int, float]]:
         """(operations, commit seconds) of each commit since the last call (for metrics)."""
@@ -168,6 +179,9 @@ class WriteBatcher:
         if self._task is not None:
             await self._task
             self._task = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
 
     async def _run(self) -> None:
         while True:

@@ -167,3 +167,25 @@ async def test_writes_queued_behind_a_stalled_commit_are_answered_not_written(st
     await stalled
     await batcher.drain()
     assert await store.get("b@b", sha(2)) is None and store.transactions == [1]
+
+
+async def test_each_queued_write_is_refused_at_its_own_deadline(store):
+    """One timer serves the whole queue: a write queued later is refused at its own
+    deadline, not at an earlier one's, and a write taken in time is never refused."""
+    store.gate = asyncio.Event()
+    batcher = WriteBatcher(store, Recorder(), window=0, queue_timeout=0.3)
+    batcher.start()
+    stalled = asyncio.create_task(batcher.submit([reg("a@b", 1)]))  # taken in time
+    await store.entered.wait()
+    first = asyncio.create_task(batcher.submit([reg("b@b", 2)]))
+    await asyncio.sleep(0.15)  # time itself is the subject: the second deadline comes later
+    second = asyncio.create_task(batcher.submit([reg("c@b", 3)]))
+    with pytest.raises(BackendError, match="not written"):
+        await asyncio.wait_for(first, 5)  # liveness bounds, not timings
+    assert not second.done() and batcher.queued == 1
+    with pytest.raises(BackendError, match="not written"):
+        await asyncio.wait_for(second, 5)
+    store.gate.set()
+    assert (await stalled)[0].created
+    await batcher.drain()
+    assert batcher.stats["expired"] == 2 and store.transactions == [1]
