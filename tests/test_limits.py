@@ -120,6 +120,64 @@ async def test_a_keep_alive_connection_outlives_its_finished_bodies_timers(small
         writer.close()
 
 
+@pytest.fixture
+async def impatient():
+    svc = await Service(make_settings("memory://", idle_timeout=0.5)).start()
+    yield svc
+    await svc.stop()
+
+
+async def closed_by_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           trickle: bytes = b"", within: float = 5.0) -> bool:
+    """True once the server closes the connection (``trickle`` sent every 0.1 s
+    meanwhile); False if it is still open after ``within`` s (a liveness bound)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if trickle:
+                writer.write(trickle)
+                await writer.drain()
+            if await asyncio.wait_for(reader.read(65536), 0.1) == b"":
+                return True
+        except asyncio.TimeoutError:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+    return False
+
+
+async def test_an_idle_connection_is_closed_at_idle_timeout(impatient):
+    reader, writer = await asyncio.open_connection("127.0.0.1", impatient.port)
+    try:
+        assert await closed_by_server(reader, writer)
+    finally:
+        writer.close()
+
+
+async def test_headers_that_trickle_are_cut_at_idle_timeout(impatient):
+    reader, writer = await asyncio.open_connection("127.0.0.1", impatient.port)
+    writer.write(b"GET /v1/ HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    try:
+        assert await closed_by_server(reader, writer, trickle=b"a")
+    finally:
+        writer.close()
+
+
+async def test_the_idle_timeout_starts_again_with_each_request(impatient):
+    """Requests every 0.1 s for three idle timeouts: the connection stays open."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", impatient.port)
+    try:
+        for _ in range(15):
+            writer.write(b"GET /__lbheartbeat__ HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200")
+            length = int(head.split(b"Content-Length: ", 1)[1].split(b"\r\n", 1)[0])
+            await asyncio.wait_for(reader.readexactly(length), 5)
+            await asyncio.sleep(0.1)  # time itself is the subject: under the idle timeout
+    finally:
+        writer.close()
+
+
 async def test_f11_a_flood_of_bad_signatures_is_logged_a_line_a_second(small, caplog):
     writer = Writer(f"http://127.0.0.1:{small.port}")
     caplog.set_level("INFO", logger="addonreg.handlers")
