@@ -4,9 +4,8 @@
 there": negative caching) for at most ``ttl`` (values) or the shorter
 ``negative_ttl`` (``None``). Both may be changed at any time and apply to
 entries already cached. The lifetime is only a safety bound: writes
-replace entries as they happen (:meth:`LookupCache.refresh`, called for every
-change the bus delivers), and :meth:`LookupCache.clear` drops everything
-when changes may have been missed.
+replace entries as they happen (:meth:`LookupCache.refresh`, for every change
+the bus delivers); :meth:`LookupCache.clear` drops all when changes may be missed.
 
 Guarantees:
 
@@ -27,6 +26,7 @@ Not thread-safe: one cache per event loop, which is one per process here.
 from __future__ import annotations
 
 import asyncio
+import operator
 import struct
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -331,11 +331,11 @@ def cache_key(key: Key) -> CacheKey:
 
 
 def cache_keys(keys: Sequence[Key]) -> list[CacheKey]:
-    """:func:`cache_key` of many keys: three C-level passes over all of them (half the
-    time of a call per key, measured at 100). Ids hold no newline (the id rule)."""
+    """:func:`cache_key` of many keys in C-level passes (a third of the time of a call per
+    key at 100; ``operator.add`` takes half ``bytes.__add__``'s). Ids hold no newline."""
     hashes = struct.unpack("32s" * len(keys), bytes.fromhex("".join([k[1] for k in keys])))
     ids = "\n".join([k[0] for k in keys]).encode("ascii").split(b"\n")
-    return list(map(bytes.__add__, hashes, ids))
+    return list(map(operator.add, hashes, ids))
 
 
 def file_key(ckey: CacheKey) -> Key:
