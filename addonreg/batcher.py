@@ -58,13 +58,12 @@ class _Item:
     __slots__ = ("ops", "future", "job", "attempt", "deadline")
 
     def __init__(self, ops: Sequence[Operation], future: Optional[asyncio.Future],
-                 job: Optional[Job] = None, attempt: int = 0,
-                 deadline: Optional[float] = None) -> None:
+                 job: Optional[Job] = None, attempt: int = 0) -> None:
         self.ops = ops
         self.future = future
         self.job = job
         self.attempt = attempt
-        self.deadline = deadline  # loop time after which a queued submit is not written
+        self.deadline: Optional[float] = None  # loop time past which a submit is not written
 
 
 class WriteBatcher:

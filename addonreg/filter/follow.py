@@ -35,6 +35,7 @@ __all__ = ["follow_filter", "run_filter", "generate_key"]
 
 log = logging.getLogger("addonreg.filter")
 
+
 def generate_key() -> Tuple[str, str]:
     """A new Ed25519 key: (private, public), each the base64 of its 32 raw bytes."""
     key = Ed25519PrivateKey.generate()
