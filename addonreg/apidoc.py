@@ -59,7 +59,9 @@ class APIDocument:
 def document() -> APIDocument:
     """The API document (read and converted once per process)."""
     text = importlib.resources.files("addonreg").joinpath("openapi.yaml").read_bytes()
-    return APIDocument(_representation(text, YAML + "; charset=UTF-8"),
-                       _representation(media.encode_json(yaml.load(text, Loader=_LOADER)),
-                                       media.JSON + "; charset=UTF-8"))
-
+    return APIDocument(
+        _representation(text, YAML + "; charset=UTF-8"),
+        _representation(
+            media.encode_json(yaml.load(text, Loader=_LOADER)), media.JSON + "; charset=UTF-8"
+        ),
+    )

@@ -33,17 +33,27 @@ def version_info() -> Dict[str, str]:
     except (OSError, ValueError, AttributeError):
         pass
     try:
-        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    return {"source": "addonreg", "version": __version__, "commit": commit or "unknown",
-            "build": ""}
+    return {
+        "source": "addonreg",
+        "version": __version__,
+        "commit": commit or "unknown",
+        "build": "",
+    }
 
 
-def make_app(registry: Registry, settings: Any, auth: HawkAuthenticator, in_flight: InFlight,
-             version: Optional[Dict[str, str]] = None,
-             pump: Optional[MetricsPump] = None) -> tornado.web.Application:
+def make_app(
+    registry: Registry,
+    settings: Any,
+    auth: HawkAuthenticator,
+    in_flight: InFlight,
+    version: Optional[Dict[str, str]] = None,
+    pump: Optional[MetricsPump] = None,
+) -> tornado.web.Application:
     """The application: every route with the handler's dependencies."""
     deps = {"registry": registry, "settings": settings, "auth": auth, "in_flight": in_flight}
     routes = [
@@ -66,5 +76,9 @@ def make_app(registry: Registry, settings: Any, auth: HawkAuthenticator, in_flig
         (r"/__api__", h.APIHandler, deps),
     ]
     return tornado.web.Application(
-        routes, default_handler_class=h.NotFoundHandler, default_handler_args=deps,
-        compress_response=False, log_function=log_request)
+        routes,
+        default_handler_class=h.NotFoundHandler,
+        default_handler_args=deps,
+        compress_response=False,
+        log_function=log_request,
+    )

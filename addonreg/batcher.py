@@ -57,8 +57,13 @@ class ShuttingDown(QueueFull):
 class _Item:
     __slots__ = ("ops", "future", "job", "attempt", "deadline")
 
-    def __init__(self, ops: Sequence[Operation], future: Optional[asyncio.Future],
-                 job: Optional[Job] = None, attempt: int = 0) -> None:
+    def __init__(
+        self,
+        ops: Sequence[Operation],
+        future: Optional[asyncio.Future],
+        job: Optional[Job] = None,
+        attempt: int = 0,
+    ) -> None:
         self.ops = ops
         self.future = future
         self.job = job
@@ -69,10 +74,17 @@ class _Item:
 class WriteBatcher:
     """Commits queued writes in batches; see the module docstring for its guarantees."""
 
-    def __init__(self, store: RegistrationStore, publish: Publish, *, batch_size: int = 5000,
-                 max_queue: int = 50_000, window: float = 0.002,
-                 queue_timeout: Optional[float] = 2.0,
-                 retry_delays: Sequence[float] = (0.1, 0.5, 1, 2, 5)) -> None:
+    def __init__(
+        self,
+        store: RegistrationStore,
+        publish: Publish,
+        *,
+        batch_size: int = 5000,
+        max_queue: int = 50_000,
+        window: float = 0.002,
+        queue_timeout: Optional[float] = 2.0,
+        retry_delays: Sequence[float] = (0.1, 0.5, 1, 2, 5),
+    ) -> None:
         self.store = store
         self.publish = publish
         self.batch_size = batch_size
@@ -88,8 +100,15 @@ class WriteBatcher:
         self._retries: Dict[str, asyncio.TimerHandle] = {}
         self._expiry: Optional[asyncio.TimerHandle] = None  # at the oldest submit's deadline
         self._samples: List[Tuple[int, float]] = []  # (operations, seconds) per commit
-        self.stats = {"batches": 0, "operations": 0, "changes": 0, "failed_batches": 0,
-                      "expired": 0, "last_batch_size": 0, "last_commit_seconds": 0.0}
+        self.stats = {
+            "batches": 0,
+            "operations": 0,
+            "changes": 0,
+            "failed_batches": 0,
+            "expired": 0,
+            "last_batch_size": 0,
+            "last_commit_seconds": 0.0,
+        }
 
     # Taking work -------------------------------------------------------------
 
@@ -145,13 +164,15 @@ class WriteBatcher:
         late = [i for i in self._queue if i.deadline is not None and i.deadline <= now]
         if late:
             self._queue = collections.deque(
-                i for i in self._queue if i.deadline is None or i.deadline > now)
+                i for i in self._queue if i.deadline is None or i.deadline > now
+            )
         for item in late:
             self._queued_ops -= len(item.ops)
             self.stats["expired"] += 1
             if item.future is not None and not item.future.done():
-                item.future.set_exception(BackendError(
-                    f"not written: still queued after {self.queue_timeout} s"))
+                item.future.set_exception(
+                    BackendError(f"not written: still queued after {self.queue_timeout} s")
+                )
         # Deadlines grow in queue order: the next one due is the first left.
         due = next((i.deadline for i in self._queue if i.deadline is not None), None)
         if due is not None:
@@ -198,15 +219,19 @@ class WriteBatcher:
                 await asyncio.sleep(self.window)  # a lone write: give others a moment to join
             batch: List[_Item] = []
             size = 0
-            while self._queue and self._queue[0].job is None and (
-                    not batch or size + len(self._queue[0].ops) <= self.batch_size):
+            while (
+                self._queue
+                and self._queue[0].job is None
+                and (not batch or size + len(self._queue[0].ops) <= self.batch_size)
+            ):
                 batch.append(self._take())
                 size += len(batch[-1].ops)
             if batch:
                 await self._commit(batch)
 
-    async def _apply(self, ops: Sequence[Operation], job_id: Optional[str] = None
-                     ) -> Optional[List[Applied]]:
+    async def _apply(
+        self, ops: Sequence[Operation], job_id: Optional[str] = None
+    ) -> Optional[List[Applied]]:
         started = time.perf_counter()
         try:
             results = await self.store.apply(ops, job_id)
@@ -253,13 +278,15 @@ class WriteBatcher:
             await self._apply(job.operations, job.id)
         except BackendError as exc:
             if self._closing:
-                log.warning("job %s not finished before shutdown (%s); it stays queued",
-                            job.id, exc)
+                log.warning(
+                    "job %s not finished before shutdown (%s); it stays queued", job.id, exc
+                )
                 return
             delay = self.retry_delays[min(attempt, len(self.retry_delays) - 1)]
             log.warning("job %s failed (%s); retrying in %.1f s", job.id, exc, delay)
             self._retries[job.id] = asyncio.get_running_loop().call_later(
-                delay, self._retry_job, job, attempt + 1)
+                delay, self._retry_job, job, attempt + 1
+            )
 
     def _retry_job(self, job: Job, attempt: int) -> None:
         self._retries.pop(job.id, None)

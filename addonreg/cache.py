@@ -35,8 +35,15 @@ from typing import Any, Generic, Optional, TypeVar
 from .lru import CountingLRU, SegmentedLRU
 from .storage import REGISTERED, REVOKED, Key, Record
 
-__all__ = ["LookupCache", "EntryPacking", "RecordPacking", "MISSING", "CacheKey", "cache_key",
-           "file_key"]
+__all__ = [
+    "LookupCache",
+    "EntryPacking",
+    "RecordPacking",
+    "MISSING",
+    "CacheKey",
+    "cache_key",
+    "file_key",
+]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -83,12 +90,18 @@ class EntryPacking(Generic[V]):
 class LookupCache(Generic[K, V]):
     """An LRU of ``key -> value or None`` with single-flight fills."""
 
-    def __init__(self, maxsize: int, ttl: float, negative_ttl: float,
-                 clock: Callable[[], float] = time.monotonic,
-                 packing: Optional[EntryPacking] = None) -> None:
+    def __init__(
+        self,
+        maxsize: int,
+        ttl: float,
+        negative_ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+        packing: Optional[EntryPacking] = None,
+    ) -> None:
         # Small caches stay exact LRUs; the generations pay off in the large.
-        self._lru: SegmentedLRU | CountingLRU = \
+        self._lru: SegmentedLRU | CountingLRU = (
             SegmentedLRU(maxsize) if maxsize >= 4096 else CountingLRU(maxsize)
+        )
         self._codec = packing or EntryPacking()
         self.ttl = ttl
         self.negative_ttl = negative_ttl
@@ -117,8 +130,7 @@ class LookupCache(Generic[K, V]):
             entry = self._lru[key]
         except KeyError:
             return MISSING
-        if self._codec.fresh(key, entry, self._clock(), self.ttl,
-                             self.negative_ttl) is MISSING:
+        if self._codec.fresh(key, entry, self._clock(), self.ttl, self.negative_ttl) is MISSING:
             return MISSING
         self.hits += 1
         return entry
@@ -126,8 +138,14 @@ class LookupCache(Generic[K, V]):
     def value_of(self, key: K, entry: Any) -> Optional[V]:
         return self._codec.value(key, entry)
 
-    def rendered(self, keys: Sequence[K], memo: dict[K, tuple], limit: int,
-                 render: Callable[[K, Any], tuple], missing: tuple) -> list[tuple]:
+    def rendered(
+        self,
+        keys: Sequence[K],
+        memo: dict[K, tuple],
+        limit: int,
+        render: Callable[[K, Any], tuple],
+        missing: tuple,
+    ) -> list[tuple]:
         """For each key with a fresh entry, ``render(key, brief of its value)`` kept in
         ``memo`` (at most ``limit``; restarted when full) while the entry stays; for the
         others, ``missing``. Hits counted. The loop of a bulk lookup: one clock reading,
@@ -155,8 +173,12 @@ class LookupCache(Generic[K, V]):
                     continue
                 if len(memo) >= limit:
                     memo.clear()
-                item = memo[key] = (entry, codec.stored_at(entry), codec.is_negative(entry),
-                                    *render(key, codec.brief(codec.value(key, entry))))
+                item = memo[key] = (
+                    entry,
+                    codec.stored_at(entry),
+                    codec.is_negative(entry),
+                    *render(key, codec.brief(codec.value(key, entry))),
+                )
             elif now - item[1] >= (negative_ttl if item[2] else ttl):
                 out.append(missing)
                 continue
@@ -247,8 +269,9 @@ class LookupCache(Generic[K, V]):
         flight.set_result(value)
         return value
 
-    async def get_many(self, keys: Sequence[K],
-                       fill_many: Callable[[list[K]], Awaitable[dict[K, V]]]) -> list[Any]:
+    async def get_many(
+        self, keys: Sequence[K], fill_many: Callable[[list[K]], Awaitable[dict[K, V]]]
+    ) -> list[Any]:
         """Values for ``keys`` in order; all misses are filled by one ``fill_many`` call."""
         results: list[Any] = [None] * len(keys)
         waiting: list[tuple[int, asyncio.Future]] = []
@@ -316,8 +339,13 @@ class LookupCache(Generic[K, V]):
         return results
 
     def stats(self) -> dict[str, int]:
-        return {"size": len(self._lru), "maxsize": self.maxsize,
-                "hits": self.hits, "misses": self.misses, "evictions": self.evictions}
+        return {
+            "size": len(self._lru),
+            "maxsize": self.maxsize,
+            "hits": self.hits,
+            "misses": self.misses,
+            "evictions": self.evictions,
+        }
 
 
 CacheKey = bytes
@@ -358,8 +386,9 @@ class RecordPacking(EntryPacking[Record]):
     def pack(self, stored_at: float, value: Optional[Record]) -> bytes:
         if value is None:
             return self._STORED.pack(stored_at)
-        flags = (self._REVOKED if value.status == REVOKED else 0) | \
-            (self._NO_VERSION if value.version is None else 0)
+        flags = (self._REVOKED if value.status == REVOKED else 0) | (
+            self._NO_VERSION if value.version is None else 0
+        )
         version = b"" if value.version is None else value.version.encode("utf-8", "surrogatepass")
         return self._HEAD.pack(stored_at, value.serial, value.updated_at, flags) + version
 
@@ -367,14 +396,14 @@ class RecordPacking(EntryPacking[Record]):
         return self._STORED.unpack_from(entry)[0]
 
     def is_fresh(self, entry: bytes, now: float, ttl: float, negative_ttl: float) -> bool:
-        return now - self._STORED.unpack_from(entry)[0] < (
-            negative_ttl if len(entry) == 8 else ttl)
+        return now - self._STORED.unpack_from(entry)[0] < (negative_ttl if len(entry) == 8 else ttl)
 
     def is_negative(self, entry: bytes) -> bool:
         return len(entry) == 8
 
-    def fresh(self, key: CacheKey, entry: bytes, now: float, ttl: float,
-              negative_ttl: float) -> Any:
+    def fresh(
+        self, key: CacheKey, entry: bytes, now: float, ttl: float, negative_ttl: float
+    ) -> Any:
         # EntryPacking.fresh in one unpack (this runs once per file of a lookup).
         if len(entry) == 8:
             return None if now - self._STORED.unpack_from(entry)[0] < negative_ttl else MISSING
@@ -392,9 +421,19 @@ class RecordPacking(EntryPacking[Record]):
         _, serial, updated_at, flags = self._HEAD.unpack_from(entry)
         return self._record(key, entry, serial, updated_at, flags)
 
-    def _record(self, key: CacheKey, entry: bytes, serial: int, updated_at: int,
-                flags: int) -> Record:
-        version = None if flags & self._NO_VERSION else \
-            entry[self._HEAD.size:].decode("utf-8", "surrogatepass")
-        return Record(key[32:].decode("ascii"), key[:32].hex(), version,
-                      REVOKED if flags & self._REVOKED else REGISTERED, serial, updated_at)
+    def _record(
+        self, key: CacheKey, entry: bytes, serial: int, updated_at: int, flags: int
+    ) -> Record:
+        version = (
+            None
+            if flags & self._NO_VERSION
+            else entry[self._HEAD.size :].decode("utf-8", "surrogatepass")
+        )
+        return Record(
+            key[32:].decode("ascii"),
+            key[:32].hex(),
+            version,
+            REVOKED if flags & self._REVOKED else REGISTERED,
+            serial,
+            updated_at,
+        )

@@ -17,7 +17,8 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="addonreg", description="Add-on file registration service.")
+        prog="addonreg", description="Add-on file registration service."
+    )
     parser.add_argument("--version", action="version", version=f"addonreg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -31,30 +32,56 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default: setting 'host')")
     command("initdb", "create the storage schema and exit")
     load = command("import", "load registrations from a CSV or JSON-lines file")
-    load.add_argument("file", help="CSV with header addon_id,sha256,version, or JSON lines; "
-                                   "- for standard input")
+    load.add_argument(
+        "file", help="CSV with header addon_id,sha256,version, or JSON lines; - for standard input"
+    )
     load.add_argument("--batch-size", type=int, default=2000, help="rows per transaction")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
     publish = command("publish", "write the read resources as static files for nginx")
     publish.add_argument("directory", help="where the tree goes (nginx serves DIR/current)")
-    publish.add_argument("--follow", action="store_true",
-                         help="after the build, apply changes from the feed until stopped")
-    publish.add_argument("--from", dest="source_url", metavar="URL",
-                         help="read the feed from a running service (default: from storage)")
-    publish.add_argument("--rebuild", action="store_true",
-                         help="build a new tree even when a saved one can be resumed")
-    publish.add_argument("--interval", type=float, default=0.2,
-                         help="seconds between polls of the feed when following")
+    publish.add_argument(
+        "--follow",
+        action="store_true",
+        help="after the build, apply changes from the feed until stopped",
+    )
+    publish.add_argument(
+        "--from",
+        dest="source_url",
+        metavar="URL",
+        help="read the feed from a running service (default: from storage)",
+    )
+    publish.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="build a new tree even when a saved one can be resumed",
+    )
+    publish.add_argument(
+        "--interval",
+        type=float,
+        default=0.2,
+        help="seconds between polls of the feed when following",
+    )
     publish.add_argument("--quiet", action="store_true", help="no progress bar")
     filt = command("filter", "build the signed offline filter, and keep it current")
-    filt.add_argument("directory", nargs="?",
-                      help="where DIR/filter/ goes (default: setting 'filter_dir')")
-    filt.add_argument("--follow", action="store_true",
-                      help="after the base, publish deltas from the feed until stopped")
-    filt.add_argument("--from", dest="source_url", metavar="URL",
-                      help="read the feed from a running service (default: from storage)")
-    filt.add_argument("--generate-key", action="store_true",
-                      help="print a new signing key and its public key, and exit")
+    filt.add_argument(
+        "directory", nargs="?", help="where DIR/filter/ goes (default: setting 'filter_dir')"
+    )
+    filt.add_argument(
+        "--follow",
+        action="store_true",
+        help="after the base, publish deltas from the feed until stopped",
+    )
+    filt.add_argument(
+        "--from",
+        dest="source_url",
+        metavar="URL",
+        help="read the feed from a running service (default: from storage)",
+    )
+    filt.add_argument(
+        "--generate-key",
+        action="store_true",
+        help="print a new signing key and its public key, and exit",
+    )
     tools.add_commands(sub)
     return parser
 
@@ -76,17 +103,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     if args.command == "serve":
         from .server import run
+
         return run(settings)
     configure_logging(settings.replace(log_level="WARNING"))
     if args.command == "initdb":
         from .importer import initdb
+
         return asyncio.run(initdb(settings))
     if args.command == "import":
         from .importer import import_file
-        return asyncio.run(import_file(settings, args.file, batch_size=args.batch_size,
-                                       progress=not args.quiet))
+
+        return asyncio.run(
+            import_file(settings, args.file, batch_size=args.batch_size, progress=not args.quiet)
+        )
     if args.command == "filter":
         from .filter.follow import generate_key, run_filter
+
         if args.generate_key:
             private, public = generate_key()
             print(f"filter_key = {private}\nfilter_public_keys = {public}")
@@ -96,12 +128,22 @@ def main(argv: Optional[List[str]] = None) -> int:
             print("addonreg filter: give DIR, or set filter_dir", file=sys.stderr)
             return 2
         configure_logging(settings)
-        return asyncio.run(run_filter(settings, directory, follow=args.follow,
-                                      source_url=args.source_url))
+        return asyncio.run(
+            run_filter(settings, directory, follow=args.follow, source_url=args.source_url)
+        )
     if args.command == "publish":
         from .publisher import run_publish
+
         configure_logging(settings)
-        return asyncio.run(run_publish(
-            settings, args.directory, follow=args.follow, source_url=args.source_url,
-            rebuild=args.rebuild, interval=args.interval, progress=not args.quiet))
+        return asyncio.run(
+            run_publish(
+                settings,
+                args.directory,
+                follow=args.follow,
+                source_url=args.source_url,
+                rebuild=args.rebuild,
+                interval=args.interval,
+                progress=not args.quiet,
+            )
+        )
     return 2  # unreachable: argparse requires a command

@@ -49,8 +49,9 @@ class PassBatch(Generic[T, R]):
     merged: the same item twice is sent twice (a nonce check relies on it).
     """
 
-    def __init__(self, send: Callable[[List[T]], Awaitable[Sequence[R]]],
-                 max_batch: int = 1000) -> None:
+    def __init__(
+        self, send: Callable[[List[T]], Awaitable[Sequence[R]]], max_batch: int = 1000
+    ) -> None:
         self._send = send
         self.max_batch = max_batch
         self._pending: List[Tuple[T, asyncio.Future]] = []
@@ -68,7 +69,7 @@ class PassBatch(Generic[T, R]):
         pending, self._pending = self._pending, []
         loop = asyncio.get_running_loop()
         for i in range(0, len(pending), self.max_batch):
-            task = loop.create_task(self._run(pending[i:i + self.max_batch]))
+            task = loop.create_task(self._run(pending[i : i + self.max_batch]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -95,8 +96,9 @@ class Coalescer(Generic[K, V]):
     was not found). A key asked for twice in one pass is fetched once.
     """
 
-    def __init__(self, fetch_many: Callable[[List[K]], Awaitable[Mapping[K, V]]],
-                 max_batch: int = 1000) -> None:
+    def __init__(
+        self, fetch_many: Callable[[List[K]], Awaitable[Mapping[K, V]]], max_batch: int = 1000
+    ) -> None:
         self._fetch_many = fetch_many
         self._batch: PassBatch[K, Optional[V]] = PassBatch(self._fetch, max_batch)
         self.calls = 0  # fetch_many calls made (for tests and metrics)

@@ -41,6 +41,7 @@ def integer(lowest: int, highest: int) -> Callable[[str], int]:
         if raw.lstrip("-").isdigit() and len(raw) < 20 and lowest <= int(raw) <= highest:
             return int(raw)
         raise ValueError(f"an integer from {lowest} to {highest}")
+
     return parse
 
 
@@ -54,6 +55,7 @@ def seconds(lowest: float, highest: float, zero_ok: bool = False) -> Callable[[s
             return value
         low = f">= {lowest:g}" if zero_ok else f"> {lowest:g}"
         raise ValueError(f"a number of seconds {low} and <= {highest:g}")
+
     return parse
 
 
@@ -62,6 +64,7 @@ def choice(*names: str) -> Callable[[str], str]:
         if raw.lower() in names:
             return raw.lower()
         raise ValueError(" or ".join(names))
+
     return parse
 
 
@@ -74,17 +77,22 @@ def boolean(raw: str) -> bool:
 
 def host(raw: str) -> str:
     if not raw:
-        raise ValueError("an address to listen on (127.0.0.1; 0.0.0.0 or :: for every "
-                         "interface, which must be asked for by name)")
+        raise ValueError(
+            "an address to listen on (127.0.0.1; 0.0.0.0 or :: for every "
+            "interface, which must be asked for by name)"
+        )
     return raw
 
 
 def storage_url(raw: str) -> str:
-    expected = ("memory://, sqlite:///relative/path, sqlite:////absolute/path or "
-                "mysql://user:password@host:port/database[?pool_size=N]")
+    expected = (
+        "memory://, sqlite:///relative/path, sqlite:////absolute/path or "
+        "mysql://user:password@host:port/database[?pool_size=N]"
+    )
     parts = urlsplit(raw)
-    ok = parts.scheme == "memory" or (parts.scheme == "sqlite" and raw.startswith("sqlite:///")
-                                      and len(raw) > len("sqlite:///"))
+    ok = parts.scheme == "memory" or (
+        parts.scheme == "sqlite" and raw.startswith("sqlite:///") and len(raw) > len("sqlite:///")
+    )
     if parts.scheme == "mysql":
         options = dict(parse_qsl(parts.query, keep_blank_values=True))
         try:
@@ -103,6 +111,7 @@ def pubsub_url(raw: str) -> str:
     scheme = urlsplit(raw).scheme
     if scheme == "redis":
         from .bus.redis import parse_url  # the one parser of Redis URLs
+
         try:
             parse_url(raw)
         except ValueError as exc:
@@ -112,8 +121,9 @@ def pubsub_url(raw: str) -> str:
     return raw
 
 
-_TOKEN = frozenset("!#$%&'()*+-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`"
-                   "abcdefghijklmnopqrstuvwxyz{|}~")
+_TOKEN = frozenset(
+    "!#$%&'()*+-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`abcdefghijklmnopqrstuvwxyz{|}~"
+)
 
 
 def credentials(raw: str) -> Dict[str, str]:
@@ -121,8 +131,10 @@ def credentials(raw: str) -> Dict[str, str]:
     for item in filter(None, (p.strip() for p in raw.split(","))):
         ident, sep, key = item.partition(":")
         if not sep or not ident or not key or not _TOKEN.issuperset(ident + key):
-            raise ValueError("id:key pairs separated by commas; ids and keys of printable "
-                             "ASCII without spaces, quotes, backslashes or commas")
+            raise ValueError(
+                "id:key pairs separated by commas; ids and keys of printable "
+                "ASCII without spaces, quotes, backslashes or commas"
+            )
         creds[ident] = key
     return creds
 
@@ -143,24 +155,29 @@ def _key_text(raw: str) -> str:
 
 def signing_key(raw: str) -> str:
     from .filter.index import load_private_key
+
     text = _key_text(raw)
     try:
         load_private_key(text)
     except ValueError:
-        raise ValueError("an Ed25519 private key: a PEM file, PEM text, or the base64 of its "
-                         "32 raw bytes (`addonreg filter --generate-key` makes one)") from None
+        raise ValueError(
+            "an Ed25519 private key: a PEM file, PEM text, or the base64 of its "
+            "32 raw bytes (`addonreg filter --generate-key` makes one)"
+        ) from None
     return text
 
 
 def public_keys(raw: str) -> Tuple[str, ...]:
     from .filter.index import load_public_key, raw_public_key
+
     keys = []
     for item in filter(None, (p.strip() for p in raw.split(","))):
         try:
             key = load_public_key(_key_text(item))
         except ValueError:
-            raise ValueError("Ed25519 public keys, each the base64 of 32 raw bytes or PEM, "
-                             "separated by commas") from None
+            raise ValueError(
+                "Ed25519 public keys, each the base64 of 32 raw bytes or PEM, separated by commas"
+            ) from None
         keys.append(base64.b64encode(raw_public_key(key)).decode())
     return tuple(keys)
 
@@ -169,8 +186,10 @@ def gc_threshold(raw: str) -> Tuple[int, int, int]:
     values = tuple(raw.replace(" ", "").split(","))
     if len(values) == 3 and all(v.isdigit() and len(v) < 10 for v in values):
         return tuple(int(v) for v in values)  # type: ignore[return-value]
-    raise ValueError("three non-negative integers, e.g. 10000,20,20 (0 as the first turns "
-                     "automatic collection off)")
+    raise ValueError(
+        "three non-negative integers, e.g. 10000,20,20 (0 as the first turns "
+        "automatic collection off)"
+    )
 
 
 def _field(default: Any, parse: Callable[[str], Any], doc: str, secret: bool = False) -> Any:
@@ -198,15 +217,17 @@ class Settings:
     max_lookup: int = _field(1000, integer(1, 100_000), "most files in one lookup")
     max_write: int = _field(5000, integer(1, 100_000), "most operations in one write")
     max_body_size: int = _field(4 * 1024 * 1024, integer(1, 1 << 30), "largest body, bytes")
-    max_connections: int = _field(0, integer(0, 1_000_000),
-                                  "open connections at most (0: the fd limit less a reserve)")
+    max_connections: int = _field(
+        0, integer(0, 1_000_000), "open connections at most (0: the fd limit less a reserve)"
+    )
     idle_timeout: float = _field(75.0, seconds(0, DAY), "idle keep-alive, and headers, timeout")
     body_timeout: float = _field(30.0, seconds(0, DAY), "longest wait for a request's body")
     cache_size: int = _field(100_000, integer(1, 100_000_000), "files cached per process")
     cache_ttl: float = _field(3600.0, seconds(0, 7 * DAY, True), "bound on a cached answer")
     cache_negative_ttl: float = _field(30.0, seconds(0, DAY, True), "lifetime of 'unknown'")
-    cache_disconnected_ttl: float = _field(5.0, seconds(0, DAY, True),
-                                           "cache lifetime while changes cannot be followed")
+    cache_disconnected_ttl: float = _field(
+        5.0, seconds(0, DAY, True), "cache lifetime while changes cannot be followed"
+    )
     write_batch_size: int = _field(5000, integer(1, 100_000), "operations per transaction")
     write_queue_size: int = _field(50_000, integer(1, 10_000_000), "operations queued at most")
     write_window: float = _field(0.002, seconds(0, 1, True), "a lone write waits this long")
@@ -218,27 +239,32 @@ class Settings:
     storage_timeout: float = _field(2.0, seconds(0, 60), "longest wait for one storage call")
     storage_pool_size: int = _field(8, integer(1, 1000), "read connections (MySQL)")
     heartbeat_timeout: float = _field(2.0, seconds(0, 60), "longest wait for a heartbeat check")
-    log_level: str = _field("info", choice("debug", "info", "warning", "error", "critical"),
-                            "logging level")
+    log_level: str = _field(
+        "info", choice("debug", "info", "warning", "error", "critical"), "logging level"
+    )
     log_format: str = _field("json", choice("json", "text"), "json lines, or text to read")
     event_loop: str = _field("auto", choice("auto", "asyncio", "uvloop"), "the event loop")
     xheaders: bool = _field(False, boolean, "trust X-Forwarded-For/X-Real-Ip from a proxy")
     access_log: bool = _field(False, boolean, "log every request, not only 5xx")
-    gc_threshold: Tuple[int, int, int] = _field((10_000, 20, 20), gc_threshold,
-                                                "Python's gc thresholds (gen0,gen1,gen2)")
+    gc_threshold: Tuple[int, int, int] = _field(
+        (10_000, 20, 20), gc_threshold, "Python's gc thresholds (gen0,gen1,gen2)"
+    )
     filter_dir: str = _field("", str, "where the offline filter is (the service serves it)")
     filter_key: str = _field("", signing_key, "Ed25519 key signing the filter index", True)
-    filter_public_keys: Tuple[str, ...] = _field((), public_keys,
-                                                 "public keys of the filter, shown on /v1/")
+    filter_public_keys: Tuple[str, ...] = _field(
+        (), public_keys, "public keys of the filter, shown on /v1/"
+    )
     filter_delta_interval: float = _field(60.0, seconds(0, DAY), "a new filter delta at most")
     filter_max_delta_ratio: float = _field(0.5, seconds(0, 100), "delta/base size: a new base")
     filter_max_base_age: float = _field(7 * DAY, seconds(0, 365 * DAY), "base age: a new base")
 
     def __post_init__(self) -> None:
         if urlsplit(self.pubsub).scheme == "redis" and not self.bus_key:
-            raise ConfigError("setting 'bus_key' is required with a redis:// pub/sub "
-                              "($ADDONREG_BUS_KEY, the same secret in every process): it "
-                              "authenticates the invalidation messages")
+            raise ConfigError(
+                "setting 'bus_key' is required with a redis:// pub/sub "
+                "($ADDONREG_BUS_KEY, the same secret in every process): it "
+                "authenticates the invalidation messages"
+            )
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -246,8 +272,10 @@ class Settings:
     def public(self) -> Dict[str, Any]:
         """The settings shown on ``GET /v1/`` (no secrets, no URLs with passwords)."""
         return {
-            "max_lookup": self.max_lookup, "max_write": self.max_write,
-            "max_body_size": self.max_body_size, "http_max_age": self.http_max_age,
+            "max_lookup": self.max_lookup,
+            "max_write": self.max_write,
+            "max_body_size": self.max_body_size,
+            "http_max_age": self.http_max_age,
             "http_negative_max_age": self.http_negative_max_age,
             "storage_backend": urlsplit(self.storage).scheme,
             "pubsub_backend": urlsplit(self.pubsub).scheme,
@@ -265,8 +293,9 @@ def _parse(name: str, raw: str, source: str) -> Any:
         shown = repr(raw) if FIELDS[name].repr else "(hidden)"
         if name == "hawk_credentials":  # the ids, never the keys
             shown = repr(",".join(i.partition(":")[0] + ":…" * (":" in i) for i in raw.split(",")))
-        raise ConfigError(f"bad value for setting {name!r} ({source}): {shown}: "
-                          f"expected {exc}") from None
+        raise ConfigError(
+            f"bad value for setting {name!r} ({source}): {shown}: expected {exc}"
+        ) from None
 
 
 def _unknown(what: str, name: str, known: Any, where: str = "") -> ConfigError:
@@ -275,9 +304,11 @@ def _unknown(what: str, name: str, known: Any, where: str = "") -> ConfigError:
     return ConfigError(f"unknown {what} {name!r}{where}{hint}")
 
 
-def load_settings(config_file: Optional[str] = None,
-                  environ: Optional[Mapping[str, str]] = None,
-                  overrides: Optional[Mapping[str, Optional[str]]] = None) -> Settings:
+def load_settings(
+    config_file: Optional[str] = None,
+    environ: Optional[Mapping[str, str]] = None,
+    overrides: Optional[Mapping[str, Optional[str]]] = None,
+) -> Settings:
     """Build the settings: defaults < ini file < environment < ``overrides``.
 
     ``config_file`` defaults to ``$ADDONREG_CONFIG``; ``overrides`` are raw
@@ -295,21 +326,26 @@ def load_settings(config_file: Optional[str] = None,
             raise ConfigError(f"cannot read config file {path!r}: {exc}") from None
         for section in parser.sections():
             if section != SECTION:
-                raise _unknown("section", section, [SECTION],
-                               f" in {path} (settings go in [{SECTION}])")
+                raise _unknown(
+                    "section", section, [SECTION], f" in {path} (settings go in [{SECTION}])"
+                )
         if parser.has_section(SECTION):
             for key, raw in parser.items(SECTION):
                 if key not in FIELDS:
                     raise _unknown("setting", key, FIELDS, f" in [{SECTION}] of {path}")
                 values[key] = _parse(key, raw, f"from {path}")
     for variable, raw in env.items():
-        name = variable[len(ENV_PREFIX):]
-        if not variable.startswith(ENV_PREFIX) or name in OTHER_VARIABLES \
-                or name.startswith(OTHER_PREFIXES):
+        name = variable[len(ENV_PREFIX) :]
+        if (
+            not variable.startswith(ENV_PREFIX)
+            or name in OTHER_VARIABLES
+            or name.startswith(OTHER_PREFIXES)
+        ):
             continue
         if name.lower() not in FIELDS:
-            raise _unknown("environment variable", variable,
-                           [ENV_PREFIX + n.upper() for n in FIELDS])
+            raise _unknown(
+                "environment variable", variable, [ENV_PREFIX + n.upper() for n in FIELDS]
+            )
         values[name.lower()] = _parse(name.lower(), raw, f"from ${variable}")
     for key, given in (overrides or {}).items():
         if given is not None:

@@ -47,11 +47,17 @@ class APIError(Exception):
     ``410``), ``log_message`` is logged and never shown.
     """
 
-    def __init__(self, status: int, errno: ERRNO, message: str,
-                 details: Optional[Mapping[str, Any]] = None, *,
-                 headers: Optional[Mapping[str, str]] = None,
-                 body: Optional[Mapping[str, Any]] = None,
-                 log_message: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        errno: ERRNO,
+        message: str,
+        details: Optional[Mapping[str, Any]] = None,
+        *,
+        headers: Optional[Mapping[str, str]] = None,
+        body: Optional[Mapping[str, Any]] = None,
+        log_message: Optional[str] = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.errno = errno
@@ -72,8 +78,9 @@ def reason(status: int) -> str:
         return "Unknown"
 
 
-def error_body(status: int, errno: int, message: str,
-               details: Optional[Mapping[str, Any]] = None) -> dict:
+def error_body(
+    status: int, errno: int, message: str, details: Optional[Mapping[str, Any]] = None
+) -> dict:
     """The contract's error body."""
     body = {"code": status, "errno": int(errno), "error": reason(status), "message": message}
     if details:

@@ -118,6 +118,7 @@ class ServiceSource(FeedSource):
 
     def __init__(self, base_url: str, timeout: float = 10.0) -> None:
         from tornado.httpclient import AsyncHTTPClient
+
         self.base = base_url.rstrip("/")
         self.name = self.base
         self.timeout = timeout
@@ -128,6 +129,7 @@ class ServiceSource(FeedSource):
 
     async def _get(self, path: str):
         from tornado.httpclient import HTTPRequest
+
         try:
             request = HTTPRequest(self.base + path, request_timeout=self.timeout)
             return await self.http.fetch(request, raise_error=False)
@@ -140,8 +142,17 @@ class ServiceSource(FeedSource):
             raise FeedError(f"GET /v1/changes answered {response.code}")
         try:
             data = json.loads(response.body)
-            records = [Record(c["addon_id"], c["sha256"], c["version"], c["status"], c["serial"],
-                              _parse_timestamp(c["updated_at"])) for c in data["changes"]]
+            records = [
+                Record(
+                    c["addon_id"],
+                    c["sha256"],
+                    c["version"],
+                    c["status"],
+                    c["serial"],
+                    _parse_timestamp(c["updated_at"]),
+                )
+                for c in data["changes"]
+            ]
             return records, int(data["next_since"])
         except (ValueError, KeyError, TypeError) as exc:
             raise FeedError(f"GET /v1/changes: unexpected body: {exc}") from exc
@@ -158,6 +169,7 @@ class ServiceSource(FeedSource):
 def feed_source(settings: Any, url: Optional[str]) -> FeedSource:
     """A running service's feed (``--from URL``), else storage's, as settings name it."""
     from .storage import load_storage
+
     return ServiceSource(url) if url else StorageSource(load_storage(settings))
 
 

@@ -16,10 +16,24 @@ from .registry import MISSING, Answer, render
 from .storage import REVOKED, Key, Operation, Record, result_item
 from .web import BaseHandler, BodyHandler, cache_control
 
-__all__ = ["FileHandler", "AddonFilesHandler", "LookupHandler", "ChangesHandler",
-           "ServiceHandler", "OldAddonHandler", "OldAddonsHandler", "RegistrationsHandler",
-           "JobHandler", "OldHashHandler", "LBHeartbeatHandler", "HeartbeatHandler",
-           "VersionHandler", "MetricsHandler", "APIHandler", "NotFoundHandler"]
+__all__ = [
+    "FileHandler",
+    "AddonFilesHandler",
+    "LookupHandler",
+    "ChangesHandler",
+    "ServiceHandler",
+    "OldAddonHandler",
+    "OldAddonsHandler",
+    "RegistrationsHandler",
+    "JobHandler",
+    "OldHashHandler",
+    "LBHeartbeatHandler",
+    "HeartbeatHandler",
+    "VersionHandler",
+    "MetricsHandler",
+    "APIHandler",
+    "NotFoundHandler",
+]
 
 
 def not_found(message: str, details: Dict[str, Any], max_age: int = -1) -> APIError:
@@ -53,8 +67,11 @@ class FileHandler(BaseHandler):
 
     def answer(self, key: Key, answer: Answer) -> None:
         if answer.record is None:
-            raise not_found("this file is not registered", {"addon_id": key[0], "sha256": key[1]},
-                            self.config.http_negative_max_age)
+            raise not_found(
+                "this file is not registered",
+                {"addon_id": key[0], "sha256": key[1]},
+                self.config.http_negative_max_age,
+            )
         self.set_header("Cache-Control", cache_control(self.config.http_max_age))
         self.set_header("Etag", answer.etag)
         if not answer.body:
@@ -63,9 +80,16 @@ class FileHandler(BaseHandler):
             self.finish(answer.body)
 
     def gone(self, record: Record) -> APIError:
-        return APIError(410, ERRNO.RESOURCE_GONE, "this file's registration was revoked",
-                        headers={"Cache-Control": cache_control(self.config.http_max_age),
-                                 "Etag": f'"{record.serial}"'}, body=record.to_dict())
+        return APIError(
+            410,
+            ERRNO.RESOURCE_GONE,
+            "this file's registration was revoked",
+            headers={
+                "Cache-Control": cache_control(self.config.http_max_age),
+                "Etag": f'"{record.serial}"',
+            },
+            body=record.to_dict(),
+        )
 
     def prepare(self) -> None:
         if self.request.method in ("PUT", "DELETE"):
@@ -97,8 +121,11 @@ class AddonFilesHandler(BaseHandler):
     async def get(self, addon_id: str) -> None:
         records = await self.registry.addon_files(check_addon_id(addon_id))
         if not records:
-            raise not_found("this add-on has no registered files", {"addon_id": addon_id},
-                            self.config.http_negative_max_age)
+            raise not_found(
+                "this add-on has no registered files",
+                {"addon_id": addon_id},
+                self.config.http_negative_max_age,
+            )
         self.set_header("Cache-Control", cache_control(self.config.http_max_age))
         self.set_header("Etag", f'"{max(r.serial for r in records)}-{len(records)}"')
         if not self.not_modified():
@@ -114,8 +141,9 @@ class LookupHandler(BodyHandler):
 
     async def post(self) -> None:
         body = self.body(msgpack_allowed=True)
-        files = inputs.checked_list(body.get("files"), "files", self.config.max_lookup,
-                                    "max_lookup")
+        files = inputs.checked_list(
+            body.get("files"), "files", self.config.max_lookup, "max_lookup"
+        )
         as_msgpack = media.wants_msgpack(self.request.headers.get("Accept"))
         body = await self.registry.lookup_body(inputs.lookup_keys(files), as_msgpack)
         self.set_header("Content-Type", media.MSGPACK if as_msgpack else media.JSON_UTF8)
@@ -130,12 +158,18 @@ class ChangesHandler(BaseHandler):
 
     async def get(self) -> None:
         arg = self.get_query_argument
-        since = inputs.int_argument(arg("since", None, strip=False), "since", 0, 0, 2 ** 63 - 1)
+        since = inputs.int_argument(arg("since", None, strip=False), "since", 0, 0, 2**63 - 1)
         limit = inputs.int_argument(arg("limit", None, strip=False), "limit", 1000, 1, 10000)
         records = await self.registry.changes(since, limit)
         self.set_header("Cache-Control", "no-cache")
-        self.finish(media.encode_json({"changes": [r.to_dict() for r in records],
-                                       "next_since": records[-1].serial if records else since}))
+        self.finish(
+            media.encode_json(
+                {
+                    "changes": [r.to_dict() for r in records],
+                    "next_since": records[-1].serial if records else since,
+                }
+            )
+        )
 
 
 class ServiceHandler(BaseHandler):
@@ -144,10 +178,17 @@ class ServiceHandler(BaseHandler):
     endpoint = "service"
 
     def get(self) -> None:
-        self.finish(media.encode_json({
-            "project_name": "addonreg", "project_version": __version__,
-            "http_api_version": "1", "url": f"{self.request.protocol}://{self.request.host}/v1/",
-            "settings": self.config.public()}))
+        self.finish(
+            media.encode_json(
+                {
+                    "project_name": "addonreg",
+                    "project_version": __version__,
+                    "http_api_version": "1",
+                    "url": f"{self.request.protocol}://{self.request.host}/v1/",
+                    "settings": self.config.public(),
+                }
+            )
+        )
 
 
 class FilterHandler(BaseHandler):
@@ -163,13 +204,14 @@ class FilterHandler(BaseHandler):
             with open(path, "rb") as fh:
                 data = fh.read()
         except OSError:
-            raise not_found("no filter is published here" if not name else "no such filter file",
-                            {}, 60) from None
+            raise not_found(
+                "no filter is published here" if not name else "no such filter file", {}, 60
+            ) from None
         # Files are named by their content: immutable. The index changes with each delta.
-        self.set_header("Cache-Control", "public, max-age=31536000, immutable" if name
-                        else "public, max-age=60")
-        self.set_header("Content-Type", "application/octet-stream" if name
-                        else "application/json")
+        self.set_header(
+            "Cache-Control", "public, max-age=31536000, immutable" if name else "public, max-age=60"
+        )
+        self.set_header("Content-Type", "application/octet-stream" if name else "application/json")
         self.finish(data)
 
     head = get
@@ -184,8 +226,13 @@ class OldAddonHandler(BodyHandler):
         addon_id, sha256 = inputs.legacy_pair(self.body(exact=True))
         key = inputs.legacy_key(addon_id, sha256)
         record = None if key is None else await self.registry.file(key)
-        self.respond({"id": addon_id, "sha256": sha256,
-                      "registered": record is not None and record.status != REVOKED})
+        self.respond(
+            {
+                "id": addon_id,
+                "sha256": sha256,
+                "registered": record is not None and record.status != REVOKED,
+            }
+        )
 
 
 class OldAddonsHandler(BodyHandler):
@@ -194,12 +241,22 @@ class OldAddonsHandler(BodyHandler):
     endpoint = "old_addons"
 
     async def post(self) -> None:
-        items = inputs.checked_list(self.body(exact=True).get("addons"), "addons",
-                                    self.config.max_lookup, "max_lookup", empty_ok=True)
+        items = inputs.checked_list(
+            self.body(exact=True).get("addons"),
+            "addons",
+            self.config.max_lookup,
+            "max_lookup",
+            empty_ok=True,
+        )
         pairs, keys = inputs.legacy_items(items)
         registered = await self.registry.registered(keys)
-        self.respond({"addons": [{"id": a, "sha256": s, "registered": r}
-                                 for (a, s), r in zip(pairs, registered)]})
+        self.respond(
+            {
+                "addons": [
+                    {"id": a, "sha256": s, "registered": r} for (a, s), r in zip(pairs, registered)
+                ]
+            }
+        )
 
 
 class RegistrationsHandler(BodyHandler):
@@ -209,8 +266,12 @@ class RegistrationsHandler(BodyHandler):
 
     async def post(self) -> None:
         owner = await self.authenticate()
-        items = inputs.checked_list(self.body(msgpack_allowed=True, write=True).get("operations"),
-                                    "operations", self.config.max_write, "max_write")
+        items = inputs.checked_list(
+            self.body(msgpack_allowed=True, write=True).get("operations"),
+            "operations",
+            self.config.max_write,
+            "max_write",
+        )
         ops = inputs.operations(items)
         if "respond-async" in self.request.headers.get("Prefer", "").lower():
             job_id = await self.registry.write_async(owner, ops)
@@ -219,8 +280,9 @@ class RegistrationsHandler(BodyHandler):
             self.respond({"job": job_id, "status": "queued"}, 202, negotiate=True)
             return
         results = await self.registry.write(ops)
-        self.respond({"results": [result_item(op, a) for op, a in zip(ops, results)]},
-                     negotiate=True)
+        self.respond(
+            {"results": [result_item(op, a) for op, a in zip(ops, results)]}, negotiate=True
+        )
 
 
 class JobHandler(BodyHandler):
@@ -248,8 +310,9 @@ class OldHashHandler(BodyHandler):
     async def post(self) -> None:
         await self.authenticate()
         addon_id, sha256 = inputs.legacy_pair(self.body(write=True))
-        await self.registry.write([Operation("register", check_addon_id(addon_id),
-                                             check_sha256(sha256))])
+        await self.registry.write(
+            [Operation("register", check_addon_id(addon_id), check_sha256(sha256))]
+        )
         self.respond({"id": addon_id, "sha256": sha256, "registered": True}, 202)
 
 
@@ -274,8 +337,7 @@ class HeartbeatHandler(BaseHandler):
             self.finish(media.encode_json(body))
             return
         failed = ", ".join(sorted(n for n, ok in checks.items() if not ok))
-        raise APIError(503, ERRNO.BACKEND, f"failing checks: {failed}", {"checks": body},
-                       body=body)
+        raise APIError(503, ERRNO.BACKEND, f"failing checks: {failed}", {"checks": body}, body=body)
 
 
 class VersionHandler(BaseHandler):

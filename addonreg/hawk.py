@@ -41,8 +41,14 @@ from urllib.parse import urlparse, urlsplit
 
 from .nonces import NonceStore
 
-__all__ = ["AuthError", "HawkAuthenticator", "www_authenticate", "sign", "parse_header",
-           "DEFAULT_SKEW"]
+__all__ = [
+    "AuthError",
+    "HawkAuthenticator",
+    "www_authenticate",
+    "sign",
+    "parse_header",
+    "DEFAULT_SKEW",
+]
 
 DEFAULT_SKEW = 60
 """Seconds a request's timestamp may be away from the server's clock."""
@@ -69,8 +75,13 @@ class AuthError(Exception):
     timestamp).
     """
 
-    def __init__(self, errno: int, message: str, log_message: Optional[str] = None,
-                 challenge: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        errno: int,
+        message: str,
+        log_message: Optional[str] = None,
+        challenge: Optional[str] = None,
+    ) -> None:
         super().__init__(message)
         self.errno = errno
         self.message = message
@@ -156,9 +167,18 @@ def payload_hash(content: bytes, content_type: str, algorithm: str = "sha256") -
     return base64.b64encode(digest.digest())
 
 
-def _mac(key: bytes, ts: str, nonce: str, method: str, url: str, payload: str,
-         ext: Optional[str], app: Optional[str], dlg: Optional[str],
-         algorithm: str = "sha256") -> bytes:
+def _mac(
+    key: bytes,
+    ts: str,
+    nonce: str,
+    method: str,
+    url: str,
+    payload: str,
+    ext: Optional[str],
+    app: Optional[str],
+    dlg: Optional[str],
+    algorithm: str = "sha256",
+) -> bytes:
     """The request MAC (base64) over Hawk 1's normalised string."""
     host, port, resource = _url_parts(url)
     lines = ["hawk.1.header", ts, nonce, method.upper(), resource, host, port, payload, ext or ""]
@@ -175,15 +195,22 @@ class HawkAuthenticator:
     distance, in seconds, between a request's timestamp and the server's clock.
     """
 
-    def __init__(self, credentials: Mapping[str, str], nonces: NonceStore,
-                 skew: int = DEFAULT_SKEW, algorithm: str = "sha256") -> None:
+    def __init__(
+        self,
+        credentials: Mapping[str, str],
+        nonces: NonceStore,
+        skew: int = DEFAULT_SKEW,
+        algorithm: str = "sha256",
+    ) -> None:
         if algorithm not in ("sha256", "sha1"):  # what the Hawk specification allows
             raise ValueError("Hawk algorithm must be sha256 or sha1")
         self.algorithm = algorithm
         for ident, key in credentials.items():
             if not key or not _VALUE_CHARS(ident) or not ident:
-                raise ValueError(f"Hawk credential id {ident!r}: ids need a key and only "
-                                 "characters a Hawk header can carry")
+                raise ValueError(
+                    f"Hawk credential id {ident!r}: ids need a key and only "
+                    "characters a Hawk header can carry"
+                )
         self._keys: Dict[str, bytes] = {i: k.encode("utf-8") for i, k in credentials.items()}
         self._unknown_key = secrets.token_bytes(32)
         self.nonces = nonces
@@ -192,8 +219,15 @@ class HawkAuthenticator:
     def __repr__(self) -> str:
         return f"<HawkAuthenticator ids={sorted(self._keys)!r} skew={self.skew}>"
 
-    async def authenticate(self, *, method: str, url: str, authorization: Optional[str],
-                           content: bytes, content_type: Optional[str]) -> str:
+    async def authenticate(
+        self,
+        *,
+        method: str,
+        url: str,
+        authorization: Optional[str],
+        content: bytes,
+        content_type: Optional[str],
+    ) -> str:
         """The credential id the request is signed with, or :class:`AuthError`.
 
         ``url`` is the URL the client used (``scheme://<Host header>/path?query``,
@@ -204,54 +238,92 @@ class HawkAuthenticator:
             raise AuthError(MISSING_AUTH, "Missing Authorization header")
         scheme = authorization.split(None, 1)[0]
         if scheme.lower() != "hawk":
-            raise AuthError(MISSING_AUTH, "Authorization must use the Hawk scheme",
-                            f"Authorization scheme {scheme[:20]!r} is not Hawk")
+            raise AuthError(
+                MISSING_AUTH,
+                "Authorization must use the Hawk scheme",
+                f"Authorization scheme {scheme[:20]!r} is not Hawk",
+            )
         attributes = self._parse(authorization)
         ident = attributes["id"]
         key = self._keys.get(ident)
         try:
-            self.verify(attributes, key or self._unknown_key, method, url, bytes(content),
-                        content_type or "")
+            self.verify(
+                attributes,
+                key or self._unknown_key,
+                method,
+                url,
+                bytes(content),
+                content_type or "",
+            )
             if key is None:
                 raise MacMismatch()
         except MacMismatch:
             detail = "unknown Hawk id" if key is None else "MAC mismatch for Hawk id"
-            raise AuthError(INVALID_AUTH, INVALID_SIGNATURE,
-                            f"{detail} {ident!r} ({method} {url})") from None
+            raise AuthError(
+                INVALID_AUTH, INVALID_SIGNATURE, f"{detail} {ident!r} ({method} {url})"
+            ) from None
         except PayloadMismatch:
             what = "wrong" if attributes.get("hash") else "missing"
-            raise AuthError(INVALID_AUTH, f"Payload hash {what}",
-                            f"payload hash {what} for Hawk id {ident!r} ({len(content)} bytes, "
-                            f"{content_type!r})") from None
+            raise AuthError(
+                INVALID_AUTH,
+                f"Payload hash {what}",
+                f"payload hash {what} for Hawk id {ident!r} ({len(content)} bytes, "
+                f"{content_type!r})",
+            ) from None
         except StaleTimestamp as exc:
-            raise AuthError(INVALID_AUTH, "Stale timestamp",
-                            f"Hawk id {ident!r}: timestamp {attributes['ts']} is more than "
-                            f"{self.skew} s from the server's {exc.now}",
-                            challenge=self._time_challenge(key or b"", exc.now)) from None
+            raise AuthError(
+                INVALID_AUTH,
+                "Stale timestamp",
+                f"Hawk id {ident!r}: timestamp {attributes['ts']} is more than "
+                f"{self.skew} s from the server's {exc.now}",
+                challenge=self._time_challenge(key or b"", exc.now),
+            ) from None
         except (ValueError, UnicodeError):  # a Host header with a bad port…
-            raise AuthError(INVALID_AUTH, "Malformed Hawk request",
-                            f"Hawk id {ident!r}: unparsable URL") from None
-        if not await self.nonces.check_and_remember(ident, attributes["nonce"],
-                                                     int(attributes["ts"])):
-            raise AuthError(INVALID_AUTH, "Replayed nonce",
-                            f"Hawk id {ident!r} reused nonce {attributes['nonce']!r}")
+            raise AuthError(
+                INVALID_AUTH, "Malformed Hawk request", f"Hawk id {ident!r}: unparsable URL"
+            ) from None
+        if not await self.nonces.check_and_remember(
+            ident, attributes["nonce"], int(attributes["ts"])
+        ):
+            raise AuthError(
+                INVALID_AUTH,
+                "Replayed nonce",
+                f"Hawk id {ident!r} reused nonce {attributes['nonce']!r}",
+            )
         return ident
 
-    def verify(self, attributes: Dict[str, str], key: bytes, method: str, url: str,
-               content: bytes, content_type: str) -> None:
+    def verify(
+        self,
+        attributes: Dict[str, str],
+        key: bytes,
+        method: str,
+        url: str,
+        content: bytes,
+        content_type: str,
+    ) -> None:
         """The MAC, payload-hash and timestamp checks, in the reference order.
 
         Raises :class:`MacMismatch`, :class:`PayloadMismatch` or
         :class:`StaleTimestamp` (``ValueError`` for an unparsable URL).
         """
         their_hash = attributes.get("hash", "")
-        mac = _mac(key, attributes["ts"], attributes["nonce"], method, url, their_hash,
-                   attributes.get("ext"), attributes.get("app"), attributes.get("dlg"),
-                   self.algorithm)
+        mac = _mac(
+            key,
+            attributes["ts"],
+            attributes["nonce"],
+            method,
+            url,
+            their_hash,
+            attributes.get("ext"),
+            attributes.get("app"),
+            attributes.get("dlg"),
+            self.algorithm,
+        )
         if not hmac.compare_digest(mac, attributes["mac"].encode()):
             raise MacMismatch()
         if ("hash" in attributes or content) and not hmac.compare_digest(
-                payload_hash(content, content_type, self.algorithm), their_hash.encode()):
+            payload_hash(content, content_type, self.algorithm), their_hash.encode()
+        ):
             raise PayloadMismatch()
         now = int(time.time())
         if abs(int(attributes["ts"]) - now) > self.skew:
@@ -262,23 +334,25 @@ class HawkAuthenticator:
         try:
             attributes = parse_header(authorization)
         except HeaderError as exc:
-            raise AuthError(INVALID_AUTH, "Malformed Hawk header",
-                            f"unparsable Hawk header ({exc})") from None
+            raise AuthError(
+                INVALID_AUTH, "Malformed Hawk header", f"unparsable Hawk header ({exc})"
+            ) from None
         missing = [name for name in _REQUIRED if not attributes.get(name)]
         if missing:
-            raise AuthError(INVALID_AUTH, "Malformed Hawk header",
-                            f"Hawk header lacks {', '.join(missing)}")
+            raise AuthError(
+                INVALID_AUTH, "Malformed Hawk header", f"Hawk header lacks {', '.join(missing)}"
+            )
         if not _TIMESTAMP(attributes["ts"]):
-            raise AuthError(INVALID_AUTH, "Malformed Hawk header",
-                            "Hawk timestamp is not a number of seconds")
+            raise AuthError(
+                INVALID_AUTH, "Malformed Hawk header", "Hawk timestamp is not a number of seconds"
+            )
         return attributes
 
     def _time_challenge(self, key: bytes, now: int) -> Optional[str]:
         """``ts="…", tsm="…"``: the server time MAC'd with the client's key (Hawk spec)."""
         if not key:
             return None  # an unknown id: nothing to MAC with, and nothing to reveal
-        tsm = base64.b64encode(hmac.digest(key, f"hawk.1.ts\n{now}\n".encode(),
-                                            self.algorithm))
+        tsm = base64.b64encode(hmac.digest(key, f"hawk.1.ts\n{now}\n".encode(), self.algorithm))
         return f'ts="{now}", tsm="{tsm.decode()}", error="Stale timestamp"'
 
 
@@ -288,9 +362,18 @@ def www_authenticate(error: AuthError) -> str:
     return f"Hawk {error.challenge}" if error.challenge else "Hawk"
 
 
-def sign(credential_id: str, key: str, method: str, url: str, content: bytes = b"",
-         content_type: Optional[str] = "application/json", nonce: Optional[str] = None,
-         timestamp: Optional[int] = None, *, hash_content: Optional[bool] = None) -> str:
+def sign(
+    credential_id: str,
+    key: str,
+    method: str,
+    url: str,
+    content: bytes = b"",
+    content_type: Optional[str] = "application/json",
+    nonce: Optional[str] = None,
+    timestamp: Optional[int] = None,
+    *,
+    hash_content: Optional[bool] = None,
+) -> str:
     """The ``Authorization`` header value for a request (for tests and tools).
 
     The payload hash covers ``content`` and ``content_type`` (send that same
@@ -304,6 +387,7 @@ def sign(credential_id: str, key: str, method: str, url: str, content: bytes = b
     attributes = {"id": credential_id, "ts": ts, "nonce": nonce}
     if hash_content or (hash_content is None and content):
         attributes["hash"] = payload_hash(content, content_type or "").decode()
-    attributes["mac"] = _mac(key.encode("utf-8"), ts, nonce, method, url,
-                             attributes.get("hash", ""), None, None, None).decode()
+    attributes["mac"] = _mac(
+        key.encode("utf-8"), ts, nonce, method, url, attributes.get("hash", ""), None, None, None
+    ).decode()
     return "Hawk " + ", ".join(f'{k}="{v}"' for k, v in attributes.items())

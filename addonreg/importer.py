@@ -40,8 +40,12 @@ class ImportError_(ValueError):
 
 def _operation(line: int, addon_id: Any, sha256: Any, version: Any) -> Operation:
     try:
-        return Operation("register", check_addon_id(addon_id), check_sha256(sha256),
-                         check_version(version if version != "" else None))
+        return Operation(
+            "register",
+            check_addon_id(addon_id),
+            check_sha256(sha256),
+            check_version(version if version != "" else None),
+        )
     except InvalidIdentifier as exc:
         raise ImportError_(f"line {line}: {exc}") from None
 
@@ -66,8 +70,9 @@ def _csv_rows(lines: Iterator[str], header_line: int, columns: int) -> Iterator[
         if not row:
             continue
         if len(row) != columns:
-            raise ImportError_(f"line {number}: expected {columns} columns as the header says, "
-                               f"got {len(row)}")
+            raise ImportError_(
+                f"line {number}: expected {columns} columns as the header says, got {len(row)}"
+            )
         yield _operation(number, row[0], row[1], row[2] if columns == 3 else None)
 
 
@@ -85,9 +90,11 @@ def read_operations(stream: IO[str]) -> List[Operation]:
     else:
         header = [c.strip().lower() for c in next(csv.reader([text]))]
         if header not in HEADERS:
-            raise ImportError_(f"line {number}: a CSV file starts with the header "
-                               "addon_id,sha256,version (or addon_id,sha256), a JSON-lines "
-                               "file with '{'")
+            raise ImportError_(
+                f"line {number}: a CSV file starts with the header "
+                "addon_id,sha256,version (or addon_id,sha256), a JSON-lines "
+                "file with '{'"
+            )
         operations = list(_csv_rows(stream, number, len(header)))
     if not operations:
         raise ImportError_(f"no rows after line {number}")
@@ -111,20 +118,28 @@ async def initdb(settings: Settings) -> int:
         return 1
     finally:
         await store.close()
-    print(("database created, " if created else "")
-          + f"schema ready in {describe_storage(settings.storage)}")
+    print(
+        ("database created, " if created else "")
+        + f"schema ready in {describe_storage(settings.storage)}"
+    )
     return 0
 
 
-async def import_file(settings: Settings, path: str, batch_size: int = 2000,
-                      progress: bool = True, out: Optional[IO[str]] = None) -> int:
+async def import_file(
+    settings: Settings,
+    path: str,
+    batch_size: int = 2000,
+    progress: bool = True,
+    out: Optional[IO[str]] = None,
+) -> int:
     """Load ``path`` (``-``: standard input); the exit code."""
     out = out or sys.stdout
     started = time.monotonic()
     try:
         if path == "-":
-            operations = read_operations(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8",
-                                                          newline=""))
+            operations = read_operations(
+                io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="")
+            )
         else:
             with open(path, encoding="utf-8", newline="") as fh:
                 operations = read_operations(fh)
@@ -142,27 +157,41 @@ async def import_file(settings: Settings, path: str, batch_size: int = 2000,
         await store.open()
         await store.create_schema()
         await bus.start(Nobody())
-        batcher = WriteBatcher(store, bus.publish, batch_size=batch_size, max_queue=batch_size,
-                               window=0, queue_timeout=None)
+        batcher = WriteBatcher(
+            store,
+            bus.publish,
+            batch_size=batch_size,
+            max_queue=batch_size,
+            window=0,
+            queue_timeout=None,
+        )
         batcher.start()
         from tqdm import tqdm
-        with tqdm(total=len(operations), unit="rows", disable=not progress,
-                  file=sys.stderr, desc="import") as bar:
+
+        with tqdm(
+            total=len(operations), unit="rows", disable=not progress, file=sys.stderr, desc="import"
+        ) as bar:
             for i in range(0, len(operations), batch_size):
-                batch = operations[i:i + batch_size]
+                batch = operations[i : i + batch_size]
                 changed += sum(a.changed for a in await batcher.submit(batch))
                 done += len(batch)
                 bar.update(len(batch))
         await batcher.drain()
     except (BackendError, BusError) as exc:
-        print(f"addonreg import: storage failed after {done} rows (importing again is "
-              f"harmless): {exc}", file=sys.stderr)
+        print(
+            f"addonreg import: storage failed after {done} rows (importing again is "
+            f"harmless): {exc}",
+            file=sys.stderr,
+        )
         return 1
     finally:
         await bus.close()
         await store.close()
     elapsed = time.monotonic() - started
-    print(f"imported {done} rows ({changed} changed, {done - changed} already there) into "
-          f"{describe_storage(settings.storage)} in {elapsed:.2f} s: "
-          f"{done / elapsed if elapsed > 0 else 0:,.0f} rows/s", file=out)
+    print(
+        f"imported {done} rows ({changed} changed, {done - changed} already there) into "
+        f"{describe_storage(settings.storage)} in {elapsed:.2f} s: "
+        f"{done / elapsed if elapsed > 0 else 0:,.0f} rows/s",
+        file=out,
+    )
     return 0

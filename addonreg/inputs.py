@@ -24,17 +24,32 @@ from .ids import (
 )
 from .storage import Key, Operation
 
-__all__ = ["bad_request", "body_object", "checked_list", "lookup_keys", "operations",
-           "legacy_pair", "legacy_key", "int_argument", "put_version"]
+__all__ = [
+    "bad_request",
+    "body_object",
+    "checked_list",
+    "lookup_keys",
+    "operations",
+    "legacy_pair",
+    "legacy_key",
+    "int_argument",
+    "put_version",
+]
 
 
-def bad_request(message: str, errno: ERRNO = ERRNO.INVALID_REQUEST_BODY, **details: Any
-                ) -> APIError:
+def bad_request(
+    message: str, errno: ERRNO = ERRNO.INVALID_REQUEST_BODY, **details: Any
+) -> APIError:
     return APIError(400, errno, message, details or None)
 
 
-def body_object(raw: bytes, content_type: Optional[str], msgpack_allowed: bool = False,
-                exact: bool = False, write: bool = False) -> Dict[str, Any]:
+def body_object(
+    raw: bytes,
+    content_type: Optional[str],
+    msgpack_allowed: bool = False,
+    exact: bool = False,
+    write: bool = False,
+) -> Dict[str, Any]:
     """The decoded body, which must be an object (a map).
 
     JSON; MessagePack too where the contract says so (``msgpack_allowed``);
@@ -42,12 +57,18 @@ def body_object(raw: bytes, content_type: Optional[str], msgpack_allowed: bool =
     A write's body must say what it is: any other ``Content-Type`` is a 415
     (reads stay lenient: the 2013 API's clients send what they send).
     """
-    if write and not media.is_json(content_type) and not (
-            msgpack_allowed and media.is_msgpack(content_type)):
+    if (
+        write
+        and not media.is_json(content_type)
+        and not (msgpack_allowed and media.is_msgpack(content_type))
+    ):
         kinds = "application/json" + (" or application/msgpack" if msgpack_allowed else "")
-        raise APIError(415, ERRNO.UNSUPPORTED_MEDIA_TYPE,
-                       f"a write's body must be sent as {kinds}",
-                       {"content_type": (content_type or "")[:100]})
+        raise APIError(
+            415,
+            ERRNO.UNSUPPORTED_MEDIA_TYPE,
+            f"a write's body must be sent as {kinds}",
+            {"content_type": (content_type or "")[:100]},
+        )
     try:
         value = media.decode(raw, content_type, msgpack_allowed, exact)
     except media.DecodeError as exc:
@@ -57,8 +78,9 @@ def body_object(raw: bytes, content_type: Optional[str], msgpack_allowed: bool =
     return value
 
 
-def checked_list(value: Any, name: str, max_items: int, limit: str,
-                 empty_ok: bool = False) -> List[Any]:
+def checked_list(
+    value: Any, name: str, max_items: int, limit: str, empty_ok: bool = False
+) -> List[Any]:
     """``value`` as a list of 1 (0 with ``empty_ok``) to ``max_items`` items, else 400/413.
 
     ``limit`` names the setting in the 413's details (``max_lookup``, ``max_write``).
@@ -66,11 +88,13 @@ def checked_list(value: Any, name: str, max_items: int, limit: str,
     if not isinstance(value, list):
         raise bad_request(f"'{name}' must be a list", field=name)
     if not value and not empty_ok:
-        raise bad_request(f"'{name}' must hold at least one item", ERRNO.MISSING_PARAMETERS,
-                          field=name)
+        raise bad_request(
+            f"'{name}' must hold at least one item", ERRNO.MISSING_PARAMETERS, field=name
+        )
     if len(value) > max_items:
-        raise APIError(413, ERRNO.TOO_MANY_ITEMS, f"at most {max_items} {name} per request",
-                       {limit: max_items})
+        raise APIError(
+            413, ERRNO.TOO_MANY_ITEMS, f"at most {max_items} {name} per request", {limit: max_items}
+        )
     return value
 
 
@@ -98,16 +122,29 @@ def operations(items: List[Any]) -> List[Operation]:
     """The operations of ``POST /v1/registrations`` (a checked list)."""
     ops = []
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or item.get("op") not in ("register", "revoke") \
-                or "addon_id" not in item or "sha256" not in item:
-            raise bad_request(f"operation {i} must be an object with op (register or revoke), "
-                              "addon_id and sha256", index=i)
+        if (
+            not isinstance(item, dict)
+            or item.get("op") not in ("register", "revoke")
+            or "addon_id" not in item
+            or "sha256" not in item
+        ):
+            raise bad_request(
+                f"operation {i} must be an object with op (register or revoke), "
+                "addon_id and sha256",
+                index=i,
+            )
         try:
             version = check_version(item.get("version"))
             if version is not None and item["op"] == "revoke":
                 raise InvalidIdentifier("version", "a revoke takes no version")
-            ops.append(Operation(item["op"], check_addon_id(item["addon_id"]),
-                                 check_sha256(item["sha256"]), version))
+            ops.append(
+                Operation(
+                    item["op"],
+                    check_addon_id(item["addon_id"]),
+                    check_sha256(item["sha256"]),
+                    version,
+                )
+            )
         except InvalidIdentifier as exc:
             raise exc.at(i) from None
     return ops
@@ -123,8 +160,9 @@ def put_version(raw: bytes, content_type: Optional[str]) -> Optional[str]:
 def legacy_pair(item: Any) -> Tuple[Any, Any]:
     """The 2013 API's ``{id, sha256}`` item, as sent (echoed back unchanged)."""
     if not isinstance(item, dict) or "id" not in item or "sha256" not in item:
-        raise bad_request("each add-on must be an object with id and sha256",
-                          ERRNO.MISSING_PARAMETERS)
+        raise bad_request(
+            "each add-on must be an object with id and sha256", ERRNO.MISSING_PARAMETERS
+        )
     return item["id"], item["sha256"]
 
 
@@ -135,8 +173,9 @@ def legacy_items(items: List[Any]) -> Tuple[List[Tuple[Any, Any]], List[Optional
         pairs = [(item["id"], item["sha256"]) for item in items]
     except (TypeError, KeyError, IndexError):  # not an object, or lacks one: say so
         pairs = [legacy_pair(item) for item in items]
-    keys: Optional[List[Optional[Key]]] = list(valid_keys(
-        [a for a, _ in pairs], [s for _, s in pairs]) or ()) or None
+    keys: Optional[List[Optional[Key]]] = (
+        list(valid_keys([a for a, _ in pairs], [s for _, s in pairs]) or ()) or None
+    )
     return pairs, keys if keys is not None else [legacy_key(a, s) for a, s in pairs]
 
 
@@ -157,5 +196,8 @@ def int_argument(raw: Optional[str], name: str, default: int, lowest: int, highe
     digits = raw.lstrip("0") or "0"
     if raw.isascii() and raw.isdigit() and len(digits) <= 20 and lowest <= int(digits) <= highest:
         return int(digits)
-    raise bad_request(f"{name} must be an integer from {lowest} to {highest}",
-                      ERRNO.INVALID_PARAMETERS, field=name)
+    raise bad_request(
+        f"{name} must be an integer from {lowest} to {highest}",
+        ERRNO.INVALID_PARAMETERS,
+        field=name,
+    )

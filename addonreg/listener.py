@@ -66,8 +66,12 @@ class _Limits(tornado.httputil.HTTPMessageDelegate):
     """One request's limits: ``431`` for headers larger than the server's limit, and a
     ``deadline`` (monotonic time) for its headers, then its body, that the sweep enforces."""
 
-    def __init__(self, delegate: tornado.httputil.HTTPMessageDelegate,
-                 connection: Any, server: "BoundedHTTPServer") -> None:
+    def __init__(
+        self,
+        delegate: tornado.httputil.HTTPMessageDelegate,
+        connection: Any,
+        server: "BoundedHTTPServer",
+    ) -> None:
         self.delegate, self.connection, self.server = delegate, connection, server
         self.deadline: Optional[float] = time.monotonic() + server.idle_timeout
         self.refused = self.in_body = False
@@ -77,25 +81,40 @@ class _Limits(tornado.httputil.HTTPMessageDelegate):
         limit = self.server.header_limit
         if size <= limit:
             self.in_body = bool(self.server.body_timeout) and (
-                "Content-Length" in headers or "Transfer-Encoding" in headers)
+                "Content-Length" in headers or "Transfer-Encoding" in headers
+            )
             self.deadline = time.monotonic() + self.server.body_timeout if self.in_body else None
             return self.delegate.headers_received(start_line, headers)
         self.refused, self.deadline = True, None
-        body, content_type = media.encode(error_body(
-            431, ERRNO.HEADERS_TOO_LARGE, f"request headers are larger than {limit} bytes",
-            {"max_header_size": limit}), False)
+        body, content_type = media.encode(
+            error_body(
+                431,
+                ERRNO.HEADERS_TOO_LARGE,
+                f"request headers are larger than {limit} bytes",
+                {"max_header_size": limit},
+            ),
+            False,
+        )
         self.connection.write_headers(
             tornado.httputil.ResponseStartLine("HTTP/1.1", 431, reason(431)),
-            tornado.httputil.HTTPHeaders({"Content-Type": content_type, "Connection": "close",
-                                          "Content-Length": str(len(body))}), body)
+            tornado.httputil.HTTPHeaders(
+                {
+                    "Content-Type": content_type,
+                    "Connection": "close",
+                    "Content-Length": str(len(body)),
+                }
+            ),
+            body,
+        )
         self.connection.finish()
         return None
 
     def expire(self) -> None:
         """Past the deadline: close the connection (its request, if any, is not answered)."""
         if self.in_body:  # an idle keep-alive connection closing is no news
-            log.info("body not received within %s s: closing the connection",
-                     self.server.body_timeout)
+            log.info(
+                "body not received within %s s: closing the connection", self.server.body_timeout
+            )
         self.deadline = None
         self.connection.close()
 
@@ -118,9 +137,15 @@ class BoundedHTTPServer(tornado.httpserver.HTTPServer):
 
     # Tornado's Configurable hands the constructor's arguments to initialize():
     # ours are three more keywords; Tornado's own header limit is 4 x ours (see _Limits).
-    def initialize(self, *args: Any, max_connections: int = 0,  # type: ignore[override]
-                   max_header_size: int = 65536, body_timeout: Optional[float] = None,
-                   idle_connection_timeout: Optional[float] = None, **kwargs: Any) -> None:
+    def initialize(
+        self,
+        *args: Any,
+        max_connections: int = 0,  # type: ignore[override]
+        max_header_size: int = 65536,
+        body_timeout: Optional[float] = None,
+        idle_connection_timeout: Optional[float] = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs["max_header_size"] = 4 * max_header_size
         super().initialize(*args, **kwargs)
         # The timeouts are ours (see the module doc). No argument turns Tornado's header
@@ -166,8 +191,12 @@ class BoundedHTTPServer(tornado.httpserver.HTTPServer):
     def _accept(self, sock: socket.socket) -> None:
         for _ in range(128):  # a bounded batch, as Tornado's own loop: others get their turn
             if self.open_connections >= self.max_connections:
-                self._throttle.log(logging.WARNING, "cap", "at the connection cap (%d): not "
-                                   "accepting until one closes", self.max_connections)
+                self._throttle.log(
+                    logging.WARNING,
+                    "cap",
+                    "at the connection cap (%d): not accepting until one closes",
+                    self.max_connections,
+                )
                 self._pause(sock, None)
                 return
             try:
@@ -181,13 +210,24 @@ class BoundedHTTPServer(tornado.httpserver.HTTPServer):
                 if exc.errno not in _EXHAUSTED:
                     raise
                 self._delay = min(max(self._delay * 2, 0.05), 1.0)
-                self._throttle.log(logging.ERROR, "fds", "cannot accept (%s, %d connections "
-                                   "open): pausing %.2f s", errno.errorcode.get(exc.errno, exc),
-                                   self.open_connections, self._delay)
+                self._throttle.log(
+                    logging.ERROR,
+                    "fds",
+                    "cannot accept (%s, %d connections open): pausing %.2f s",
+                    errno.errorcode.get(exc.errno, exc),
+                    self.open_connections,
+                    self._delay,
+                )
                 self._pause(sock, self._delay)
                 return
-            self.handle_stream(IOStream(connection, max_buffer_size=self.max_buffer_size,
-                                        read_chunk_size=self.read_chunk_size), address)
+            self.handle_stream(
+                IOStream(
+                    connection,
+                    max_buffer_size=self.max_buffer_size,
+                    read_chunk_size=self.read_chunk_size,
+                ),
+                address,
+            )
 
     def handle_stream(self, stream: IOStream, address: tuple) -> None:
         self.open_connections += 1
@@ -204,16 +244,18 @@ class BoundedHTTPServer(tornado.httpserver.HTTPServer):
         if self._paused and self.open_connections < self.max_connections and not self._delay:
             self._resume()
 
-    def start_request(self, server_conn: object, request_conn: Any
-                      ) -> tornado.httputil.HTTPMessageDelegate:
+    def start_request(
+        self, server_conn: object, request_conn: Any
+    ) -> tornado.httputil.HTTPMessageDelegate:
         limits = _Limits(super().start_request(server_conn, request_conn), request_conn, self)
         self._requests[server_conn] = limits
         return limits
 
     def _sweep(self) -> None:
         now = time.monotonic()
-        for limits in [r for r in self._requests.values()
-                       if r.deadline is not None and r.deadline <= now]:
+        for limits in [
+            r for r in self._requests.values() if r.deadline is not None and r.deadline <= now
+        ]:
             limits.expire()
 
     def stop(self) -> None:

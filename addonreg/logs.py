@@ -37,7 +37,9 @@ class JSONFormatter(logging.Formatter):
         data = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
-            "level": record.levelname, "logger": record.name, "pid": record.process,
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
             "msg": record.getMessage(),
         }
         data.update(getattr(record, "fields", None) or {})
@@ -61,8 +63,12 @@ class TextFormatter(logging.Formatter):
 class Throttle:
     """At most one line per key per ``interval`` seconds; the next says how many were held."""
 
-    def __init__(self, logger: logging.Logger, interval: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.logger, self.interval, self.clock = logger, interval, clock
         self._state: Dict[Any, Tuple[float, int]] = {}
 
@@ -109,11 +115,18 @@ def log_request(handler: Any) -> None:
     rid = request.headers.get("X-Request-Id")
     if not rid or not _REQUEST_ID(rid):
         rid = uuid.uuid4().hex
-    extra = {"fields": {
-        "method": request.method, "path": request.path, "status": status,
-        "duration_ms": round(seconds * 1000, 3), "rid": rid, "remote": request.remote_ip,
-        "bytes_in": getattr(handler, "body_size", 0) or len(request.body or b""),
-        "agent": request.headers.get("User-Agent", "")[:200]}}
+    extra = {
+        "fields": {
+            "method": request.method,
+            "path": request.path,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "rid": rid,
+            "remote": request.remote_ip,
+            "bytes_in": getattr(handler, "body_size", 0) or len(request.body or b""),
+            "agent": request.headers.get("User-Agent", "")[:200],
+        }
+    }
     if level == logging.INFO or request_log.isEnabledFor(logging.INFO):
         request_log.log(level, "request", extra=extra)
     else:  # 5xx without the access log: at most a line a second per status

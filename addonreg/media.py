@@ -15,8 +15,16 @@ from typing import Any, Optional, Sequence, Tuple
 import msgpack
 import orjson
 
-__all__ = ["JSON", "MSGPACK", "DecodeError", "decode", "encode", "wants_msgpack", "file_body",
-           "addon_files_body"]
+__all__ = [
+    "JSON",
+    "MSGPACK",
+    "DecodeError",
+    "decode",
+    "encode",
+    "wants_msgpack",
+    "file_body",
+    "addon_files_body",
+]
 
 JSON = "application/json"
 JSON_UTF8 = JSON + "; charset=UTF-8"
@@ -40,8 +48,7 @@ def _finite_float(text: str) -> float:
 
 
 # Strict JSON: no NaN/Infinity, and no number that only parses to infinity.
-_strict_loads = json.JSONDecoder(parse_constant=_reject_constant,
-                                 parse_float=_finite_float).decode
+_strict_loads = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
 
 
 def _loads(body: bytes) -> Any:
@@ -96,8 +103,9 @@ def wants_msgpack(accept: Optional[str]) -> bool:
     return False
 
 
-def decode(body: bytes, content_type: Optional[str], msgpack_allowed: bool = True,
-           exact: bool = False) -> Any:
+def decode(
+    body: bytes, content_type: Optional[str], msgpack_allowed: bool = True, exact: bool = False
+) -> Any:
     """Parse a request body; raise :class:`DecodeError` when it does not parse.
 
     MessagePack only where ``msgpack_allowed``: elsewhere the body is JSON
@@ -149,8 +157,11 @@ def lookup_results(items: Sequence[bytes], msgpack_wanted: bool) -> bytes:
     if not msgpack_wanted:
         return b'{"results":[' + b",".join(items) + b"]}"
     n = len(items)
-    head = bytes([0x90 | n]) if n < 16 else (b"\xdc" + n.to_bytes(2, "big") if n < 65536
-                                             else b"\xdd" + n.to_bytes(4, "big"))
+    head = (
+        bytes([0x90 | n])
+        if n < 16
+        else (b"\xdc" + n.to_bytes(2, "big") if n < 65536 else b"\xdd" + n.to_bytes(4, "big"))
+    )
     return b"\x81\xa7results" + head + b"".join(items)
 
 

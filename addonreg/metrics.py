@@ -37,45 +37,92 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-REQUESTS = Counter("addonreg_requests", "HTTP requests answered",
-                   ["endpoint", "method", "status"], registry=REGISTRY)
-LATENCY = Histogram("addonreg_request_duration_seconds", "Time to answer a request",
-                    ["endpoint"], registry=REGISTRY,
-                    buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))
-CACHE_HITS = Counter("addonreg_cache_hits", "Lookups answered from the process cache",
-                     ["cache"], registry=REGISTRY)
-CACHE_MISSES = Counter("addonreg_cache_misses", "Lookups that went to storage",
-                       ["cache"], registry=REGISTRY)
-CACHE_EVICTIONS = Counter("addonreg_cache_evictions", "Entries evicted (LRU)",
-                          ["cache"], registry=REGISTRY)
-CACHE_SIZE = Gauge("addonreg_cache_entries", "Entries in the process caches", ["cache"],
-                   registry=REGISTRY, multiprocess_mode="livesum")
-BATCH_SIZE = Histogram("addonreg_write_batch_size", "Operations per write transaction",
-                       registry=REGISTRY,
-                       buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000))
-COMMIT_LATENCY = Histogram("addonreg_write_commit_seconds", "Time to commit one batch",
-                           registry=REGISTRY,
-                           buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5))
-QUEUE_DEPTH = Gauge("addonreg_write_queue_depth", "Operations waiting to be written",
-                    registry=REGISTRY, multiprocess_mode="livesum")
-INVALIDATIONS = Counter("addonreg_invalidations_received",
-                        "Change messages received from other processes", registry=REGISTRY)
-INVALIDATION_LAG = Histogram("addonreg_invalidation_lag_seconds",
-                             "From a change's commit to its arrival in this process's cache",
-                             registry=REGISTRY,
-                             buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, 1, 5))
-PUBSUB_RECONNECTS = Counter("addonreg_pubsub_reconnects", "Pub/sub subscriptions re-made",
-                            registry=REGISTRY)
-BUS_EVENTS = Counter("addonreg_bus_events", "What the bus did: published, received, rejected "
-                     "(a bad MAC), malformed, publish_errors, reconnects, resets, feed_polls, "
-                     "feed_errors", ["event"], registry=REGISTRY)
-BUS_CONNECTED = Gauge("addonreg_bus_connected", "1 while changes are being followed",
-                      registry=REGISTRY, multiprocess_mode="livemin")
-WRITES_FAILED = Counter("addonreg_write_batches_failed", "Write batches not committed: "
-                        "not_written (certain) or expired (queued past storage_timeout)",
-                        ["outcome"], registry=REGISTRY)
-PUBSUB_RESETS = Counter("addonreg_pubsub_resets",
-                        "Caches cleared because changes may have been missed", registry=REGISTRY)
+REQUESTS = Counter(
+    "addonreg_requests",
+    "HTTP requests answered",
+    ["endpoint", "method", "status"],
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "addonreg_request_duration_seconds",
+    "Time to answer a request",
+    ["endpoint"],
+    registry=REGISTRY,
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+CACHE_HITS = Counter(
+    "addonreg_cache_hits", "Lookups answered from the process cache", ["cache"], registry=REGISTRY
+)
+CACHE_MISSES = Counter(
+    "addonreg_cache_misses", "Lookups that went to storage", ["cache"], registry=REGISTRY
+)
+CACHE_EVICTIONS = Counter(
+    "addonreg_cache_evictions", "Entries evicted (LRU)", ["cache"], registry=REGISTRY
+)
+CACHE_SIZE = Gauge(
+    "addonreg_cache_entries",
+    "Entries in the process caches",
+    ["cache"],
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+BATCH_SIZE = Histogram(
+    "addonreg_write_batch_size",
+    "Operations per write transaction",
+    registry=REGISTRY,
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+)
+COMMIT_LATENCY = Histogram(
+    "addonreg_write_commit_seconds",
+    "Time to commit one batch",
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)
+QUEUE_DEPTH = Gauge(
+    "addonreg_write_queue_depth",
+    "Operations waiting to be written",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+INVALIDATIONS = Counter(
+    "addonreg_invalidations_received",
+    "Change messages received from other processes",
+    registry=REGISTRY,
+)
+INVALIDATION_LAG = Histogram(
+    "addonreg_invalidation_lag_seconds",
+    "From a change's commit to its arrival in this process's cache",
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+)
+PUBSUB_RECONNECTS = Counter(
+    "addonreg_pubsub_reconnects", "Pub/sub subscriptions re-made", registry=REGISTRY
+)
+BUS_EVENTS = Counter(
+    "addonreg_bus_events",
+    "What the bus did: published, received, rejected "
+    "(a bad MAC), malformed, publish_errors, reconnects, resets, feed_polls, "
+    "feed_errors",
+    ["event"],
+    registry=REGISTRY,
+)
+BUS_CONNECTED = Gauge(
+    "addonreg_bus_connected",
+    "1 while changes are being followed",
+    registry=REGISTRY,
+    multiprocess_mode="livemin",
+)
+WRITES_FAILED = Counter(
+    "addonreg_write_batches_failed",
+    "Write batches not committed: not_written (certain) or expired (queued past storage_timeout)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+PUBSUB_RESETS = Counter(
+    "addonreg_pubsub_resets",
+    "Caches cleared because changes may have been missed",
+    registry=REGISTRY,
+)
 
 _request_children: Dict[Any, Any] = {}
 
@@ -85,8 +132,10 @@ def observe_request(endpoint: str, method: str, status: int, seconds: float) -> 
     key = (endpoint, method, status)
     child = _request_children.get(key)
     if child is None:
-        child = _request_children[key] = (REQUESTS.labels(endpoint, method, str(status)),
-                                          LATENCY.labels(endpoint))
+        child = _request_children[key] = (
+            REQUESTS.labels(endpoint, method, str(status)),
+            LATENCY.labels(endpoint),
+        )
     child[0].inc()
     child[1].observe(seconds)
 
@@ -119,7 +168,8 @@ class MetricsPump:
             QUEUE_DEPTH.set(self.batcher.queued)
             stats = self.batcher.stats
             WRITES_FAILED.labels("not_written").inc(
-                self._delta("batcher.failed", stats["failed_batches"]))
+                self._delta("batcher.failed", stats["failed_batches"])
+            )
             WRITES_FAILED.labels("expired").inc(self._delta("batcher.expired", stats["expired"]))
             for size, seconds in self.batcher.drain_samples():
                 BATCH_SIZE.observe(size)
@@ -165,4 +215,3 @@ def process_exited(pid: Optional[int] = None) -> None:
     """Drop this process's live gauges from the shared directory (multi-process mode)."""
     if MULTIPROCESS:
         multiprocess.mark_process_dead(pid or os.getpid())
-

@@ -33,15 +33,21 @@ from redis.backoff import NoBackoff
 
 from .coalesce import PassBatch
 
-__all__ = ["NonceStore", "NonceStoreError", "MemoryNonceStore", "RedisNonceStore",
-           "load_nonce_store"]
+__all__ = [
+    "NonceStore",
+    "NonceStoreError",
+    "MemoryNonceStore",
+    "RedisNonceStore",
+    "load_nonce_store",
+]
 
 
 class NonceStoreError(Exception):
     """The nonce store could not answer; ``original`` is the driver's exception (logged only)."""
 
-    def __init__(self, message: str = "nonce store unavailable",
-                 original: Optional[BaseException] = None) -> None:
+    def __init__(
+        self, message: str = "nonce store unavailable", original: Optional[BaseException] = None
+    ) -> None:
         super().__init__(message if original is None else f"{message}: {original!r}")
         self.original = original
 
@@ -132,8 +138,13 @@ class RedisNonceStore(NonceStore):
     since the script recognises its own token.
     """
 
-    def __init__(self, client: "redis.asyncio.Redis", skew: int = 60,
-                 prefix: str = "addonreg:nonce:", timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        client: "redis.asyncio.Redis",
+        skew: int = 60,
+        prefix: str = "addonreg:nonce:",
+        timeout: float = 2.0,
+    ) -> None:
         self.client = client
         self.ttl = 2 * skew
         self.prefix = prefix
@@ -143,13 +154,15 @@ class RedisNonceStore(NonceStore):
         self.round_trips = 0
 
     @classmethod
-    def from_url(cls, url: str, skew: int = 60, prefix: str = "addonreg:nonce:",
-                 timeout: float = 2.0) -> "RedisNonceStore":
+    def from_url(
+        cls, url: str, skew: int = 60, prefix: str = "addonreg:nonce:", timeout: float = 2.0
+    ) -> "RedisNonceStore":
         """A store on the Redis at ``url`` (connects lazily; ``timeout`` bounds every call)."""
         # No socket_timeout: redis-py then wraps writes in asyncio.wait_for, which
         # on Python 3.11 can swallow a cancellation. Calls are bounded here instead.
-        client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=timeout,
-                                              retry=Retry(NoBackoff(), 0))
+        client = redis.asyncio.Redis.from_url(
+            url, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
         return cls(client, skew=skew, prefix=prefix, timeout=timeout)
 
     def key(self, credential_id: str, nonce: str) -> str:

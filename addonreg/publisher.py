@@ -50,8 +50,7 @@ from . import media
 from .feeds import FeedError, FeedSource, ServiceSource, StorageSource, feed_source
 from .storage import REGISTERED, BackendError, Record
 
-__all__ = ["StaticTree", "FeedSource", "StorageSource", "ServiceSource", "FeedError",
-           "Publisher"]
+__all__ = ["StaticTree", "FeedSource", "StorageSource", "ServiceSource", "FeedError", "Publisher"]
 
 log = logging.getLogger("addonreg.publisher")
 
@@ -60,6 +59,7 @@ LIST_NAME = "index.json"
 
 
 # The tree ----------------------------------------------------------------------
+
 
 class StaticTree:
     """One published tree under ``root`` (a directory nginx can serve)."""
@@ -116,11 +116,19 @@ class StaticTree:
 
 # The publisher ---------------------------------------------------------------------
 
+
 class Publisher:
     """Builds and follows the static tree under ``directory`` from ``source``."""
 
-    def __init__(self, directory: str, source: FeedSource, *, interval: float = 0.2,
-                 max_outage: float = 60.0, progress: bool = True) -> None:
+    def __init__(
+        self,
+        directory: str,
+        source: FeedSource,
+        *,
+        interval: float = 0.2,
+        max_outage: float = 60.0,
+        progress: bool = True,
+    ) -> None:
         self.directory = os.path.abspath(directory)
         self.source = source
         self.interval = interval
@@ -158,8 +166,13 @@ class Publisher:
         return self.tree
 
     def save_state(self) -> None:
-        data = json.dumps({"serial": self.serial, "tree": os.path.basename(self.live.root),
-                           "source": self.source.name}).encode()
+        data = json.dumps(
+            {
+                "serial": self.serial,
+                "tree": os.path.basename(self.live.root),
+                "source": self.source.name,
+            }
+        ).encode()
         tmp = self.state_path + ".tmp"
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -179,10 +192,16 @@ class Publisher:
         since, written = 0, 0
         addons: Dict[str, Dict[str, Record]] = {}
         from tqdm import tqdm
+
         # Progress in serials (the feed's last one is the total when the source
         # knows it: then the bar has an ETA), then in add-on lists.
-        with tqdm(total=await self.source.last_serial(), unit="serials", file=sys.stderr,
-                  disable=not self.progress, desc="publish files") as bar:
+        with tqdm(
+            total=await self.source.last_serial(),
+            unit="serials",
+            file=sys.stderr,
+            disable=not self.progress,
+            desc="publish files",
+        ) as bar:
             while True:
                 records, next_since = await self.source.changes(since, PAGE)
                 if not records:
@@ -193,11 +212,18 @@ class Publisher:
                     addons.setdefault(record.addon_id, {})[record.sha256] = record
                 bar.update(next_since - since)
                 since = next_since
-        with tqdm(total=len(addons), unit="lists", file=sys.stderr, disable=not self.progress,
-                  desc="publish lists") as bar:
+        with tqdm(
+            total=len(addons),
+            unit="lists",
+            file=sys.stderr,
+            disable=not self.progress,
+            desc="publish lists",
+        ) as bar:
             for addon_id, files in addons.items():
-                tree.put_list(addon_id, media.addon_files_body(
-                    addon_id, [files[sha] for sha in sorted(files)]))
+                tree.put_list(
+                    addon_id,
+                    media.addon_files_body(addon_id, [files[sha] for sha in sorted(files)]),
+                )
                 written += 1
                 bar.update(1)
         old = self.tree
@@ -211,10 +237,12 @@ class Publisher:
         self.stats["rebuilds"] += 1
         self.stats["files_written"] += written
         block = os.statvfs(tree.root).f_frsize  # each small file takes at least a block
-        summary = (f"published {written} files for {len(addons)} add-ons in {elapsed:.2f} s: "
-                   f"{written / elapsed if elapsed else 0:,.0f} files/s (serial {self.serial}); "
-                   f"{tree.bytes / 1e6:,.1f} MB of bodies, about {written * block / 1e6:,.0f} MB "
-                   f"on disk in {block}-byte blocks")
+        summary = (
+            f"published {written} files for {len(addons)} add-ons in {elapsed:.2f} s: "
+            f"{written / elapsed if elapsed else 0:,.0f} files/s (serial {self.serial}); "
+            f"{tree.bytes / 1e6:,.1f} MB of bodies, about {written * block / 1e6:,.0f} MB "
+            f"on disk in {block}-byte blocks"
+        )
         if self.progress:
             print(summary, file=sys.stderr)
         else:
@@ -257,8 +285,12 @@ class Publisher:
         self.save_state()
         self.stats["changes_applied"] += len(records)
         self.stats["files_written"] += len(records) + len(dirty)
-        log.info("applied %d change(s) of %d add-on(s), up to serial %d", len(records),
-                 len(dirty), self.serial)
+        log.info(
+            "applied %d change(s) of %d add-on(s), up to serial %d",
+            len(records),
+            len(dirty),
+            self.serial,
+        )
         return len(records)
 
     async def start(self, rebuild: bool = False) -> None:
@@ -271,8 +303,9 @@ class Publisher:
             self._swap_current(self.tree)
             last = await self.source.last_serial()
             if last is not None and last < self.serial:
-                log.warning("feed reset (its last serial %d < ours %d): full rebuild",
-                            last, self.serial)
+                log.warning(
+                    "feed reset (its last serial %d < ours %d): full rebuild", last, self.serial
+                )
                 await self.build()
             else:
                 log.info("resuming from serial %d", self.serial)
@@ -284,8 +317,7 @@ class Publisher:
         failing_since: Optional[float] = None
         while not self._stopping.is_set():
             try:
-                if failing_since is not None and \
-                        time.monotonic() - failing_since > self.max_outage:
+                if failing_since is not None and time.monotonic() - failing_since > self.max_outage:
                     log.warning("feed lost for over %.0f s: full rebuild", self.max_outage)
                     await self.build()
                     failing_since = None
@@ -319,8 +351,16 @@ class Publisher:
         await self.source.close()
 
 
-async def run_publish(settings, directory: str, *, follow: bool, source_url: Optional[str],
-                      rebuild: bool, interval: float, progress: bool) -> int:
+async def run_publish(
+    settings,
+    directory: str,
+    *,
+    follow: bool,
+    source_url: Optional[str],
+    rebuild: bool,
+    interval: float,
+    progress: bool,
+) -> int:
     """``addonreg publish``: the exit code."""
     import signal
 

@@ -85,19 +85,27 @@ class Registry:
     ``checks`` are the heartbeat's checks by name (each raises when failing).
     """
 
-    def __init__(self, store: RegistrationStore, batcher: WriteBatcher, settings: Any,
-                 checks: Mapping[str, Check]) -> None:
+    def __init__(
+        self,
+        store: RegistrationStore,
+        batcher: WriteBatcher,
+        settings: Any,
+        checks: Mapping[str, Check],
+    ) -> None:
         self.store = store
         self.batcher = batcher
         self.settings = settings
         self.checks = dict(checks)
         self.files: LookupCache[CacheKey, Record] = LookupCache(
-            settings.cache_size, settings.cache_ttl, settings.cache_negative_ttl,
-            packing=RecordPacking())
+            settings.cache_size,
+            settings.cache_ttl,
+            settings.cache_negative_ttl,
+            packing=RecordPacking(),
+        )
         # An add-on's file list; None when it has none. Smaller: lists are rarer.
         self.addons: LookupCache[str, Tuple[Record, ...]] = LookupCache(
-            max(settings.cache_size // 10, 100), settings.cache_ttl,
-            settings.cache_negative_ttl)
+            max(settings.cache_size // 10, 100), settings.cache_ttl, settings.cache_negative_ttl
+        )
         # Concurrent misses of single files share one bulk query.
         self._file_loader: Coalescer[CacheKey, Record] = Coalescer(self._fetch_files)
         self._lag_samples: List[float] = []
@@ -164,8 +172,12 @@ class Registry:
         if missing:
             records = await self.files.get_many([ckeys[i] for i in missing], self._fill_files)
             for i, r in zip(missing, records):
-                items[i] = (None, 0.0, False, *_lookup_item(
-                    ckeys[i], None if r is None else (r.status, r.version)))
+                items[i] = (
+                    None,
+                    0.0,
+                    False,
+                    *_lookup_item(ckeys[i], None if r is None else (r.status, r.version)),
+                )
         return items
 
     async def _fill_files(self, ckeys: List[CacheKey]) -> Dict[CacheKey, Record]:
@@ -249,8 +261,10 @@ class Registry:
         s = self.settings
         ttl, negative = s.cache_ttl, s.cache_negative_ttl
         if not connected:
-            ttl, negative = min(ttl, s.cache_disconnected_ttl), \
-                min(negative, s.cache_disconnected_ttl)
+            ttl, negative = (
+                min(ttl, s.cache_disconnected_ttl),
+                min(negative, s.cache_disconnected_ttl),
+            )
         for cache in (self.files, self.addons):
             cache.ttl, cache.negative_ttl = ttl, negative
 
@@ -258,12 +272,14 @@ class Registry:
 
     async def heartbeat(self) -> Dict[str, bool]:
         """Each check's result (True: ok); a check that hangs past its timeout failed."""
+
         async def run(check: Check) -> bool:
             try:
                 await asyncio.wait_for(check(), self.settings.heartbeat_timeout)
                 return True
             except Exception:  # BackendError, BusError, a timeout: the check failed
                 return False
+
         names = list(self.checks)
         results = await asyncio.gather(*(run(self.checks[n]) for n in names))
         return dict(zip(names, results))

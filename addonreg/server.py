@@ -70,12 +70,25 @@ class Service:
         s, store = self.settings, self.store
         assert store is not None
         self.bus = bus = load_bus(s, store)
-        self.batcher = WriteBatcher(store, bus.publish, batch_size=s.write_batch_size,
-                                    max_queue=s.write_queue_size, window=s.write_window,
-                                    queue_timeout=s.storage_timeout)
+        self.batcher = WriteBatcher(
+            store,
+            bus.publish,
+            batch_size=s.write_batch_size,
+            max_queue=s.write_queue_size,
+            window=s.write_window,
+            queue_timeout=s.storage_timeout,
+        )
         self.nonces = load_nonce_store(s.pubsub, skew=s.hawk_skew)
-        self.registry = Registry(store, self.batcher, s, checks={
-            "storage": store.heartbeat, "pubsub": bus.heartbeat, "nonces": self.nonces.heartbeat})
+        self.registry = Registry(
+            store,
+            self.batcher,
+            s,
+            checks={
+                "storage": store.heartbeat,
+                "pubsub": bus.heartbeat,
+                "nonces": self.nonces.heartbeat,
+            },
+        )
         auth = HawkAuthenticator(s.hawk_credentials, self.nonces, skew=s.hawk_skew)
         self.pump = MetricsPump(self.registry, self.batcher, bus)
         self.app = make_app(self.registry, s, auth, self.in_flight, pump=self.pump)
@@ -93,11 +106,16 @@ class Service:
     def listen(self, sockets: Optional[List[socket.socket]] = None) -> None:
         s = self.settings
         self.sockets = sockets or tornado.netutil.bind_sockets(
-            s.port, s.host, reuse_port=s.reuse_port, backlog=1024)
+            s.port, s.host, reuse_port=s.reuse_port, backlog=1024
+        )
         self.server = BoundedHTTPServer(
-            self.app, xheaders=s.xheaders, idle_connection_timeout=s.idle_timeout,
-            body_timeout=s.body_timeout, max_connections=s.max_connections,
-            max_body_size=s.max_body_size * _HARD_BODY_LIMIT_FACTOR)
+            self.app,
+            xheaders=s.xheaders,
+            idle_connection_timeout=s.idle_timeout,
+            body_timeout=s.body_timeout,
+            max_connections=s.max_connections,
+            max_body_size=s.max_body_size * _HARD_BODY_LIMIT_FACTOR,
+        )
         self.server.add_sockets(self.sockets)
 
     async def start(self, sockets: Optional[List[socket.socket]] = None) -> "Service":
@@ -150,15 +168,19 @@ def describe_start_failure(settings: Settings, exc: BaseException) -> str:
     """One line saying why the service could not start, and what to do."""
     where = settings.storage.split(":", 1)[0]
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-        return (f"cannot listen on {settings.host}:{settings.port}: address in use (another "
-                "process has it; several processes share a port only with reuse_port = true)")
+        return (
+            f"cannot listen on {settings.host}:{settings.port}: address in use (another "
+            "process has it; several processes share a port only with reuse_port = true)"
+        )
     if isinstance(exc, OSError):
         return f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
     original = getattr(exc, "original", None)
     if original is not None and getattr(original, "args", (None,))[0] == 1049:
         database = settings.storage.rsplit("/", 1)[-1].split("?")[0]
-        return (f"cannot start: the MySQL database {database!r} does not exist; create it with "
-                "`addonreg initdb` (or have an administrator run CREATE DATABASE)")
+        return (
+            f"cannot start: the MySQL database {database!r} does not exist; create it with "
+            "`addonreg initdb` (or have an administrator run CREATE DATABASE)"
+        )
     if isinstance(exc, BackendError):
         return f"cannot start: storage {where} is unavailable: {exc}"
     return f"cannot start: {type(exc).__name__}: {exc}"
@@ -168,6 +190,7 @@ def _event_loop_factory(settings: Settings) -> Any:
     if settings.event_loop in ("auto", "uvloop"):
         try:
             import uvloop
+
             return uvloop.new_event_loop
         except ImportError:
             if settings.event_loop == "uvloop":
@@ -193,16 +216,24 @@ async def _serve(settings: Settings) -> int:
     try:
         await service.start()
     except Exception as exc:  # whatever it is, say it and exit: never hang half-started
-        log.error("%s", describe_start_failure(settings, exc),
-                  exc_info=not isinstance(exc, (OSError, BackendError)))
+        log.error(
+            "%s",
+            describe_start_failure(settings, exc),
+            exc_info=not isinstance(exc, (OSError, BackendError)),
+        )
         return 1
     _tune_gc(settings.gc_threshold)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    log.info("addonreg listening on %s:%s (storage %s, %s)", settings.host, service.port,
-             settings.storage.split(":", 1)[0], type(loop).__module__.split(".")[0])
+    log.info(
+        "addonreg listening on %s:%s (storage %s, %s)",
+        settings.host,
+        service.port,
+        settings.storage.split(":", 1)[0],
+        type(loop).__module__.split(".")[0],
+    )
     await stopping.wait()
     # A second SIGTERM must not cut the drain short (nor kill us once the loop
     # has closed and the default action is back); SIGKILL remains for that.

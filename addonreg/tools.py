@@ -68,19 +68,31 @@ def _file_arguments(parser: argparse.ArgumentParser, action: str) -> None:
 
 def add_commands(sub: Any) -> None:
     """Add the four commands to an ``add_subparsers()`` object."""
-    hashing = sub.add_parser("hash", help="print the SHA-256 of add-on files",
-                             description="Print each file's SHA-256, as the service wants it.")
+    hashing = sub.add_parser(
+        "hash",
+        help="print the SHA-256 of add-on files",
+        description="Print each file's SHA-256, as the service wants it.",
+    )
     hashing.add_argument("files", nargs="+", metavar="FILE")
-    check = sub.add_parser("check", help="is this add-on file registered? (exit 0/1/2)",
-                           description="Ask the service whether a file is registered: exit 0 "
-                                       "registered, 1 revoked, 2 unknown, 3 error.")
+    check = sub.add_parser(
+        "check",
+        help="is this add-on file registered? (exit 0/1/2)",
+        description="Ask the service whether a file is registered: exit 0 "
+        "registered, 1 revoked, 2 unknown, 3 error.",
+    )
     _file_arguments(check, "check")
-    register = sub.add_parser("register", help="register a file (operators; Hawk)",
-                              description=f"Register a file. {_CREDENTIALS}")
+    register = sub.add_parser(
+        "register",
+        help="register a file (operators; Hawk)",
+        description=f"Register a file. {_CREDENTIALS}",
+    )
     _file_arguments(register, "register")
     register.add_argument("--version", dest="file_version", help="the file's add-on version")
-    revoke = sub.add_parser("revoke", help="revoke a file (operators; Hawk)",
-                            description=f"Revoke a file's registration. {_CREDENTIALS}")
+    revoke = sub.add_parser(
+        "revoke",
+        help="revoke a file (operators; Hawk)",
+        description=f"Revoke a file's registration. {_CREDENTIALS}",
+    )
     _file_arguments(revoke, "revoke")
 
 
@@ -96,6 +108,7 @@ def _print(args: argparse.Namespace, result: Any, line: str) -> None:
 
 def _hash(args: argparse.Namespace) -> int:
     from .client import sha256_file
+
     for name in args.files:
         print(f"{sha256_file(name)}  {name}")
     return 0
@@ -103,6 +116,7 @@ def _hash(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace, sha256: str) -> int:
     from .client import LookupClient, server_url
+
     with LookupClient(server_url(args.server)) as client:
         result = client.check(args.addon_id, sha256)
     version = f" version {result.version}" if result.version else ""
@@ -112,6 +126,7 @@ def _check(args: argparse.Namespace, sha256: str) -> int:
 
 def _write(args: argparse.Namespace, sha256: str) -> int:
     from .client import WriterClient, environment_credentials, server_url
+
     creds = environment_credentials()
     with WriterClient(server_url(args.server), creds.id, creds.key) as client:
         if args.command == "register":
@@ -120,8 +135,12 @@ def _write(args: argparse.Namespace, sha256: str) -> int:
         else:
             result = client.revoke(args.addon_id, sha256)
             what = "revoked"
-    _print(args, result, f"{result.status} ({what}): {result.addon_id} sha256:{result.sha256} "
-                         f"serial {result.serial}")
+    _print(
+        args,
+        result,
+        f"{result.status} ({what}): {result.addon_id} sha256:{result.sha256} "
+        f"serial {result.serial}",
+    )
     return 0
 
 
@@ -132,6 +151,7 @@ def main(argv: Sequence[str]) -> int:
     if args.command != "hash" and (args.file is None) == (args.sha256 is None):
         parser.error(f"{args.command}: give a FILE or --sha256 (one of them)")
     from .client import AddonregError, sha256_file
+
     try:
         if args.command == "hash":
             return _hash(args)
@@ -140,6 +160,7 @@ def main(argv: Sequence[str]) -> int:
     except AddonregError as exc:
         print(f"addonreg {args.command}: error: {exc}", file=sys.stderr)
     except OSError as exc:
-        print(f"addonreg {args.command}: error: {exc.filename or ''}: {exc.strerror}",
-              file=sys.stderr)
+        print(
+            f"addonreg {args.command}: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr
+        )
     return EXIT_ERROR

@@ -50,20 +50,39 @@ class Answer(NamedTuple):
 ANSWERS: Dict[Type[BaseException], Answer] = {
     InvalidIdentifier: Answer(400, ERRNO.INVALID_PARAMETERS, None, logging.DEBUG),
     AuthError: Answer(401, ERRNO.INVALID_AUTH_TOKEN, None, logging.INFO),
-    OutcomeUnknown: Answer(503, ERRNO.OUTCOME_UNKNOWN, "Storage did not confirm the write in "
-                           "time: it may or may not be written. Writes are idempotent: retry, "
-                           "or read the file back.", logging.WARNING),
-    BackendError: Answer(503, ERRNO.BACKEND, "Storage is unavailable; retry later.",
-                         logging.WARNING),
-    NonceStoreError: Answer(503, ERRNO.BACKEND, "Authentication is unavailable; retry later.",
-                            logging.WARNING),
-    ShuttingDown: Answer(503, ERRNO.SHUTTING_DOWN,
-                         "This server is shutting down; retry. Nothing was written.", logging.INFO),
-    QueueFull: Answer(503, ERRNO.QUEUE_FULL,
-                      "Too many writes queued; retry later. Nothing was written.", logging.WARNING),
+    OutcomeUnknown: Answer(
+        503,
+        ERRNO.OUTCOME_UNKNOWN,
+        "Storage did not confirm the write in "
+        "time: it may or may not be written. Writes are idempotent: retry, "
+        "or read the file back.",
+        logging.WARNING,
+    ),
+    BackendError: Answer(
+        503, ERRNO.BACKEND, "Storage is unavailable; retry later.", logging.WARNING
+    ),
+    NonceStoreError: Answer(
+        503, ERRNO.BACKEND, "Authentication is unavailable; retry later.", logging.WARNING
+    ),
+    ShuttingDown: Answer(
+        503,
+        ERRNO.SHUTTING_DOWN,
+        "This server is shutting down; retry. Nothing was written.",
+        logging.INFO,
+    ),
+    QueueFull: Answer(
+        503,
+        ERRNO.QUEUE_FULL,
+        "Too many writes queued; retry later. Nothing was written.",
+        logging.WARNING,
+    ),
 }
-_TORNADO_ERRNO = {400: ERRNO.INVALID_REQUEST_BODY, 404: ERRNO.MISSING_RESOURCE,
-                  405: ERRNO.METHOD_NOT_ALLOWED, 413: ERRNO.REQUEST_TOO_LARGE}
+_TORNADO_ERRNO = {
+    400: ERRNO.INVALID_REQUEST_BODY,
+    404: ERRNO.MISSING_RESOURCE,
+    405: ERRNO.METHOD_NOT_ALLOWED,
+    413: ERRNO.REQUEST_TOO_LARGE,
+}
 
 
 def as_api_error(exc: Optional[BaseException]) -> Optional[APIError]:
@@ -73,11 +92,11 @@ def as_api_error(exc: Optional[BaseException]) -> Optional[APIError]:
     answer = next((a for kind, a in ANSWERS.items() if isinstance(exc, kind)), None)
     if answer is None:
         return None
-    api = APIError(answer.status, answer.errno, answer.message or str(exc),
-                   log_message=str(exc))
+    api = APIError(answer.status, answer.errno, answer.message or str(exc), log_message=str(exc))
     if isinstance(exc, InvalidIdentifier):
-        api.details = {"field": exc.field} if exc.index is None else \
-            {"index": exc.index, "field": exc.field}
+        api.details = (
+            {"field": exc.field} if exc.index is None else {"index": exc.index, "field": exc.field}
+        )
     elif isinstance(exc, AuthError):
         api.errno = ERRNO(exc.errno)
         api.headers["WWW-Authenticate"] = www_authenticate(exc)
@@ -123,8 +142,14 @@ class BaseHandler(tornado.web.RequestHandler):
     counted = False  # whether this request is counted in flight
     body_size = 0
 
-    def initialize(self, registry: Any, settings: Any, in_flight: InFlight,
-                   auth: Optional[HawkAuthenticator] = None, **extra: Any) -> None:
+    def initialize(
+        self,
+        registry: Any,
+        settings: Any,
+        in_flight: InFlight,
+        auth: Optional[HawkAuthenticator] = None,
+        **extra: Any,
+    ) -> None:
         self.registry = registry
         self.config = settings
         self.in_flight = in_flight
@@ -167,7 +192,8 @@ class BaseHandler(tornado.web.RequestHandler):
     def respond(self, body: Any, status: int = 200, negotiate: bool = False) -> None:
         """Answer ``body`` as JSON (or msgpack, with ``negotiate``, when ``Accept`` asks)."""
         data, content_type = media.encode(
-            body, negotiate and media.wants_msgpack(self.request.headers.get("Accept")))
+            body, negotiate and media.wants_msgpack(self.request.headers.get("Accept"))
+        )
         self.set_status(status)
         self.set_header("Content-Type", content_type)
         if negotiate:
@@ -186,8 +212,11 @@ class BaseHandler(tornado.web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         api = as_api_error(exc)
         if api is None and isinstance(exc, HTTPError):
-            api = APIError(status_code, _TORNADO_ERRNO.get(status_code, ERRNO.UNDEFINED),
-                           exc.reason or reason(status_code))
+            api = APIError(
+                status_code,
+                _TORNADO_ERRNO.get(status_code, ERRNO.UNDEFINED),
+                exc.reason or reason(status_code),
+            )
             if status_code == 405:
                 api.headers["Allow"] = ", ".join(self.allowed_methods())
         elif api is None:
@@ -205,19 +234,31 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def allowed_methods(self) -> List[str]:
         base = tornado.web.RequestHandler
-        return [m for m in self.SUPPORTED_METHODS
-                if getattr(type(self), m.lower()) is not getattr(base, m.lower())]
+        return [
+            m
+            for m in self.SUPPORTED_METHODS
+            if getattr(type(self), m.lower()) is not getattr(base, m.lower())
+        ]
 
     def log_exception(self, typ: Any, value: Optional[BaseException], tb: Any) -> None:
         api = as_api_error(value)
         if api is None:
             super().log_exception(typ, value, tb)
             return
-        level = next(a.level for kind, a in ANSWERS.items() if isinstance(value, kind)) \
-            if not isinstance(value, APIError) else logging.INFO
+        level = (
+            next(a.level for kind, a in ANSWERS.items() if isinstance(value, kind))
+            if not isinstance(value, APIError)
+            else logging.INFO
+        )
         if api.log_message:
-            _failures.log(level, api.errno, "%s %s: %s", self.request.method, self.request.path,
-                          api.log_message)
+            _failures.log(
+                level,
+                api.errno,
+                "%s %s: %s",
+                self.request.method,
+                self.request.path,
+                api.log_message,
+            )
 
     # Input -----------------------------------------------------------------
 
@@ -225,24 +266,33 @@ class BaseHandler(tornado.web.RequestHandler):
     def raw_body(self) -> bytes:
         return self.request.body
 
-    def body(self, msgpack_allowed: bool = False, exact: bool = False,
-             write: bool = False) -> Dict[str, Any]:
+    def body(
+        self, msgpack_allowed: bool = False, exact: bool = False, write: bool = False
+    ) -> Dict[str, Any]:
         """The decoded body, an object (see :func:`inputs.body_object`)."""
-        return inputs.body_object(self.raw_body, self.request.headers.get("Content-Type"),
-                                  msgpack_allowed, exact, write)
+        return inputs.body_object(
+            self.raw_body, self.request.headers.get("Content-Type"), msgpack_allowed, exact, write
+        )
 
     def too_large(self) -> APIError:
         limit = self.config.max_body_size
-        return APIError(413, ERRNO.REQUEST_TOO_LARGE, f"request body is larger than {limit} bytes",
-                        {"max_body_size": limit})
+        return APIError(
+            413,
+            ERRNO.REQUEST_TOO_LARGE,
+            f"request body is larger than {limit} bytes",
+            {"max_body_size": limit},
+        )
 
     async def authenticate(self) -> str:
         """Hawk: the credential id, or AuthError (401) / NonceStoreError (503)."""
         assert self.auth is not None
         return await self.auth.authenticate(
-            method=self.request.method or "", url=self.request.full_url(),
+            method=self.request.method or "",
+            url=self.request.full_url(),
             authorization=self.request.headers.get("Authorization"),
-            content=self.raw_body, content_type=self.request.headers.get("Content-Type"))
+            content=self.raw_body,
+            content_type=self.request.headers.get("Content-Type"),
+        )
 
 
 @tornado.web.stream_request_body

@@ -33,8 +33,9 @@ async def serve(port: int, size: int) -> None:
     app = tornado.web.Application([(r"/.*", FixedHandler)], body=b"x" * size)
     server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=75)
     # The service's socket options: backlog 1024, SO_REUSEPORT.
-    server.add_sockets(tornado.netutil.bind_sockets(port, "127.0.0.1", backlog=1024,
-                                                    reuse_port=True))
+    server.add_sockets(
+        tornado.netutil.bind_sockets(port, "127.0.0.1", backlog=1024, reuse_port=True)
+    )
     print(f"baseline listening on 127.0.0.1:{port}", flush=True)
     await asyncio.Event().wait()
 
@@ -43,6 +44,7 @@ if __name__ == "__main__":
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     try:
         import uvloop
+
         loop_factory = uvloop.new_event_loop
     except ImportError:  # as `addonreg serve` does without uvloop
         loop_factory = asyncio.new_event_loop

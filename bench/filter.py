@@ -33,19 +33,23 @@ Results = dict[tuple[int, str, str], dict[str, Any]]
 
 def dataset(n: int, clustered: bool) -> list[tuple[str, str, str]]:
     from addonreg.filter import synth
+
     return synth.registry(n, n // 10, revoked=0.01, clustered=clustered, seed=1)
 
 
 def run_ours(recs: list[tuple[str, str, str]]) -> dict[str, Any]:
     from addonreg.filter import FilterReader, KeySet, build_base, build_delta
+
     t = time.perf_counter()
     keys = KeySet.from_records(recs)
     t_hash = time.perf_counter() - t
     base = build_base(keys, 1)
     t_all = time.perf_counter() - t
     rnd = random.Random(2)
-    changes = [(a, s, "revoked" if st == "registered" else "registered")
-               for a, s, st in rnd.sample(recs, 900)]
+    changes = [
+        (a, s, "revoked" if st == "registered" else "registered")
+        for a, s, st in rnd.sample(recs, 900)
+    ]
     changes += [(f"new{i}@bench.example", f"{i:064x}", "registered") for i in range(100)]
     t = time.perf_counter()
     delta = build_delta(base, changes, 2)
@@ -59,20 +63,31 @@ def run_ours(recs: list[tuple[str, str, str]]) -> dict[str, Any]:
     for a, s in pairs[:20_000]:
         reader.status(a, s)
     single = 20_000 / (time.perf_counter() - t)
-    stages = "+".join(f"{'addon' if s.kind == 0 else 'file'}(k={s.l1.k if s.l1 else 0})"
-                      for s in base.file.stages)
-    return dict(bytes=len(base.data), build=t_all, hash=t_hash, keyed=t_all - t_hash,
-                layers=stages, delta_bytes=len(delta.data), delta_changes=delta.entries,
-                delta_s=t_delta, batch=batch, single=single)
+    stages = "+".join(
+        f"{'addon' if s.kind == 0 else 'file'}(k={s.l1.k if s.l1 else 0})" for s in base.file.stages
+    )
+    return dict(
+        bytes=len(base.data),
+        build=t_all,
+        hash=t_hash,
+        keyed=t_all - t_hash,
+        layers=stages,
+        delta_bytes=len(delta.data),
+        delta_changes=delta.entries,
+        delta_s=t_delta,
+        batch=batch,
+        single=single,
+    )
 
 
 def run_fc(recs: list[tuple[str, str, str]]) -> dict[str, Any]:
     import filtercascade
 
     from addonreg.filter.keys import hash_pairs
+
     _, _, f0, f1 = hash_pairs([(a, s) for a, s, _ in recs])
     fk = np.stack([f0, f1], axis=1).astype("<u8").tobytes()
-    keys = [fk[o:o + 16] for o in range(0, len(fk), 16)]
+    keys = [fk[o : o + 16] for o in range(0, len(fk), 16)]
     rev = {k for k, (_, _, st) in zip(keys, recs) if st == "revoked"}
     reg = [k for k in keys if k not in rev]
     t = time.perf_counter()
@@ -89,8 +104,10 @@ def run_fc(recs: list[tuple[str, str, str]]) -> dict[str, Any]:
 def child(structure: str, n: int, kind: str) -> None:
     recs = dataset(n, kind == "clustered")
     out = {"ours": run_ours, "fc": run_fc}[structure](recs)
-    out.update(peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               revoked=sum(st == "revoked" for _, _, st in recs))
+    out.update(
+        peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        revoked=sum(st == "revoked" for _, _, st in recs),
+    )
     print(json.dumps(out))
 
 
@@ -99,13 +116,19 @@ def measure(sizes: list[int]) -> Results:
     for n in sizes:
         for kind in ("uniform", "clustered"):
             for s in ("ours", "fc"):
-                done = subprocess.run([sys.executable, __file__, "--child", s, str(n), kind],
-                                      capture_output=True, text=True, check=False)
+                done = subprocess.run(
+                    [sys.executable, __file__, "--child", s, str(n), kind],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
                 if done.returncode:
                     raise RuntimeError(f"{s} {n:,} {kind} failed:\n{done.stderr[-2000:]}")
                 results[n, kind, s] = json.loads(done.stdout.strip().splitlines()[-1])
-                print(f"  filter {s} {n:,} {kind}: {results[n, kind, s]['bytes']:,} B",
-                      file=sys.stderr)
+                print(
+                    f"  filter {s} {n:,} {kind}: {results[n, kind, s]['bytes']:,} B",
+                    file=sys.stderr,
+                )
     return results
 
 
@@ -117,41 +140,69 @@ def bound_bytes(n: int, r: int) -> float:
 def figures(results: Results) -> dict[str, float]:
     """What report.TARGETS checks: the sizes against filtercascade, the worst of the rest."""
     ours = {k: r for k, r in results.items() if k[2] == "ours"}
-    return {**{f"{kind}_vs_filtercascade": max(r["bytes"] / results[n, kind, "fc"]["bytes"]
-                                              for (n, k, _), r in ours.items() if k == kind)
-               for kind in ("uniform", "clustered")},
-            "build_vs_filtercascade": max(r["keyed"] / results[n, k, "fc"]["keyed"]
-                                          for (n, k, _), r in ours.items()),
-            "delta_bytes_per_1000_changes": max(r["delta_bytes"] * 1000 / r["delta_changes"]
-                                                for r in ours.values()),
-            "reader_checks_per_s": min(r["batch"] for r in ours.values())}
+    return {
+        **{
+            f"{kind}_vs_filtercascade": max(
+                r["bytes"] / results[n, kind, "fc"]["bytes"]
+                for (n, k, _), r in ours.items()
+                if k == kind
+            )
+            for kind in ("uniform", "clustered")
+        },
+        "build_vs_filtercascade": max(
+            r["keyed"] / results[n, k, "fc"]["keyed"] for (n, k, _), r in ours.items()
+        ),
+        "delta_bytes_per_1000_changes": max(
+            r["delta_bytes"] * 1000 / r["delta_changes"] for r in ours.values()
+        ),
+        "reader_checks_per_s": min(r["batch"] for r in ours.values()),
+    }
 
 
 def markdown(results: Results) -> list[str]:
     names = {"ours": "addonreg.filter", "fc": "filtercascade 0.4"}
-    lines = ["Same records for both. *keyed*: from 16-byte keys, build + check every known key"
-             " + serialize. *from records*: ours with the hashing (end to end). Peak RSS "
-             "includes the records.", "",
-             "| files | dataset | structure | bytes | bits/file | × filtercascade | × bound "
-             "| layers | keyed s | from records s | peak MB |", "|---:|---|---|---:|---:|---:|"
-             "---:|---|---:|---:|---:|"]
+    lines = [
+        "Same records for both. *keyed*: from 16-byte keys, build + check every known key"
+        " + serialize. *from records*: ours with the hashing (end to end). Peak RSS "
+        "includes the records.",
+        "",
+        "| files | dataset | structure | bytes | bits/file | × filtercascade | × bound "
+        "| layers | keyed s | from records s | peak MB |",
+        "|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
     for (n, kind, s), r in sorted(results.items(), key=lambda x: (x[0][:2], x[0][2] != "ours")):
         fc, bound = results[n, kind, "fc"], bound_bytes(n, r["revoked"])
-        lines.append(f"| {n:,} | {kind} | {names[s]} | {r['bytes']:,} | {8 * r['bytes'] / n:.4f}"
-                     f" | {r['bytes'] / fc['bytes']:.3f} | {r['bytes'] / bound:.3f} | "
-                     f"{r['layers']} | {r['keyed']:.2f} | "
-                     f"{'%.2f' % r['build'] if s == 'ours' else '–'} | {r['peak_mb']:,.0f} |")
-    lines += ["", "| files | dataset | hash s | delta bytes / 1,000 changes | delta build s | "
-              "reader `status_many` checks/s | single `status()` checks/s |",
-              "|---:|---|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {n:,} | {kind} | {names[s]} | {r['bytes']:,} | {8 * r['bytes'] / n:.4f}"
+            f" | {r['bytes'] / fc['bytes']:.3f} | {r['bytes'] / bound:.3f} | "
+            f"{r['layers']} | {r['keyed']:.2f} | "
+            f"{'%.2f' % r['build'] if s == 'ours' else '–'} | {r['peak_mb']:,.0f} |"
+        )
+    lines += [
+        "",
+        "| files | dataset | hash s | delta bytes / 1,000 changes | delta build s | "
+        "reader `status_many` checks/s | single `status()` checks/s |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for (n, kind, _), r in sorted((k, r) for k, r in results.items() if k[2] == "ours"):
-        lines.append(f"| {n:,} | {kind} | {r['hash']:.2f} | "
-                     f"{r['delta_bytes'] * 1000 / r['delta_changes']:,.0f} | {r['delta_s']:.2f}"
-                     f" | {r['batch']:,.0f} | {r['single']:,.0f} |")
-    return lines + ["", "Information bound N·H(r/N): " + ", ".join(sorted(
-        f"{n:,} {kind}: {bound_bytes(n, r['revoked']):,.0f} B"
-        for (n, kind, s), r in results.items() if s == "ours")) + ". Reader: base + delta, one "
-        "core; `status_many` hashes in Python and answers with numpy."]
+        lines.append(
+            f"| {n:,} | {kind} | {r['hash']:.2f} | "
+            f"{r['delta_bytes'] * 1000 / r['delta_changes']:,.0f} | {r['delta_s']:.2f}"
+            f" | {r['batch']:,.0f} | {r['single']:,.0f} |"
+        )
+    return lines + [
+        "",
+        "Information bound N·H(r/N): "
+        + ", ".join(
+            sorted(
+                f"{n:,} {kind}: {bound_bytes(n, r['revoked']):,.0f} B"
+                for (n, kind, s), r in results.items()
+                if s == "ours"
+            )
+        )
+        + ". Reader: base + delta, one "
+        "core; `status_many` hashes in Python and answers with numpy.",
+    ]
 
 
 def main() -> None:

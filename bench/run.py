@@ -69,8 +69,11 @@ Row = tuple[str, str, str]  # addon_id, sha256, version
 
 def row(i: int, addons: int) -> Row:
     """Registration ``i`` of every data set: always the same for a given ``addons``."""
-    return (f"addon-{i % addons}@bench.example", hashlib.sha256(b"bench/%d" % i).hexdigest(),
-            f"1.0.{i // addons}")
+    return (
+        f"addon-{i % addons}@bench.example",
+        hashlib.sha256(b"bench/%d" % i).hexdigest(),
+        f"1.0.{i // addons}",
+    )
 
 
 def file_path(r: Row) -> str:
@@ -84,6 +87,7 @@ def dumps(value: Any) -> bytes:
 @dataclass(frozen=True)
 class Req:
     """One request of a requests file (its method is the scenario's)."""
+
     path: str
     body: bytes = b""
     headers: tuple[str, ...] = ()
@@ -102,6 +106,7 @@ Generator = Callable[["Bench", "Scenario", int], list[Req]]
 class Scenario:
     """One line of the table. "cycle" replays ``requests`` round-robin; "once" sends each once,
     n new ones per round (n from ``rate``, then from the rate measured). A probe replaces wrk."""
+
     name: str
     family: str
     target: str = ""
@@ -126,34 +131,58 @@ def spread(b: Bench, family: str, count: int) -> list[Row]:
 def gets(b: Bench, sc: Scenario, n: int) -> list[Req]:
     """GETs of the 100 hot files ("cycle"), or of n files drawn from the whole set ("once")."""
     rows, addons = b.sizes[sc.family]
-    return [Req(file_path(r)) for r in (spread(b, sc.family, 100) if sc.mode == "cycle" else
-                                        (row(b.uniform.randrange(rows), addons) for _ in range(n)))]
+    return [
+        Req(file_path(r))
+        for r in (
+            spread(b, sc.family, 100)
+            if sc.mode == "cycle"
+            else (row(b.uniform.randrange(rows), addons) for _ in range(n))
+        )
+    ]
 
 
 def posts(api: str, files: int, packed: bool = False) -> Generator:
     """POSTs of cached files: 10 bodies of ``files`` each, or (1) one body per hot file."""
-    path, ident, wrap = {"lookup": ("/v1/lookup", "addon_id", "files"),
-                         "addon": ("/addon", "id", ""), "addons": ("/addons", "id", "addons")}[api]
+    path, ident, wrap = {
+        "lookup": ("/v1/lookup", "addon_id", "files"),
+        "addon": ("/addon", "id", ""),
+        "addons": ("/addons", "id", "addons"),
+    }[api]
     kind = "application/msgpack" if packed else "application/json"
 
     def make(b: Bench, sc: Scenario, n: int) -> list[Req]:
         # At most half the cache is asked for, so that every file stays cached; seeded
         # by name: the check that warms the cache sees the very requests wrk replays.
         pool, rnd = spread(b, "reads", min(5000, b.cache_size // 2)), random.Random(sc.name)
-        groups = ([rnd.sample(pool, files) for _ in range(10)] if files > 1
-                  else [[r] for r in spread(b, "reads", 100)])
+        groups = (
+            [rnd.sample(pool, files) for _ in range(10)]
+            if files > 1
+            else [[r] for r in spread(b, "reads", 100)]
+        )
         bodies = [[{ident: a, "sha256": s} for a, s, _ in group] for group in groups]
-        return [Req(path, msgpack.packb(body) if packed else dumps(body),
-                    (f"Content-Type: {kind}", f"Accept: {kind}"))
-                for body in ({wrap: items} if wrap else items[0] for items in bodies)]
+        return [
+            Req(
+                path,
+                msgpack.packb(body) if packed else dumps(body),
+                (f"Content-Type: {kind}", f"Accept: {kind}"),
+            )
+            for body in ({wrap: items} if wrap else items[0] for items in bodies)
+        ]
+
     return make
 
 
 def signed(b: Bench, method: str, path: str, body: bytes) -> Req:
     """Hawk-signed JSON for the writer (port signed); 72-bit nonces: mohawk's 36 repeat."""
     url, kind = f"http://{HOST}:{b.targets['writer'].port}{path}", "application/json"
-    sender = mohawk.Sender({"id": HAWK_ID, "key": b.hawk_key, "algorithm": "sha256"}, url,
-                           method, content=body, content_type=kind, nonce=secrets.token_urlsafe(9))
+    sender = mohawk.Sender(
+        {"id": HAWK_ID, "key": b.hawk_key, "algorithm": "sha256"},
+        url,
+        method,
+        content=body,
+        content_type=kind,
+        nonce=secrets.token_urlsafe(9),
+    )
     return Req(path, body, (f"Authorization: {sender.request_header}", f"Content-Type: {kind}"))
 
 
@@ -164,13 +193,30 @@ def new_key(b: Bench) -> Row:
 
 def writes(size: int) -> Generator:
     """Signed registrations of new files: one PUT each (size 0), or bulk POSTs of ``size``."""
+
     def make(b: Bench, sc: Scenario, n: int) -> list[Req]:
         if not size:
-            return [signed(b, "PUT", file_path(k), dumps({"version": k[2]}))
-                    for k in (new_key(b) for _ in range(n))]
-        return [signed(b, "POST", "/v1/registrations", dumps({"operations": [
-            {"op": "register", "addon_id": a, "sha256": s, "version": v}
-            for a, s, v in (new_key(b) for _ in range(size))]})) for _ in range(n)]
+            return [
+                signed(b, "PUT", file_path(k), dumps({"version": k[2]}))
+                for k in (new_key(b) for _ in range(n))
+            ]
+        return [
+            signed(
+                b,
+                "POST",
+                "/v1/registrations",
+                dumps(
+                    {
+                        "operations": [
+                            {"op": "register", "addon_id": a, "sha256": s, "version": v}
+                            for a, s, v in (new_key(b) for _ in range(size))
+                        ]
+                    }
+                ),
+            )
+            for _ in range(n)
+        ]
+
     return make
 
 
@@ -178,9 +224,17 @@ def cache_memory(b: Bench, sc: Scenario) -> dict[str, Any]:
     """RSS per cached entry: a cache of 1M entries filled by one lookup of each file."""
     addons, n = b.args.addons, min(b.args.rows, 1_000_000)
     t = b.start_service("memory", b.seed("reads"), cache=max(1_100_000, n + n // 10))
-    bodies = [dumps({"files": [{"addon_id": a, "sha256": s} for a, s, _ in
-                               (row(i, addons) for i in range(start, min(start + 1000, n)))]})
-              for start in range(0, n, 1000)]
+    bodies = [
+        dumps(
+            {
+                "files": [
+                    {"addon_id": a, "sha256": s}
+                    for a, s, _ in (row(i, addons) for i in range(start, min(start + 1000, n)))
+                ]
+            }
+        )
+        for start in range(0, n, 1000)
+    ]
 
     def post(body: bytes) -> None:
         status, answer = http_request(t.port, "POST", Req("/v1/lookup", body))
@@ -193,9 +247,14 @@ def cache_memory(b: Bench, sc: Scenario) -> dict[str, Any]:
     with ThreadPoolExecutor(4) as threads:
         list(threads.map(post, bodies[1:]))
     seconds, rss1, entries1 = time.monotonic() - started, t.rss(), cache_entries(t.port)
-    return {"entries_before": entries0, "entries": entries1, "rss_before_mib": rss0 / 2**20,
-            "rss_after_mib": rss1 / 2**20, "fill_seconds": seconds,
-            "bytes_per_entry": (rss1 - rss0) / max(entries1 - entries0, 1)}
+    return {
+        "entries_before": entries0,
+        "entries": entries1,
+        "rss_before_mib": rss0 / 2**20,
+        "rss_after_mib": rss1 / 2**20,
+        "fill_seconds": seconds,
+        "bytes_per_entry": (rss1 - rss0) / max(entries1 - entries0, 1),
+    }
 
 
 def cache_entries(port: int) -> int:
@@ -219,19 +278,26 @@ def feed_freshness(b: Bench, sc: Scenario) -> dict[str, Any]:
         written = time.monotonic()
         while http_request(reader.port, "GET", Req(file_path(key)))[0] != 200:
             if time.monotonic() - written > 5:
-                return {"skipped": f"ADDONREG_PUBSUB={a.feed_pubsub}: write {i + 1} not seen by "
-                                   "the other process in 5 s (local:// never sees the other's)"}
+                return {
+                    "skipped": f"ADDONREG_PUBSUB={a.feed_pubsub}: write {i + 1} not seen by "
+                    "the other process in 5 s (local:// never sees the other's)"
+                }
             time.sleep(0.001)
         lags.append((time.monotonic() - written) * 1000)
     procs, queries = writer.processes() + reader.processes(), b.global_status("Questions")
     cpu = [cpu_seconds([p]) for p in procs]
     time.sleep(a.duration)  # idle: what keeping up with the feed costs
     cuts = statistics.quantiles(lags[1:], n=100)
-    return {"writes": len(lags) - 1, "p50_ms": cuts[49], "p99_ms": cuts[98],
-            "idle_cpu_pct_per_process": [100 * (cpu_seconds([p]) - c) / a.duration
-                                         for p, c in zip(procs, cpu)],
-            "idle_mariadb_queries_per_s_all_clients":
-                (b.global_status("Questions") - queries) / a.duration}
+    return {
+        "writes": len(lags) - 1,
+        "p50_ms": cuts[49],
+        "p99_ms": cuts[98],
+        "idle_cpu_pct_per_process": [
+            100 * (cpu_seconds([p]) - c) / a.duration for p, c in zip(procs, cpu)
+        ],
+        "idle_mariadb_queries_per_s_all_clients": (b.global_status("Questions") - queries)
+        / a.duration,
+    }
 
 
 def filter_build(b: Bench, sc: Scenario) -> dict[str, Any]:
@@ -239,8 +305,12 @@ def filter_build(b: Bench, sc: Scenario) -> dict[str, Any]:
     results = filterbench.measure([int(n) for n in b.args.filter_sizes.split(",")])
     storage, started = b.seed("reads"), time.monotonic()
     b.addonreg(storage, "filter", str(b.tmp / "filter"), ADDONREG_FILTER_KEY=generate_key()[0])
-    return {**filterbench.figures(results), "end_to_end_s": time.monotonic() - started,
-            "end_to_end_files": b.sizes["reads"][0], "markdown": filterbench.markdown(results)}
+    return {
+        **filterbench.figures(results),
+        "end_to_end_s": time.monotonic() - started,
+        "end_to_end_files": b.sizes["reads"][0],
+        "markdown": filterbench.markdown(results),
+    }
 
 
 SCENARIOS: list[Scenario] = [
@@ -249,16 +319,49 @@ SCENARIOS: list[Scenario] = [
     Scenario("lookup-10", "reads", "addonreg", "POST", posts("lookup", 10), files=10),
     Scenario("lookup-100", "reads", "addonreg", "POST", posts("lookup", 100), files=100),
     Scenario("lookup-1000", "reads", "addonreg", "POST", posts("lookup", 1000), files=1000),
-    Scenario("lookup-100-msgpack", "reads", "addonreg", "POST", posts("lookup", 100, packed=True),
-             files=100),
+    Scenario(
+        "lookup-100-msgpack",
+        "reads",
+        "addonreg",
+        "POST",
+        posts("lookup", 100, packed=True),
+        files=100,
+    ),
     Scenario("legacy-addon", "reads", "addonreg", "POST", posts("addon", 1), reject=b"false"),
-    Scenario("legacy-addons-100", "reads", "addonreg", "POST", posts("addons", 100),
-             files=100, reject=b"false"),
+    Scenario(
+        "legacy-addons-100",
+        "reads",
+        "addonreg",
+        "POST",
+        posts("addons", 100),
+        files=100,
+        reject=b"false",
+    ),
     Scenario("put-64", "writes", "writer", "PUT", writes(0), status=201, mode="once", rate=5000),
-    Scenario("bulk-1000", "writes", "writer", "POST", writes(1000), connections=4,
-             baseline="insert", files=1000, mode="once", rate=60),
-    Scenario("bulk-5000", "writes", "writer", "POST", writes(5000), connections=4,
-             baseline="insert", files=5000, mode="once", rate=12),
+    Scenario(
+        "bulk-1000",
+        "writes",
+        "writer",
+        "POST",
+        writes(1000),
+        connections=4,
+        baseline="insert",
+        files=1000,
+        mode="once",
+        rate=60,
+    ),
+    Scenario(
+        "bulk-5000",
+        "writes",
+        "writer",
+        "POST",
+        writes(5000),
+        connections=4,
+        baseline="insert",
+        files=5000,
+        mode="once",
+        rate=12,
+    ),
     Scenario("static-get-hot", "static", "static", "GET", gets, baseline="proxy"),
     Scenario("cache-1m", "memory", probe=cache_memory),
     Scenario("feed-freshness", "feed", probe=feed_freshness),
@@ -287,6 +390,7 @@ def cpu_seconds(procs: Sequence[psutil.Process]) -> float:
 @dataclass
 class Target:
     """Server processes under load (or, ``fixed``, MariaDB under bench/insert.py)."""
+
     name: str
     port: int = 0
     popens: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -301,8 +405,10 @@ class Target:
         return sum(p.memory_info().rss for p in self.processes())
 
     def tail(self, lines: int = 25) -> str:
-        return "\n".join(f"{log.name}:\n" + "\n".join(log.read_text(errors="replace").splitlines()
-                                                       [-lines:]) for log in self.logs)
+        return "\n".join(
+            f"{log.name}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+            for log in self.logs
+        )
 
 
 class Bench:
@@ -310,8 +416,10 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace, out: Path, tmp: Path) -> None:
         self.args, self.out, self.tmp = args, out, tmp
-        self.sizes = {"reads": (args.rows, args.addons),
-                      "static": (args.static_rows, max(args.static_rows // 10, 1))}
+        self.sizes = {
+            "reads": (args.rows, args.addons),
+            "static": (args.static_rows, max(args.static_rows // 10, 1)),
+        }
         self.cache_size = args.cache_size or max(args.rows // 10, 1000)
         self.targets: dict[str, Target] = {}
         self.results: dict[str, dict[str, Any]] = {}
@@ -322,43 +430,69 @@ class Bench:
         self.keys, self.inserted = itertools.count(), 0  # inserted: rows insert.py wrote
         self.rates: dict[tuple[str, str], float] = {}
         port = urlsplit(args.mysql_url).port or 3306  # the server we use, not a test's own
-        self.mariadb = [psutil.Process(c.pid) for c in psutil.net_connections("tcp")
-                        if c.status == "LISTEN" and c.laddr.port == port and c.pid][:1]
+        self.mariadb = [
+            psutil.Process(c.pid)
+            for c in psutil.net_connections("tcp")
+            if c.status == "LISTEN" and c.laddr.port == port and c.pid
+        ][:1]
         cpus = sorted(os.sched_getaffinity(0))
         pin = len(cpus) >= 2 and shutil.which("taskset")
         self.server_cpu = cpus[0] if pin and args.processes == 1 else None
         self.wrk_cpu = cpus[1] if pin else None
-        self.pinning = "no CPU pinning (one CPU)" if not pin else (
-            f"taskset: wrk on CPU {cpus[1]}, servers on " + (f"CPU {cpus[0]}" if self.server_cpu
-                                                             is not None else "any CPU")
-            + "; MariaDB and Redis unpinned")
+        self.pinning = (
+            "no CPU pinning (one CPU)"
+            if not pin
+            else (
+                f"taskset: wrk on CPU {cpus[1]}, servers on "
+                + (f"CPU {cpus[0]}" if self.server_cpu is not None else "any CPU")
+                + "; MariaDB and Redis unpinned"
+            )
+        )
 
     def pin(self, argv: list[str], cpu: int | None) -> list[str]:
         return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
 
-    def start(self, t: Target, argv: list[str], count: int = 1, env: dict[str, str] | None = None,
-              line: bool = True) -> Target:
+    def start(
+        self,
+        t: Target,
+        argv: list[str],
+        count: int = 1,
+        env: dict[str, str] | None = None,
+        line: bool = True,
+    ) -> Target:
         """``count`` processes, until each logged its listening line (nginx: the port accepts)."""
         self.targets[t.name] = t
         for i in range(count):
             logs = self.out / "logs"  # numbered: the feed's "writer" is not the writes' one
             t.logs.append(logs / f"{len(list(logs.iterdir())):02d}-{t.name}-{i}.log")
             with open(t.logs[-1], "wb") as fh:
-                t.popens.append(subprocess.Popen(self.pin(argv, self.server_cpu), env=env,
-                                                 stdout=fh, stderr=subprocess.STDOUT,
-                                                 start_new_session=True))
+                t.popens.append(
+                    subprocess.Popen(
+                        self.pin(argv, self.server_cpu),
+                        env=env,
+                        stdout=fh,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
         deadline = time.monotonic() + 60
         for popen, log in zip(t.popens, t.logs):
-            while not (re.search(rb"listening on [\d.]+:\d+", log.read_bytes()) if line
-                       else socket.socket().connect_ex((HOST, t.port)) == 0):
+            while not (
+                re.search(rb"listening on [\d.]+:\d+", log.read_bytes())
+                if line
+                else socket.socket().connect_ex((HOST, t.port)) == 0
+            ):
                 if popen.poll() is not None or time.monotonic() > deadline:
                     raise BenchError(f"{t.name} did not start (exit {popen.poll()}):\n{t.tail()}")
                 time.sleep(0.05)
         return t
 
     def stop(self, *names: str) -> None:
-        popens = [p for name in names or list(self.targets)
-                  for p in self.targets.pop(name, Target(name)).popens]
+        popens = [
+            p
+            for name in names or list(self.targets)
+            for p in self.targets.pop(name, Target(name)).popens
+        ]
         for p in popens:
             p.terminate()
         for p in popens:
@@ -368,19 +502,30 @@ class Bench:
                 p.kill()
                 p.wait()
 
-    def start_service(self, name: str, storage: str, cache: int = 0, processes: int = 1,
-                      pubsub: str = "") -> Target:
+    def start_service(
+        self, name: str, storage: str, cache: int = 0, processes: int = 1, pubsub: str = ""
+    ) -> Target:
         t, url = Target(name, free_port()), self.args.redis_url
         if not pubsub:  # several processes keep their caches in step through Redis
-            pubsub = (f"{url}{'&' if '?' in url else '?'}channel={self.channel}"
-                      if processes > 1 or self.args.pubsub == "redis" else "local://")
-        env = dict(os.environ, ADDONREG_STORAGE=storage, ADDONREG_PUBSUB=pubsub,
-                   ADDONREG_HOST=HOST, ADDONREG_PORT=str(t.port),
-                   ADDONREG_CACHE_SIZE=str(cache or self.cache_size),
-                   ADDONREG_HAWK_CREDENTIALS=f"{HAWK_ID}:{self.hawk_key}",
-                   ADDONREG_LOG_FORMAT="text", ADDONREG_LOG_LEVEL="INFO",
-                   ADDONREG_ACCESS_LOG="false", ADDONREG_BUS_KEY=self.hawk_key,
-                   ADDONREG_REUSE_PORT="true")  # --processes > 1 share the port
+            pubsub = (
+                f"{url}{'&' if '?' in url else '?'}channel={self.channel}"
+                if processes > 1 or self.args.pubsub == "redis"
+                else "local://"
+            )
+        env = dict(
+            os.environ,
+            ADDONREG_STORAGE=storage,
+            ADDONREG_PUBSUB=pubsub,
+            ADDONREG_HOST=HOST,
+            ADDONREG_PORT=str(t.port),
+            ADDONREG_CACHE_SIZE=str(cache or self.cache_size),
+            ADDONREG_HAWK_CREDENTIALS=f"{HAWK_ID}:{self.hawk_key}",
+            ADDONREG_LOG_FORMAT="text",
+            ADDONREG_LOG_LEVEL="INFO",
+            ADDONREG_ACCESS_LOG="false",
+            ADDONREG_BUS_KEY=self.hawk_key,
+            ADDONREG_REUSE_PORT="true",
+        )  # --processes > 1 share the port
         return self.start(t, [str(BIN / "addonreg"), "serve"], processes, env)
 
     def start_baseline(self, sc: Scenario, size: int) -> Target:
@@ -388,38 +533,66 @@ class Bench:
             self.targets["insert"] = Target("insert", fixed=self.mariadb)
         elif sc.baseline == "tornado":
             t = Target("tornado", free_port())
-            self.start(t, [sys.executable, str(BENCH / "baseline.py"), str(t.port), str(size)],
-                       self.args.processes)
+            self.start(
+                t,
+                [sys.executable, str(BENCH / "baseline.py"), str(t.port), str(size)],
+                self.args.processes,
+            )
         return self.targets[sc.baseline]
 
     def start_nginx(self, name: str, http_block: str, location: str) -> Target:
         t, prefix = Target(name, free_port()), self.tmp / name
         prefix.mkdir()
-        temp = " ".join(f"{kind}_temp_path {prefix}/{kind};"
-                        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        temp = " ".join(
+            f"{kind}_temp_path {prefix}/{kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
         (prefix / "nginx.conf").write_text(
             # user root: the published tree is under a 0700 temporary directory.
             f"worker_processes 1; user root; pid {prefix}/nginx.pid;\n"
             f"events {{ worker_connections 4096; }}\nhttp {{ access_log off; {temp} {http_block}"
-            f"\n server {{ listen {HOST}:{t.port}; location / {{ {location} }} }} }}\n")
-        return self.start(t, [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(prefix),
-                              "-e", str(prefix / "error.log"), "-c", str(prefix / "nginx.conf"),
-                              "-g", "daemon off;"], line=False)
+            f"\n server {{ listen {HOST}:{t.port}; location / {{ {location} }} }} }}\n"
+        )
+        return self.start(
+            t,
+            [
+                shutil.which("nginx") or "/usr/sbin/nginx",
+                "-p",
+                str(prefix),
+                "-e",
+                str(prefix / "error.log"),
+                "-c",
+                str(prefix / "nginx.conf"),
+                "-g",
+                "daemon off;",
+            ],
+            line=False,
+        )
 
-    def sql(self, query: str, args: tuple[Any, ...] = (), database: str | None = None
-            ) -> list[tuple[Any, ...]]:
+    def sql(
+        self, query: str, args: tuple[Any, ...] = (), database: str | None = None
+    ) -> list[tuple[Any, ...]]:
         u = urlsplit(self.args.mysql_url)
-        with pymysql.connect(host=u.hostname, port=u.port or 3306, user=u.username or "root",
-                             password=u.password or "", database=database,
-                             autocommit=True) as conn, conn.cursor() as cur:
+        with (
+            pymysql.connect(
+                host=u.hostname,
+                port=u.port or 3306,
+                user=u.username or "root",
+                password=u.password or "",
+                database=database,
+                autocommit=True,
+            ) as conn,
+            conn.cursor() as cur,
+        ):
             cur.execute(query, args)
             return list(cur.fetchall())
 
     def reset_mysql(self, database: str) -> str:
         """The database (its storage URL), created if missing, with no tables."""
         self.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-        for (table,) in self.sql("SELECT table_name FROM information_schema.tables "
-                                 "WHERE table_schema = %s", (database,)):
+        for (table,) in self.sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (database,)
+        ):
             self.sql(f"DROP TABLE `{database}`.`{table}`")
         return f"{self.args.mysql_url.rstrip('/')}/{database}"
 
@@ -436,27 +609,40 @@ class Bench:
         url = f"{self.args.mysql_url.rstrip('/')}/{db}" if mysql else f"sqlite:///{path}"
         count = "SELECT COUNT(*), COUNT(DISTINCT addon_id) FROM registrations"
         try:
-            found = tuple(self.sql(count, database=db)[0] if mysql else
-                          sqlite3.connect(path).execute(count).fetchone())
+            found = tuple(
+                self.sql(count, database=db)[0]
+                if mysql
+                else sqlite3.connect(path).execute(count).fetchone()
+            )
         except (pymysql.MySQLError, sqlite3.Error):
             found = ()
-        self.datasets[family] = {"storage": url, "rows": rows, "addons": addons,
-                                 "reused": found == (rows, addons)}
+        self.datasets[family] = {
+            "storage": url,
+            "rows": rows,
+            "addons": addons,
+            "reused": found == (rows, addons),
+        }
         if found == (rows, addons):
             return url
         self.reset_mysql(db) if mysql else path.unlink(missing_ok=True)
         print(f"seeding {rows:,} registrations, {addons:,} add-ons: {url}", file=sys.stderr)
         with open(self.tmp / f"{family}.csv", "w", newline="") as fh:
-            csv.writer(fh).writerows([("addon_id", "sha256", "version")]
-                                     + [row(i, addons) for i in range(rows)])
+            csv.writer(fh).writerows(
+                [("addon_id", "sha256", "version")] + [row(i, addons) for i in range(rows)]
+            )
         started = time.monotonic()
         self.addonreg(url, "import", fh.name, "--batch-size", "5000", "--quiet")
         self.datasets[family]["import_seconds"] = time.monotonic() - started
         return url
 
     def addonreg(self, storage: str, *argv: str, **env: str) -> None:
-        done = subprocess.run([str(BIN / "addonreg"), *argv], capture_output=True, text=True,
-                              env=dict(os.environ, ADDONREG_STORAGE=storage, **env), check=False)
+        done = subprocess.run(
+            [str(BIN / "addonreg"), *argv],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, ADDONREG_STORAGE=storage, **env),
+            check=False,
+        )
         if done.returncode != 0:
             raise BenchError(f"addonreg {argv[0]} failed:\n{done.stderr[-2000:]}")
 
@@ -465,34 +651,68 @@ class Bench:
         for req in sc.requests(self, sc, 1) if sc.requests else ():
             status, body = http_request(t.port, sc.method, req)
             if status != sc.status or (sc.reject and sc.reject in body):
-                raise BenchError(f"{t.name}: {sc.method} {req.path} answered {status} "
-                                 f"(expected {sc.status}): {body[:300]!r}\n{t.tail()}")
+                raise BenchError(
+                    f"{t.name}: {sc.method} {req.path} answered {status} "
+                    f"(expected {sc.status}): {body[:300]!r}\n{t.tail()}"
+                )
         return len(body)
 
-    def load(self, sc: Scenario, t: Target, duration: int,
-             ready: Callable[[], object] = lambda: None) -> dict[str, Any]:
+    def load(
+        self, sc: Scenario, t: Target, duration: int, ready: Callable[[], object] = lambda: None
+    ) -> dict[str, Any]:
         """One wrk run (or insert.py run), ``ready()`` once its requests are built: its numbers."""
         if t.name == "insert":
-            argv = [sys.executable, str(BENCH / "insert.py"), "--mysql-url",
-                    f"{self.args.mysql_url.rstrip('/')}/{self.args.scratch_db}", "--table",
-                    "bench_insert", "--rows", str(sc.files), "--connections",
-                    str(sc.connections), "--duration", str(duration), "--first", str(self.inserted)]
+            argv = [
+                sys.executable,
+                str(BENCH / "insert.py"),
+                "--mysql-url",
+                f"{self.args.mysql_url.rstrip('/')}/{self.args.scratch_db}",
+                "--table",
+                "bench_insert",
+                "--rows",
+                str(sc.files),
+                "--connections",
+                str(sc.connections),
+                "--duration",
+                str(duration),
+                "--first",
+                str(self.inserted),
+            ]
         else:
             path = self.tmp / f"{sc.name}-{t.name}.txt"
             if sc.mode == "once" or not path.exists():
                 count = int(self.rates.get((sc.name, t.name), sc.rate) * duration * 1.5) + 10
                 lines = (f"{r.line(sc.method)}\n" for r in sc.requests(self, sc, count))
                 path.write_text("".join(lines))
-            argv = ["wrk", "-t1", f"-c{sc.connections}", f"-d{duration}s", "--latency",
-                    "--timeout", "10s", "-s", str(BENCH / "replay.lua"),
-                    f"http://{HOST}:{t.port}", "--", str(path), sc.mode, str(sc.status)]
+            argv = [
+                "wrk",
+                "-t1",
+                f"-c{sc.connections}",
+                f"-d{duration}s",
+                "--latency",
+                "--timeout",
+                "10s",
+                "-s",
+                str(BENCH / "replay.lua"),
+                f"http://{HOST}:{t.port}",
+                "--",
+                str(path),
+                sc.mode,
+                str(sc.status),
+            ]
         ready()
-        done = subprocess.run(self.pin(argv, self.wrk_cpu), capture_output=True, text=True,
-                              timeout=duration + 300, check=False)
+        done = subprocess.run(
+            self.pin(argv, self.wrk_cpu),
+            capture_output=True,
+            text=True,
+            timeout=duration + 300,
+            check=False,
+        )
         match = re.search(r"^(?:replay|insert) (\{.*\})$", done.stdout, re.MULTILINE)
         if not match:
-            raise BenchError(f"{argv[0]} gave no result:\n{done.stdout[-1000:]}"
-                             f"{done.stderr[-1000:]}")
+            raise BenchError(
+                f"{argv[0]} gave no result:\n{done.stdout[-1000:]}{done.stderr[-1000:]}"
+            )
         result = json.loads(match[1])
         self.inserted += result.get("rows", 0)
         rate = result["requests"] / (result["duration_us"] / 1e6)  # the highest: speed drifts
@@ -505,8 +725,10 @@ class Bench:
         for _ in range(3):  # a "once" round that ran out of requests runs again, with more
             cpu0, commits0 = cpu_seconds(procs), self.global_status("Com_commit") if writes else 0
             r = self.load(sc, t, self.args.duration)
-            cpu, commits = cpu_seconds(procs) - cpu0, (self.global_status("Com_commit")
-                                                       - commits0 if writes else 0)
+            cpu, commits = (
+                cpu_seconds(procs) - cpu0,
+                (self.global_status("Com_commit") - commits0 if writes else 0),
+            )
             if not r.get("exhausted"):
                 break
             # Not the rate measured: replayed requests' quick 401s inflate it.
@@ -514,15 +736,23 @@ class Bench:
         else:
             raise BenchError(f"{t.name}: ran out of pre-built requests three times")
         if r.get("socket_errors") or r.get("bad"):
-            raise BenchError(f"{t.name}: {r.get('bad')} answers not {sc.status} "
-                             f"({r.get('statuses')}), {r.get('socket_errors')} socket errors "
-                             f"in {r['requests']} requests\n{t.tail()}")
+            raise BenchError(
+                f"{t.name}: {r.get('bad')} answers not {sc.status} "
+                f"({r.get('statuses')}), {r.get('socket_errors')} socket errors "
+                f"in {r['requests']} requests\n{t.tail()}"
+            )
         n = max(r["requests"], 1)
-        return {"req_s": r["requests"] / (r["duration_us"] / 1e6), "requests": r["requests"],
-                "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
-                "cpu_ms": cpu * 1000 / n, "rss_mib": t.rss() / 2**20 if t.popens else None,
-                "writes_per_commit": n * sc.files / commits
-                if commits and t.name != "tornado" else None}
+        return {
+            "req_s": r["requests"] / (r["duration_us"] / 1e6),
+            "requests": r["requests"],
+            "p50_ms": r["p50_us"] / 1000,
+            "p99_ms": r["p99_us"] / 1000,
+            "cpu_ms": cpu * 1000 / n,
+            "rss_mib": t.rss() / 2**20 if t.popens else None,
+            "writes_per_commit": n * sc.files / commits
+            if commits and t.name != "tornado"
+            else None,
+        }
 
     def measure(self, sc: Scenario) -> dict[str, Any]:
         """Check, then ``--rounds`` rounds alternating target and baseline; medians."""
@@ -538,15 +768,20 @@ class Bench:
         for i in range(self.args.rounds):
             for role, t in pair if i % 2 == 0 else pair[::-1]:
                 rounds[role].append(self.round(sc, t))
-                print(f"  {sc.name} {t.name}: {rounds[role][-1]['req_s']:,.0f} req/s",
-                      file=sys.stderr)
+                print(
+                    f"  {sc.name} {t.name}: {rounds[role][-1]['req_s']:,.0f} req/s", file=sys.stderr
+                )
         result: dict[str, Any] = {"rounds": rounds, "baseline": sc.baseline}
         for role, values in rounds.items():
-            result[role] = {key: statistics.median(v[key] for v in values) for key in values[0]
-                            if all(v[key] is not None for v in values)}
+            result[role] = {
+                key: statistics.median(v[key] for v in values)
+                for key in values[0]
+                if all(v[key] is not None for v in values)
+            }
         # Each round over its neighbour baseline round: steadier, as the machine's speed drifts.
-        result["ratio"] = statistics.median(t["req_s"] / b["req_s"] for t, b in
-                                            zip(rounds["target"], rounds["baseline"]))
+        result["ratio"] = statistics.median(
+            t["req_s"] / b["req_s"] for t, b in zip(rounds["target"], rounds["baseline"])
+        )
         result["p99_ratio"] = result["target"]["p99_ms"] / result["baseline"]["p99_ms"]
         if sc.files > 1:
             files = result["files_per_s"] = result["target"]["req_s"] * sc.files
@@ -563,12 +798,31 @@ class Bench:
         spies: list[subprocess.Popen[bytes]] = []
 
         def attach() -> None:  # once the requests are built: py-spy sees wrk's run only
-            spies.extend(subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(p.pid),
-                                           "--duration", str(seconds), "--rate", "200", "--format",
-                                           "raw", "--function", "--nonblocking", "-o", str(out)],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                         for p, out in zip(t.popens, outs))
+            spies.extend(
+                subprocess.Popen(
+                    [
+                        str(BIN / "py-spy"),
+                        "record",
+                        "--pid",
+                        str(p.pid),
+                        "--duration",
+                        str(seconds),
+                        "--rate",
+                        "200",
+                        "--format",
+                        "raw",
+                        "--function",
+                        "--nonblocking",
+                        "-o",
+                        str(out),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for p, out in zip(t.popens, outs)
+            )
             time.sleep(0.5)  # py-spy attaches
+
         self.load(sc, t, seconds, attach)
         own, inclusive = Counter[str](), Counter[str]()
         for spy, out in zip(spies, outs):
@@ -578,15 +832,29 @@ class Bench:
                 if not count.isdigit():  # py-spy writes an empty or garbled line now and then
                     continue
                 # "f (/venv/lib/python3.11/site-packages/tornado/web.py:12)" -> "f (tornado/web.py)"
-                frames = [re.sub(r" \((.*?)(?::\d+)?\)$", lambda m: " ({})".format(
-                    "/".join(m[1].split("/")[-2:])), f) for f in stack.split(";")]
+                frames = [
+                    re.sub(
+                        r" \((.*?)(?::\d+)?\)$",
+                        lambda m: " ({})".format("/".join(m[1].split("/")[-2:])),
+                        f,
+                    )
+                    for f in stack.split(";")
+                ]
                 own[frames[-1]] += int(count)
                 inclusive.update(dict.fromkeys(frames, int(count)))
         total = max(own.total(), 1)
-        return {"samples": total, "seconds": seconds, **{  # not the roots (module, main, run...)
-            name: [(round(100 * n / total, 1), f) for f, n in counts.most_common(20)
-                   if n < max(inclusive.values())][:10]
-            for name, counts in (("self", own), ("inclusive", inclusive))}}
+        return {
+            "samples": total,
+            "seconds": seconds,
+            **{  # not the roots (module, main, run...)
+                name: [
+                    (round(100 * n / total, 1), f)
+                    for f, n in counts.most_common(20)
+                    if n < max(inclusive.values())
+                ][:10]
+                for name, counts in (("self", own), ("inclusive", inclusive))
+            },
+        }
 
 
 def start_writes(b: Bench) -> None:
@@ -599,36 +867,56 @@ def start_static(b: Bench) -> None:
     storage, rows, tree = b.seed("static"), b.sizes["static"][0], b.tmp / "tree"
     started = time.monotonic()
     b.addonreg(storage, "publish", str(tree), "--rebuild", "--quiet")
-    seconds, stats = time.monotonic() - started, [
-        p.stat() for p in (tree / "current").resolve().rglob("*") if p.is_file()]
+    seconds, stats = (
+        time.monotonic() - started,
+        [p.stat() for p in (tree / "current").resolve().rglob("*") if p.is_file()],
+    )
     b.extras["static"] = {
-        "registrations": rows, "publish_seconds": seconds, "files": len(stats),
+        "registrations": rows,
+        "publish_seconds": seconds,
+        "files": len(stats),
         "files_per_registration": len(stats) / rows,
         "bytes_per_registration_on_disk": sum(s.st_blocks * 512 for s in stats) / rows,
-        "bytes_per_registration_apparent": sum(s.st_size for s in stats) / rows}
+        "bytes_per_registration_apparent": sum(s.st_size for s in stats) / rows,
+    }
     service = b.start_service("static-service", storage)
-    b.start_nginx("static", 'types { } default_type "application/json; charset=UTF-8";',
-                  f"root {tree}/current; try_files $uri $uri/index.json =404;")
-    b.start_nginx("proxy", f"upstream service {{ server {HOST}:{service.port}; keepalive 32; }}",
-                  'proxy_pass http://service; proxy_http_version 1.1; '
-                  'proxy_set_header Connection "";')
+    b.start_nginx(
+        "static",
+        'types { } default_type "application/json; charset=UTF-8";',
+        f"root {tree}/current; try_files $uri $uri/index.json =404;",
+    )
+    b.start_nginx(
+        "proxy",
+        f"upstream service {{ server {HOST}:{service.port}; keepalive 32; }}",
+        'proxy_pass http://service; proxy_http_version 1.1; proxy_set_header Connection "";',
+    )
 
 
 SETUP: dict[str, Callable[[Bench], None]] = {
     "reads": lambda b: b.start_service("addonreg", b.seed("reads"), processes=b.args.processes),
-    "writes": start_writes, "static": start_static}
+    "writes": start_writes,
+    "static": start_static,
+}
 
 
 def estimate_seconds(args: argparse.Namespace, scenarios: Sequence[Scenario]) -> float:
     """From this machine's runs (2 cores): a wrk scenario takes its rounds plus ~1 s, 2 s of
     warm-up, the profile; writes sign ~1.2 s per second of wrk; the 1M cache fill ~60 s."""
     a, families = args, {sc.family for sc in scenarios}
-    return sum(1 + a.rounds * 2 * a.duration * (2.2 if sc.family == "writes" else 1)
-               + 2 * (a.rounds > 1) + (a.profile + 1) * bool(a.profile) * (sc.family != "static")
-               for sc in scenarios if not sc.probe) + (10 + 6 * ("feed" in families)
-               + (a.rows * 6e-5 + 6) * ("memory" in families)
-               + (a.static_rows / 7000 + 3) * ("static" in families)
-               + 25e-6 * sum(map(int, a.filter_sizes.split(","))) * ("filter" in families))
+    return sum(
+        1
+        + a.rounds * 2 * a.duration * (2.2 if sc.family == "writes" else 1)
+        + 2 * (a.rounds > 1)
+        + (a.profile + 1) * bool(a.profile) * (sc.family != "static")
+        for sc in scenarios
+        if not sc.probe
+    ) + (
+        10
+        + 6 * ("feed" in families)
+        + (a.rows * 6e-5 + 6) * ("memory" in families)
+        + (a.static_rows / 7000 + 3) * ("static" in families)
+        + 25e-6 * sum(map(int, a.filter_sizes.split(","))) * ("filter" in families)
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -689,9 +977,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = BENCH / "results" / "runs" / started.strftime("%Y-%m-%d-%H%M%S")
     (out / "logs").mkdir(parents=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops all
-    print(f"bench: {len(chosen)} scenarios, about {estimate_seconds(args, chosen) / 60:.1f} min "
-          f"(plus {args.rows / 25_000 / 60:.1f} min if the read set must be seeded); "
-          f"results in {out}", file=sys.stderr)
+    print(
+        f"bench: {len(chosen)} scenarios, about {estimate_seconds(args, chosen) / 60:.1f} min "
+        f"(plus {args.rows / 25_000 / 60:.1f} min if the read set must be seeded); "
+        f"results in {out}",
+        file=sys.stderr,
+    )
     with tempfile.TemporaryDirectory(prefix="addonreg-bench-") as tmp:
         b = Bench(args, out, Path(tmp))
         meta = report.machine(b, started, sys.argv)
@@ -713,9 +1004,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in out.glob(f"{family}.*") if args.save else ():
                 shutil.copy(path, BENCH / "results" / path.name)
     failed = [name for name, r in b.results.items() if "failed" in r]
-    print(f"bench: done in {(datetime.datetime.now() - started).total_seconds() / 60:.1f} min; "
-          f"reports in {out}" + (f"; FAILED: {', '.join(failed)}" if failed else ""),
-          file=sys.stderr)
+    print(
+        f"bench: done in {(datetime.datetime.now() - started).total_seconds() / 60:.1f} min; "
+        f"reports in {out}" + (f"; FAILED: {', '.join(failed)}" if failed else ""),
+        file=sys.stderr,
+    )
     return 1 if failed else 0
 
 

@@ -46,8 +46,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 5.0,
-                     every: float = 0.005) -> Any:
+async def wait_until(
+    predicate: Callable[[], Any], what: str, timeout: float = 5.0, every: float = 0.005
+) -> Any:
     """Poll ``predicate()`` (a function, or one returning an awaitable) until it is
     true; its value. ``timeout`` is a liveness bound, not a latency to measure."""
     deadline = time.monotonic() + timeout
@@ -60,15 +61,22 @@ async def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 5
         if time.monotonic() > deadline:
             pytest.fail(f"not within {timeout} s (liveness bound): {what}")
         await asyncio.sleep(every)
+
+
 _redis_state: Dict[str, Any] = {}
 
 
 def mysql_connect(url: str = MYSQL_URL, db: bool = True):
     parts = urlsplit(url)
-    return pymysql.connect(host=parts.hostname, port=parts.port or 3306,
-                           user=parts.username or "root", password=parts.password or "",
-                           database=parts.path.strip("/") if db else None,
-                           autocommit=True, connect_timeout=3)
+    return pymysql.connect(
+        host=parts.hostname,
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        database=parts.path.strip("/") if db else None,
+        autocommit=True,
+        connect_timeout=3,
+    )
 
 
 def mysql_available() -> Optional[str]:
@@ -77,8 +85,10 @@ def mysql_available() -> Optional[str]:
         try:
             conn = mysql_connect(db=False)
             with conn.cursor() as cur:
-                cur.execute("CREATE DATABASE IF NOT EXISTS `%s`"
-                            % urlsplit(MYSQL_URL).path.strip("/").replace("`", ""))
+                cur.execute(
+                    "CREATE DATABASE IF NOT EXISTS `%s`"
+                    % urlsplit(MYSQL_URL).path.strip("/").replace("`", "")
+                )
             conn.close()
             _mysql_state["reason"] = None
         except pymysql.MySQLError as exc:
@@ -148,8 +158,12 @@ BUS_KEY = "test-bus-key-shared-by-the-processes"
 
 
 def make_settings(storage: str = "memory://", **overrides: Any):
-    env = {"ADDONREG_STORAGE": storage, "ADDONREG_PORT": "0", "ADDONREG_HOST": "127.0.0.1",
-           "ADDONREG_BUS_KEY": BUS_KEY}
+    env = {
+        "ADDONREG_STORAGE": storage,
+        "ADDONREG_PORT": "0",
+        "ADDONREG_HOST": "127.0.0.1",
+        "ADDONREG_BUS_KEY": BUS_KEY,
+    }
     return load_settings(environ=env).replace(**overrides)
 
 
@@ -163,18 +177,36 @@ class Client:
         self.base = base
         self.http = AsyncHTTPClient(force_instance=True)
 
-    async def fetch(self, method: str, path: str, body: Any = None,
-                    headers: Optional[Dict[str, str]] = None, raw: Optional[bytes] = None
-                    ) -> HTTPResponse:
+    async def fetch(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: Optional[Dict[str, str]] = None,
+        raw: Optional[bytes] = None,
+    ) -> HTTPResponse:
         if body is not None:
             raw = json.dumps(body).encode()
-        request = HTTPRequest(self.base + path, method=method, body=raw, headers=headers,
-                              allow_nonstandard_methods=True, request_timeout=30,
-                              follow_redirects=False)
+        request = HTTPRequest(
+            self.base + path,
+            method=method,
+            body=raw,
+            headers=headers,
+            allow_nonstandard_methods=True,
+            request_timeout=30,
+            follow_redirects=False,
+        )
         response = await self.http.fetch(request, raise_error=False)
         if response.code != 599:  # 599: no answer at all
-            check_response(method, self.base + path, request.headers, raw, response.code,
-                           response.headers, response.body)
+            check_response(
+                method,
+                self.base + path,
+                request.headers,
+                raw,
+                response.code,
+                response.headers,
+                response.body,
+            )
         return response
 
     async def get(self, path: str, **kw: Any) -> HTTPResponse:
@@ -197,15 +229,23 @@ class Writer(Client):
         super().__init__(base)
         self.ident = ident
 
-    async def signed(self, method, path, body=None, raw=None, headers=None, ident=None,
-                     key=None, **sign_kw):
+    async def signed(
+        self, method, path, body=None, raw=None, headers=None, ident=None, key=None, **sign_kw
+    ):
         if body is not None:
             raw = json.dumps(body).encode()
         headers = dict(headers or {})
         content_type = headers.setdefault("Content-Type", "application/json") if raw else None
         ident = ident or self.ident
-        headers["Authorization"] = sign(ident, key or CREDS[ident], method, self.base + path,
-                                        raw or b"", content_type, **sign_kw)
+        headers["Authorization"] = sign(
+            ident,
+            key or CREDS[ident],
+            method,
+            self.base + path,
+            raw or b"",
+            content_type,
+            **sign_kw,
+        )
         return await self.fetch(method, path, raw=raw, headers=headers)
 
 
@@ -246,14 +286,25 @@ class ServerProcess:
     """A real ``addonreg serve`` process on a random port."""
 
     def __init__(self, env: Dict[str, str], args=()) -> None:
-        full_env = dict(os.environ, ADDONREG_HOST="127.0.0.1", ADDONREG_PORT="0",
-                        ADDONREG_LOG_LEVEL="INFO", ADDONREG_BUS_KEY=BUS_KEY, PYTHONUNBUFFERED="1")
+        full_env = dict(
+            os.environ,
+            ADDONREG_HOST="127.0.0.1",
+            ADDONREG_PORT="0",
+            ADDONREG_LOG_LEVEL="INFO",
+            ADDONREG_BUS_KEY=BUS_KEY,
+            PYTHONUNBUFFERED="1",
+        )
         full_env.pop("ADDONREG_CONFIG", None)
         full_env.update(env)
         self.env = full_env
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "addonreg", "serve", *args], env=full_env, cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [sys.executable, "-m", "addonreg", "serve", *args],
+            env=full_env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.output = []
         self.port = self._wait_for_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -275,12 +326,14 @@ class ServerProcess:
             if "listening on" in line:
                 return int(line.split("listening on ", 1)[1].split()[0].rsplit(":", 1)[1])
         self.proc.kill()
-        raise RuntimeError("server did not start:\n" + "".join(self.output)
-                           + (self.proc.stdout.read() or ""))
+        raise RuntimeError(
+            "server did not start:\n" + "".join(self.output) + (self.proc.stdout.read() or "")
+        )
 
     def stop(self, sig=None) -> int:
         """Signal the process (SIGTERM by default) and wait; its exit code."""
         import signal as _signal
+
         if self.proc.poll() is None:
             self.proc.send_signal(sig or _signal.SIGTERM)
         try:
@@ -315,6 +368,7 @@ def private_redis(tmp_path) -> Iterator[Any]:
     """A private ``redis-server`` of this test's own (not yet started), gone afterwards
     (``tests/faults/servers.py``: start, kill9, pause, resume)."""
     from tests.faults.servers import PrivateRedis, need_programs
+
     need_programs("redis-server")
     server = PrivateRedis(tmp_path)
     server.base_url = f"redis://127.0.0.1:{server.port}/0"

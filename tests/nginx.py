@@ -24,21 +24,31 @@ NO_STATIC_TREE = "/nonexistent/addonreg-static"  # static mode off: every GET go
 def need_nginx() -> None:
     if not os.access(NGINX, os.X_OK):
         import pytest
+
         reason = f"nginx not installed ({NGINX}; apt-get install nginx-light)"
         if REQUIRE_SERVICES:
             pytest.fail(reason + " (ADDONREG_REQUIRE_SERVICES=1: not skipping)")
         pytest.skip(reason)
 
 
-def render_nginx_conf(listen: str, read: str, write: str,
-                      static_root: str = NO_STATIC_TREE,
-                      metrics_allow: str = "allow 127.0.0.1;",
-                      filter_root: str = NO_STATIC_TREE) -> str:
+def render_nginx_conf(
+    listen: str,
+    read: str,
+    write: str,
+    static_root: str = NO_STATIC_TREE,
+    metrics_allow: str = "allow 127.0.0.1;",
+    filter_root: str = NO_STATIC_TREE,
+) -> str:
     """``config/nginx.conf`` with its placeholders filled, as an operator renders it."""
     text = NGINX_TEMPLATE.read_text()
-    for name, value in (("LISTEN", listen), ("READ_UPSTREAM", read), ("WRITE_UPSTREAM", write),
-                        ("STATIC_ROOT", static_root), ("METRICS_ALLOW", metrics_allow),
-                        ("FILTER_ROOT", filter_root)):
+    for name, value in (
+        ("LISTEN", listen),
+        ("READ_UPSTREAM", read),
+        ("WRITE_UPSTREAM", write),
+        ("STATIC_ROOT", static_root),
+        ("METRICS_ALLOW", metrics_allow),
+        ("FILTER_ROOT", filter_root),
+    ):
         assert f"@{name}@" in text, f"config/nginx.conf lost its @{name}@ placeholder"
         text = text.replace(f"@{name}@", value)
     assert not re.search(r"@[A-Z_]+@", text), "config/nginx.conf has an unknown placeholder"
@@ -48,18 +58,34 @@ def render_nginx_conf(listen: str, read: str, write: str,
 class Nginx:
     """nginx in the foreground under ``directory``; :meth:`stop` it."""
 
-    def __init__(self, directory: Path, read: str, write: Optional[str] = None,
-                 static_root: str = NO_STATIC_TREE, port: Optional[int] = None,
-                 metrics_allow: str = "allow 127.0.0.1;",
-                 filter_root: str = NO_STATIC_TREE) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        read: str,
+        write: Optional[str] = None,
+        static_root: str = NO_STATIC_TREE,
+        port: Optional[int] = None,
+        metrics_allow: str = "allow 127.0.0.1;",
+        filter_root: str = NO_STATIC_TREE,
+    ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         site = self.dir / "addonreg.conf"
-        site.write_text(render_nginx_conf(f"127.0.0.1:{self.port}", read, write or read,
-                                          static_root, metrics_allow, filter_root))
-        temp = "\n".join(f"    {kind}_temp_path {self.dir}/{kind};"
-                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        site.write_text(
+            render_nginx_conf(
+                f"127.0.0.1:{self.port}",
+                read,
+                write or read,
+                static_root,
+                metrics_allow,
+                filter_root,
+            )
+        )
+        temp = "\n".join(
+            f"    {kind}_temp_path {self.dir}/{kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
         main = self.dir / "main.conf"
         # Workers run as this user (temporary directories are 0700); nginx
         # ignores `user` when not started as root.
@@ -74,10 +100,22 @@ http {{
 """)
         with open(self.dir / "nginx.out", "ab") as out:
             self.proc = subprocess.Popen(
-                [NGINX, "-p", str(self.dir), "-e", str(self.dir / "error.log"), "-c", str(main),
-                 "-g", f"daemon off; pid {self.dir}/nginx.pid;"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [
+                    NGINX,
+                    "-p",
+                    str(self.dir),
+                    "-e",
+                    str(self.dir / "error.log"),
+                    "-c",
+                    str(main),
+                    "-g",
+                    f"daemon off; pid {self.dir}/nginx.pid;",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -86,9 +124,11 @@ http {{
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise AssertionError("nginx did not start:\n"
-                                         + (self.dir / "nginx.out").read_text(errors="replace")
-                                         + (self.dir / "error.log").read_text(errors="replace"))
+                    raise AssertionError(
+                        "nginx did not start:\n"
+                        + (self.dir / "nginx.out").read_text(errors="replace")
+                        + (self.dir / "error.log").read_text(errors="replace")
+                    )
                 time.sleep(0.05)
         self.base = f"http://127.0.0.1:{self.port}"
 

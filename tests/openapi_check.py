@@ -44,8 +44,9 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 __all__ = ["DOCUMENT_PATH", "ContractViolation", "check_response", "document"]
 
-DOCUMENT_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "docs", "openapi.yaml")
+DOCUMENT_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "openapi.yaml"
+)
 
 
 class ContractViolation(AssertionError):
@@ -68,8 +69,12 @@ def document() -> dict:
 
 @functools.lru_cache(maxsize=1)
 def _openapi() -> OpenAPI:
-    config = Config(extra_media_type_deserializers={
-        "application/msgpack": _msgpack_loads, "application/yaml": _yaml_loads})
+    config = Config(
+        extra_media_type_deserializers={
+            "application/msgpack": _msgpack_loads,
+            "application/yaml": _yaml_loads,
+        }
+    )
     return OpenAPI.from_dict(document(), config=config)
 
 
@@ -107,12 +112,15 @@ def _decode(body: bytes, content_type: str) -> Any:
     return json.loads(body)
 
 
-def _check_error_body(method: str, url: str, status: int, content_type: str, body: bytes,
-                      errnos: Mapping[int, int]) -> None:
+def _check_error_body(
+    method: str, url: str, status: int, content_type: str, body: bytes, errnos: Mapping[int, int]
+) -> None:
     where = f"{method} {url} -> {status}"
     if errnos and status not in errnos:
-        raise ContractViolation(f"{where}: no operation in docs/openapi.yaml for this request, "
-                                f"and the answer is not one of {sorted(errnos)}")
+        raise ContractViolation(
+            f"{where}: no operation in docs/openapi.yaml for this request, "
+            f"and the answer is not one of {sorted(errnos)}"
+        )
     if method == "HEAD":
         return
     try:
@@ -137,9 +145,15 @@ def _reasons(exc: BaseException) -> list:
     return reasons
 
 
-def check_response(method: str, url: str, request_headers: Mapping[str, str],
-                   request_body: bytes | None, status: int,
-                   response_headers: Mapping[str, str], body: bytes | None) -> None:
+def check_response(
+    method: str,
+    url: str,
+    request_headers: Mapping[str, str],
+    request_body: bytes | None,
+    status: int,
+    response_headers: Mapping[str, str],
+    body: bytes | None,
+) -> None:
     """Raise :class:`ContractViolation` when the answer breaks ``docs/openapi.yaml``."""
     parts = urlsplit(url)
     response_type = (response_headers.get("Content-Type") or "").lower()
@@ -147,13 +161,21 @@ def check_response(method: str, url: str, request_headers: Mapping[str, str],
         _check_error_body(method, url, status, response_type, body or b"", {})
         return
     request = _Request(
-        host_url=f"{parts.scheme}://{parts.netloc}", path=parts.path, method=method.lower(),
-        body=request_body, content_type=(request_headers.get("Content-Type") or "").lower(),
+        host_url=f"{parts.scheme}://{parts.netloc}",
+        path=parts.path,
+        method=method.lower(),
+        body=request_body,
+        content_type=(request_headers.get("Content-Type") or "").lower(),
         parameters=RequestParameters(
             query=ImmutableMultiDict(parse_qsl(parts.query, keep_blank_values=True)),
-            header=Headers(dict(request_headers)), cookie=ImmutableMultiDict(), path={}))
-    response = _Response(status, Headers(list(response_headers.items())),
-                         body if body else None, response_type)
+            header=Headers(dict(request_headers)),
+            cookie=ImmutableMultiDict(),
+            path={},
+        ),
+    )
+    response = _Response(
+        status, Headers(list(response_headers.items())), body if body else None, response_type
+    )
     try:
         _openapi().validate_response(request, response)
     except (PathNotFound, OperationNotFound):
@@ -162,4 +184,6 @@ def check_response(method: str, url: str, request_headers: Mapping[str, str],
         detail = "; ".join(_reasons(exc))
         raise ContractViolation(
             f"{method} {url} -> {status} breaks docs/openapi.yaml: {exc!r}"
-            + (f" ({detail})" if detail else "") + f"\nbody: {(body or b'')[:500]!r}") from None
+            + (f" ({detail})" if detail else "")
+            + f"\nbody: {(body or b'')[:500]!r}"
+        ) from None

@@ -70,7 +70,8 @@ async def test_results_split_per_submit_and_batches_bounded(store):
     a, b, c = await asyncio.gather(
         batcher.submit([reg("a@b", n) for n in range(6)]),
         batcher.submit([reg("b@b", n) for n in range(6)]),
-        batcher.submit([reg("c@b", n) for n in range(15)]))  # larger than a batch: alone
+        batcher.submit([reg("c@b", n) for n in range(15)]),
+    )  # larger than a batch: alone
     await batcher.drain()
     assert [len(a), len(b), len(c)] == [6, 6, 15]
     assert {r.record.addon_id for r in b} == {"b@b"}
@@ -111,8 +112,9 @@ async def test_a_failed_commit_fails_its_waiters_and_writes_nothing(store):
     store.fail = 1
     batcher = WriteBatcher(store, Recorder(), window=0.01)
     batcher.start()
-    results = await asyncio.gather(batcher.submit([reg("a@b", 1)]), batcher.submit([reg("a@b", 2)]),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        batcher.submit([reg("a@b", 1)]), batcher.submit([reg("a@b", 2)]), return_exceptions=True
+    )
     assert all(isinstance(r, BackendError) for r in results)
     assert await store.last_serial() == 0
     [ok] = await batcher.submit([reg("a@b", 3)])  # the writer goes on
@@ -130,6 +132,7 @@ async def test_jobs_are_committed_alone_and_retried(store):
 
     async def done():
         return (await store.get_job("j")).status == "done"
+
     await wait_until(done, "the job retried to done")
     job = await store.get_job("j")
     assert job.status == "done" and [r["status"] for r in job.results] == ["registered"] * 2

@@ -210,9 +210,10 @@ def test_record_codec_round_trip():
     from addonreg.storage.testing import sha
 
     codec = RecordPacking()
-    for record in (Record("fx@example.com", sha(1), "1.0 β ✓\ud800", "registered", 7, 1795808236123456),
-                   Record("{6ba7b810-9dad-11d1-80b4-00c04fd430c8}", sha(2), None, "revoked",
-                          2 ** 62, 0)):
+    for record in (
+        Record("fx@example.com", sha(1), "1.0 β ✓\ud800", "registered", 7, 1795808236123456),
+        Record("{6ba7b810-9dad-11d1-80b4-00c04fd430c8}", sha(2), None, "revoked", 2**62, 0),
+    ):
         key = cache_key(record.key)
         assert file_key(key) == record.key
         entry = codec.pack(123.5, record)
@@ -264,8 +265,10 @@ def test_rendered_memoises_per_entry_and_keeps_to_the_ttls():
         return (f"{key}={value}",)
 
     def answers(keys, limit=10):
-        return [item[-1] if item is not missing else None
-                for item in cache.rendered(keys, memo, limit, render, missing)]
+        return [
+            item[-1] if item is not missing else None
+            for item in cache.rendered(keys, memo, limit, render, missing)
+        ]
 
     cache.put("a", "A")
     cache.put("n", None)

@@ -21,8 +21,15 @@ def run(*args, env=None, input=None):
     full_env = dict(os.environ)
     full_env.pop("ADDONREG_CONFIG", None)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "addonreg", *args], env=full_env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, input=input)
+    return subprocess.run(
+        [sys.executable, "-m", "addonreg", *args],
+        env=full_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=input,
+    )
 
 
 def fetch(url):
@@ -49,8 +56,14 @@ def test_bad_setting_stops_start_up_naming_it():
 
 
 def test_unreachable_storage_stops_start_up():
-    result = run("serve", env={"ADDONREG_STORAGE": "mysql://root@127.0.0.1:1/none",
-                               "ADDONREG_STORAGE_TIMEOUT": "1", "ADDONREG_PORT": "0"})
+    result = run(
+        "serve",
+        env={
+            "ADDONREG_STORAGE": "mysql://root@127.0.0.1:1/none",
+            "ADDONREG_STORAGE_TIMEOUT": "1",
+            "ADDONREG_PORT": "0",
+        },
+    )
     assert result.returncode == 1
     assert "storage mysql is unavailable" in result.stderr and "Traceback" not in result.stderr
 
@@ -67,41 +80,51 @@ def test_initdb_creates_schema(tmp_path):
 def test_import_csv_and_json_lines_then_serve(tmp_path, server_process):
     env = {"ADDONREG_STORAGE": f"sqlite:///{tmp_path}/db.sqlite3"}
     csv_file = tmp_path / "rows.csv"
-    csv_file.write_text("addon_id,sha256,version\n"
-                        + "".join(f"a{i}@b,{sha(i)},{i}.0\n" for i in range(50))
-                        + f"{{6ba7b810-9dad-11d1-80b4-00c04fd430c8}},SHA256:{sha(99).upper()},\n")
+    csv_file.write_text(
+        "addon_id,sha256,version\n"
+        + "".join(f"a{i}@b,{sha(i)},{i}.0\n" for i in range(50))
+        + f"{{6ba7b810-9dad-11d1-80b4-00c04fd430c8}},SHA256:{sha(99).upper()},\n"
+    )
     result = run("import", "--quiet", str(csv_file), env=env)
     assert result.returncode == 0, result.stderr
     assert "imported 51 rows (51 changed" in result.stdout and "rows/s" in result.stdout
     again = run("import", "--quiet", str(csv_file), env=env)
     assert "imported 51 rows (0 changed, 51 already there)" in again.stdout
     jsonl = tmp_path / "rows.jsonl"
-    jsonl.write_text(json.dumps({"addon_id": "j@b", "sha256": sha("j"), "version": "2"}) + "\n\n"
-                     + json.dumps({"addon_id": "a1@b", "sha256": sha(1), "version": "1.1"}) + "\n")
+    jsonl.write_text(
+        json.dumps({"addon_id": "j@b", "sha256": sha("j"), "version": "2"})
+        + "\n\n"
+        + json.dumps({"addon_id": "a1@b", "sha256": sha(1), "version": "1.1"})
+        + "\n"
+    )
     result = run("import", str(jsonl), env=env)
     assert result.returncode == 0 and "imported 2 rows (2 changed" in result.stdout
     assert "import" in result.stderr  # the progress bar
     proc = server_process(env)
     status, record = fetch(f"{proc.base}/v1/addons/a1@b/files/{sha(1)}")
     assert status == 200 and record["version"] == "1.1"
-    status, record = fetch(proc.base + f"/v1/addons/%7B6ba7b810-9dad-11d1-80b4-00c04fd430c8%7D"
-                                       f"/files/{sha(99)}")
+    status, record = fetch(
+        proc.base + f"/v1/addons/%7B6ba7b810-9dad-11d1-80b4-00c04fd430c8%7D/files/{sha(99)}"
+    )
     assert status == 200 and record["version"] is None
     status, feed = fetch(proc.base + "/v1/changes")
     assert len(feed["changes"]) == 52 and feed["next_since"] == 53
 
 
-@pytest.mark.parametrize("content, line", [
-    ("addon_id,sha256,version\na@b,{s},1\nbad id,{s},1\n", 3),
-    ("addon_id,sha256,version\na@b,{s},1\n\na@b,nothex,1\n", 4),
-    ("addon_id,sha256,version\na@b,{s},1,extra\n", 2),
-    ("\nid,hash\n", 2),
-    ('{{"addon_id": "a@b", "sha256": "{s}"}}\n{{"addon_id": "a@b"}}\n', 2),
-    ('{{"addon_id": "a@b", "sha256": "{s}"}}\nnot json\n', 2),
-    ("addon_id,sha256,version\na@b,{s},1\nb@b,{s}\n", 3),  # fewer fields than the header
-    ("addon_id,sha256\na@b,{s}\nb@b,{s},2.0\n", 3),  # more
-    ("addon_id,sha256,version\n\n", 1),  # a header and no rows
-])
+@pytest.mark.parametrize(
+    "content, line",
+    [
+        ("addon_id,sha256,version\na@b,{s},1\nbad id,{s},1\n", 3),
+        ("addon_id,sha256,version\na@b,{s},1\n\na@b,nothex,1\n", 4),
+        ("addon_id,sha256,version\na@b,{s},1,extra\n", 2),
+        ("\nid,hash\n", 2),
+        ('{{"addon_id": "a@b", "sha256": "{s}"}}\n{{"addon_id": "a@b"}}\n', 2),
+        ('{{"addon_id": "a@b", "sha256": "{s}"}}\nnot json\n', 2),
+        ("addon_id,sha256,version\na@b,{s},1\nb@b,{s}\n", 3),  # fewer fields than the header
+        ("addon_id,sha256\na@b,{s}\nb@b,{s},2.0\n", 3),  # more
+        ("addon_id,sha256,version\n\n", 1),  # a header and no rows
+    ],
+)
 def test_malformed_row_names_its_line_and_writes_nothing(tmp_path, content, line):
     db = tmp_path / "db.sqlite3"
     path = tmp_path / "rows"
@@ -109,8 +132,10 @@ def test_malformed_row_names_its_line_and_writes_nothing(tmp_path, content, line
     result = run("import", str(path), env={"ADDONREG_STORAGE": f"sqlite:///{db}"})
     assert result.returncode == 1
     assert f"line {line}" in result.stderr and "Traceback" not in result.stderr
-    assert not db.exists() or sqlite3.connect(db).execute(
-        "SELECT COUNT(*) FROM registrations").fetchone()[0] == 0
+    assert (
+        not db.exists()
+        or sqlite3.connect(db).execute("SELECT COUNT(*) FROM registrations").fetchone()[0] == 0
+    )
 
 
 def test_an_empty_input_is_an_error_and_a_header_without_version_is_fine(tmp_path):
@@ -127,8 +152,13 @@ def test_an_empty_input_is_an_error_and_a_header_without_version_is_fine(tmp_pat
 
 
 def test_import_from_stdin(tmp_path):
-    result = run("import", "--quiet", "-", env={"ADDONREG_STORAGE": f"sqlite:///{tmp_path}/d"},
-                 input=f"addon_id,sha256,version\na@b,{sha(1)},1\n")
+    result = run(
+        "import",
+        "--quiet",
+        "-",
+        env={"ADDONREG_STORAGE": f"sqlite:///{tmp_path}/d"},
+        input=f"addon_id,sha256,version\na@b,{sha(1)},1\n",
+    )
     assert result.returncode == 0 and "imported 1 rows" in result.stdout
 
 
@@ -150,8 +180,9 @@ def test_sigterm_lets_keep_alive_clients_go_without_cutting_a_request(server_pro
     from addonreg.hawk import sign
 
     db = tmp_path / "ka.sqlite3"
-    proc = server_process({"ADDONREG_STORAGE": f"sqlite:///{db}",
-                           "ADDONREG_HAWK_CREDENTIALS": "amo:k"})
+    proc = server_process(
+        {"ADDONREG_STORAGE": f"sqlite:///{db}", "ADDONREG_HAWK_CREDENTIALS": "amo:k"}
+    )
     acked, outcomes = [], []
 
     def client(i):
@@ -184,20 +215,31 @@ def test_sigterm_lets_keep_alive_clients_go_without_cutting_a_request(server_pro
         t.join(20)
     assert proc.stop() == 0
     assert outcomes == ["refused"] * 8, outcomes
-    stored = {(a, s.hex()) for a, s in sqlite3.connect(db).execute(
-        "SELECT addon_id, sha256 FROM registrations")}
+    stored = {
+        (a, s.hex())
+        for a, s in sqlite3.connect(db).execute("SELECT addon_id, sha256 FROM registrations")
+    }
     assert len(acked) > 0 and set(acked) <= stored
 
 
-@pytest.mark.parametrize("setting, value, expected", [
-    ("STORAGE_TIMEOUT", "0", "> 0"), ("HEARTBEAT_TIMEOUT", "0", "> 0"),
-    ("WRITE_WINDOW", "1e9", "<= 1"), ("HOST", "", "every interface"),
-    ("HTTP_MAX_AGE", "-5", "from 0"), ("HAWK_SKEW", "99999999999", "to 3600"),
-    ("HAWK_CREDENTIALS", "é:clé", "printable ASCII"), ("HAWK_CREDENTIALS", 'i"d:key', "quotes"),
-    ("STORAGE", "mysql://h/db?pool_size=abc", "pool_size"), ("STORAGE", "sqlite://var/x", "sqlite:///"),
-    ("PORT", "abc", "integer from 0 to 65535"), ("PUBSUB", "redis://h:1/notanumber", "number"),
-    ("MAX_LOOKUPS", "5", "did you mean 'ADDONREG_MAX_LOOKUP'"),
-])
+@pytest.mark.parametrize(
+    "setting, value, expected",
+    [
+        ("STORAGE_TIMEOUT", "0", "> 0"),
+        ("HEARTBEAT_TIMEOUT", "0", "> 0"),
+        ("WRITE_WINDOW", "1e9", "<= 1"),
+        ("HOST", "", "every interface"),
+        ("HTTP_MAX_AGE", "-5", "from 0"),
+        ("HAWK_SKEW", "99999999999", "to 3600"),
+        ("HAWK_CREDENTIALS", "é:clé", "printable ASCII"),
+        ("HAWK_CREDENTIALS", 'i"d:key', "quotes"),
+        ("STORAGE", "mysql://h/db?pool_size=abc", "pool_size"),
+        ("STORAGE", "sqlite://var/x", "sqlite:///"),
+        ("PORT", "abc", "integer from 0 to 65535"),
+        ("PUBSUB", "redis://h:1/notanumber", "number"),
+        ("MAX_LOOKUPS", "5", "did you mean 'ADDONREG_MAX_LOOKUP'"),
+    ],
+)
 def test_f9_a_setting_that_would_break_the_service_stops_start_up(setting, value, expected):
     """Each says what it expects and where the value came from; none starts."""
     result = run("serve", env={f"ADDONREG_{setting}": value})
@@ -222,8 +264,10 @@ def test_f8_a_start_up_that_fails_exits_within_seconds(tmp_path, storage):
     else:
         url = "mysql://root@127.0.0.1:1/none"
     started = time.monotonic()
-    result = run("serve", env={"ADDONREG_STORAGE": url, "ADDONREG_PORT": "0",
-                               "ADDONREG_STORAGE_TIMEOUT": "1"})
+    result = run(
+        "serve",
+        env={"ADDONREG_STORAGE": url, "ADDONREG_PORT": "0", "ADDONREG_STORAGE_TIMEOUT": "1"},
+    )
     assert result.returncode == 1 and "cannot start" in result.stderr
     assert time.monotonic() - started < 30  # liveness: it exits (it used to hang)
 
@@ -237,6 +281,7 @@ def test_two_servers_on_one_port_the_second_says_address_in_use(server_process):
 @pytest.mark.mysql
 def test_a_missing_mysql_database_is_named_and_initdb_creates_it():
     from tests.conftest import MYSQL_URL, mysql_connect, need_mysql
+
     need_mysql()
     url = MYSQL_URL.rsplit("/", 1)[0] + "/addonreg_test_missing"
     conn = mysql_connect(db=False)

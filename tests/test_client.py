@@ -62,8 +62,9 @@ class Recorder(httpx.BaseTransport):
         except httpx.TransportError:
             self.log.append(Exchange(at, request.method, request.url.path, None, request.headers))
             raise
-        self.log.append(Exchange(at, request.method, request.url.path, response.status_code,
-                                 request.headers))
+        self.log.append(
+            Exchange(at, request.method, request.url.path, response.status_code, request.headers)
+        )
         return response
 
     def close(self) -> None:
@@ -87,8 +88,14 @@ class Clock:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the module: small limits, so that chunking shows."""
     db = tmp_path_factory.mktemp("client") / "db.sqlite3"
-    proc = ServerProcess({"ADDONREG_STORAGE": f"sqlite:///{db}", "ADDONREG_HAWK_CREDENTIALS": HAWK,
-                          "ADDONREG_MAX_LOOKUP": "5", "ADDONREG_MAX_WRITE": "5"})
+    proc = ServerProcess(
+        {
+            "ADDONREG_STORAGE": f"sqlite:///{db}",
+            "ADDONREG_HAWK_CREDENTIALS": HAWK,
+            "ADDONREG_MAX_LOOKUP": "5",
+            "ADDONREG_MAX_WRITE": "5",
+        }
+    )
     yield proc
     proc.stop()
 
@@ -111,13 +118,27 @@ def test_check_many_chunks_to_max_lookup_in_msgpack(server):
     with LookupClient(server.base, transport=recorder) as client:
         results = client.check_many([(ident, sha(n)) for n in range(12)])
     assert [r.status for r in results] == [
-        "registered", "unknown", "unknown", "revoked", "unknown", "unknown",
-        "registered", "unknown", "unknown", "registered", "unknown", "unknown"]
+        "registered",
+        "unknown",
+        "unknown",
+        "revoked",
+        "unknown",
+        "unknown",
+        "registered",
+        "unknown",
+        "unknown",
+        "registered",
+        "unknown",
+        "unknown",
+    ]
     assert results[6] == CheckResult(ident, sha(6), "registered", "6.0")
     lookups = recorder.calls("POST", "/v1/lookup")
     assert len(lookups) == 3 and len(recorder.calls("GET", "/v1/")) == 1  # 5 + 5 + 2
-    assert all(e.request_headers["Content-Type"] == "application/msgpack"
-               and e.request_headers["Accept"] == "application/msgpack" for e in lookups)
+    assert all(
+        e.request_headers["Content-Type"] == "application/msgpack"
+        and e.request_headers["Accept"] == "application/msgpack"
+        for e in lookups
+    )
 
 
 def test_cache_then_304_revalidation(server):
@@ -173,8 +194,9 @@ def test_writes_jobs_and_errors(server):
 async def test_async_writer_and_checker(server):
     ident = addon()
     async with AsyncWriterClient(server.base, "amo", CREDS["amo"]) as amo:
-        results = await amo.register_many([{"op": "register", "addon_id": ident,
-                                            "sha256": sha(n)} for n in range(7)])
+        results = await amo.register_many(
+            [{"op": "register", "addon_id": ident, "sha256": sha(n)} for n in range(7)]
+        )
         assert [r.status for r in results] == ["registered"] * 7
         [job] = await amo.register_many([Operation.revoke(ident, sha(0))], respond_async=True)
         assert (await amo.wait_for_job(job, timeout=10)).results[0].status == "revoked"
@@ -187,8 +209,13 @@ def test_a_replayed_hawk_request_is_refused(server):
     """The same signed request twice: the second is a 401 (the nonce is spent)."""
     url = f"{server.base}/v1/addons/{addon()}/files/{sha(1)}"
     body, content_type = b'{"version": "1"}', "application/json"
-    sender = mohawk.Sender({"id": "amo", "key": CREDS["amo"], "algorithm": "sha256"}, url, "PUT",
-                           content=body, content_type=content_type)
+    sender = mohawk.Sender(
+        {"id": "amo", "key": CREDS["amo"], "algorithm": "sha256"},
+        url,
+        "PUT",
+        content=body,
+        content_type=content_type,
+    )
     headers = {"Authorization": sender.request_header, "Content-Type": content_type}
     with httpx.Client() as http:
         first = http.put(url, content=body, headers=headers)
@@ -201,8 +228,10 @@ def test_a_replayed_hawk_request_is_refused(server):
 def test_connection_failures_are_retried_then_raised():
     recorder = Recorder()
     policy = RetryPolicy(attempts=3, base=0.01)
-    with LookupClient("http://127.0.0.1:9", transport=recorder, retry=policy) as client, \
-            pytest.raises(UnavailableError) as failed:
+    with (
+        LookupClient("http://127.0.0.1:9", transport=recorder, retry=policy) as client,
+        pytest.raises(UnavailableError) as failed,
+    ):
         client.check("a@b", sha(1))
     assert failed.value.status is None and len(recorder.log) == 3
     assert all(e.status is None for e in recorder.log)
@@ -225,22 +254,25 @@ def test_filter_answers_only_where_it_is_certain(server):
         serial = amo.register(ident, sha(1), "1").serial
     answers = {(ident, sha(1)): "registered", (ident, sha(2)): "revoked"}
     recorder = Recorder()
-    with LookupClient(server.base, transport=recorder, cache_size=1,
-                      filter=FakeFilter(serial - 1, answers)) as client:
+    with LookupClient(
+        server.base, transport=recorder, cache_size=1, filter=FakeFilter(serial - 1, answers)
+    ) as client:
         # revoked: always the filter's (no request); registered: not before the service said so
-        assert client.check(ident, sha(2)) == CheckResult(ident, sha(2), "revoked",
-                                                          source="filter")
+        assert client.check(ident, sha(2)) == CheckResult(ident, sha(2), "revoked", source="filter")
         assert client.check(ident, sha(1)).source == "service"
         assert client.check(ident, sha(3)).source == "service"  # not in the filter; evicts
         # confirmed at a serial later than the filter's: still the service
         assert client.check(ident, sha(1)).source == "service"
         client.filter = FakeFilter(serial, answers)
         assert client.check(ident, sha(3)).source == "service"  # evicts sha(1) from the cache
-        assert client.check(ident, sha(1)) == CheckResult(ident, sha(1), "registered", "1",
-                                                          serial, "filter")
+        assert client.check(ident, sha(1)) == CheckResult(
+            ident, sha(1), "registered", "1", serial, "filter"
+        )
         requests = len(recorder.log)
         assert [r.source for r in client.check_many([(ident, sha(1)), (ident, sha(2))])] == [
-            "filter", "filter"]
+            "filter",
+            "filter",
+        ]
         assert len(recorder.log) == requests
 
 
@@ -258,15 +290,20 @@ def mysql_link() -> Iterator[tuple[LinkProxy, str]]:
 
 def test_503_retry_after_is_honoured_and_a_retry_is_signed_anew(mysql_link):
     link, url = mysql_link
-    proc = ServerProcess({"ADDONREG_STORAGE": url, "ADDONREG_HAWK_CREDENTIALS": HAWK,
-                          "ADDONREG_RETRY_AFTER": "1", "ADDONREG_STORAGE_TIMEOUT": "1"})
+    proc = ServerProcess(
+        {
+            "ADDONREG_STORAGE": url,
+            "ADDONREG_HAWK_CREDENTIALS": HAWK,
+            "ADDONREG_RETRY_AFTER": "1",
+            "ADDONREG_STORAGE_TIMEOUT": "1",
+        }
+    )
     try:
         recorder = Recorder()
         link.cut()
         threading.Timer(1.5, link.restore).start()
         policy = RetryPolicy(attempts=6, deadline=20)
-        with WriterClient(proc.base, "amo", CREDS["amo"], transport=recorder,
-                          retry=policy) as amo:
+        with WriterClient(proc.base, "amo", CREDS["amo"], transport=recorder, retry=policy) as amo:
             # A read: 503 + Retry-After: 1 until the link is back, never a false "unknown"
             assert amo.check("a@b", sha(1)).status == "unknown"
             reads = recorder.log
@@ -280,8 +317,9 @@ def test_503_retry_after_is_honoured_and_a_retry_is_signed_anew(mysql_link):
             link.cut()
             threading.Timer(1.5, link.restore).start()
             assert amo.register("a@b", sha(1), "1").created
-            nonces = [parse_header(e.request_headers["Authorization"])["nonce"]
-                      for e in recorder.log]
+            nonces = [
+                parse_header(e.request_headers["Authorization"])["nonce"] for e in recorder.log
+            ]
             assert recorder.log[0].status == 503 and recorder.log[-1].status == 201
             assert len(set(nonces)) == len(nonces) >= 2
             # 128 random bits each: mohawk's default 6 characters repeat within the
@@ -290,9 +328,10 @@ def test_503_retry_after_is_honoured_and_a_retry_is_signed_anew(mysql_link):
         # A Retry-After past the client's deadline is not waited for: raised at once
         link.cut()
         recorder = Recorder()
-        with LookupClient(proc.base, retry=RetryPolicy(deadline=0.5),
-                          transport=recorder) as client, \
-                pytest.raises(UnavailableError) as unavailable:
+        with (
+            LookupClient(proc.base, retry=RetryPolicy(deadline=0.5), transport=recorder) as client,
+            pytest.raises(UnavailableError) as unavailable,
+        ):
             client.check("a@b", sha(2))
         assert [e.status for e in recorder.log] == [503]
         assert (unavailable.value.status, unavailable.value.errno) == (503, 201)

@@ -41,8 +41,11 @@ def cluster(server_process):
     need_mysql()
     need_redis()
     reset_mysql()
-    env = {"ADDONREG_STORAGE": MYSQL_URL, "ADDONREG_PUBSUB": redis_pubsub_url(),
-           "ADDONREG_HAWK_CREDENTIALS": ",".join(f"{k}:{v}" for k, v in CREDS.items())}
+    env = {
+        "ADDONREG_STORAGE": MYSQL_URL,
+        "ADDONREG_PUBSUB": redis_pubsub_url(),
+        "ADDONREG_HAWK_CREDENTIALS": ",".join(f"{k}:{v}" for k, v in CREDS.items()),
+    }
     return lambda: server_process(env)
 
 
@@ -87,6 +90,7 @@ async def test_writes_reach_the_other_process(cluster, writers):
 
     async def registered_on_b():
         return (await wb.get(path(1))).code == 200
+
     await wait_until(registered_on_b, "B answers the registration", SOON)
 
     assert body(await wb.get(path(1)))["version"] == "1"  # B caches the record
@@ -94,15 +98,18 @@ async def test_writes_reach_the_other_process(cluster, writers):
 
     async def revoked_on_b():
         return (await wb.get(path(1))).code == 410
+
     await wait_until(revoked_on_b, "B answers the revocation", SOON)
 
     # and the other way round, through the bulk lookup
     assert (await wb.signed("PUT", path(2))).code == 201
 
     async def seen_by_a():
-        r = await wa.post("/v1/lookup", {"files": [{"addon_id": "fx@example.com",
-                                                     "sha256": sha(2)}]})
+        r = await wa.post(
+            "/v1/lookup", {"files": [{"addon_id": "fx@example.com", "sha256": sha(2)}]}
+        )
         return body(r)["results"][0]["status"] == "registered"
+
     await wait_until(seen_by_a, "A's lookup sees B's registration", SOON)
 
 
@@ -140,8 +147,11 @@ async def test_a_feed_reader_misses_nothing_under_concurrent_writes(cluster, wri
             last_serials.append(change["serial"])
         since = data["next_since"]
 
-    tasks = [asyncio.create_task(write(writers(proc), f"w{i}-{proc.port}"))
-             for proc in (a, b) for i in range(4)]
+    tasks = [
+        asyncio.create_task(write(writers(proc), f"w{i}-{proc.port}"))
+        for proc in (a, b)
+        for i in range(4)
+    ]
     while not all(t.done() for t in tasks):
         await poll_once()
     for t in tasks:
@@ -159,9 +169,13 @@ async def test_a_request_replayed_to_another_process_is_refused(cluster, writers
     content = json.dumps({"version": "1"}).encode()
     # Both processes are reached under one public name (as behind a load balancer).
     host = "registry.example.com"
-    headers = {"Host": host, "Content-Type": "application/json",
-               "Authorization": sign("amo", CREDS["amo"], "PUT", f"http://{host}{path(1)}",
-                                     content, "application/json")}
+    headers = {
+        "Host": host,
+        "Content-Type": "application/json",
+        "Authorization": sign(
+            "amo", CREDS["amo"], "PUT", f"http://{host}{path(1)}", content, "application/json"
+        ),
+    }
     assert (await wa.fetch("PUT", path(1), raw=content, headers=headers)).code == 201
     assert_error(await wb.fetch("PUT", path(1), raw=content, headers=headers), 401, 105)
 
@@ -169,11 +183,13 @@ async def test_a_request_replayed_to_another_process_is_refused(cluster, writers
 async def test_tampered_or_stale_requests_write_nothing(cluster, writers):
     a = cluster()
     wa = writers(a)
-    headers = {"Content-Type": "application/json",
-               "Authorization": sign("amo", CREDS["amo"], "PUT", wa.base + path(1),
-                                     b'{"version": "1"}', "application/json")}
-    assert_error(await wa.fetch("PUT", path(1), raw=b'{"version": "9"}', headers=headers),
-                 401, 105)
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": sign(
+            "amo", CREDS["amo"], "PUT", wa.base + path(1), b'{"version": "1"}', "application/json"
+        ),
+    }
+    assert_error(await wa.fetch("PUT", path(1), raw=b'{"version": "9"}', headers=headers), 401, 105)
     stale = await wa.signed("PUT", path(2), timestamp=int(time.time()) - 300)
     assert_error(stale, 401, 105)
     assert db_rows("SELECT COUNT(*) FROM registrations")[0][0] == 0
@@ -203,8 +219,9 @@ async def test_acknowledged_writes_survive_kill_9(cluster, writers):
     # An async job acknowledged just before the kill.
     w = writers(a)
     ops = [{"op": "register", "addon_id": "job@example.com", "sha256": sha(n)} for n in range(3000)]
-    r = await w.signed("POST", "/v1/registrations", {"operations": ops},
-                       headers={"Prefer": "respond-async"})
+    r = await w.signed(
+        "POST", "/v1/registrations", {"operations": ops}, headers={"Prefer": "respond-async"}
+    )
     assert r.code == 202
     job_id = body(r)["job"]
     a.stop(signal.SIGKILL)
@@ -217,9 +234,11 @@ async def test_acknowledged_writes_survive_kill_9(cluster, writers):
     orphan_ops = [Operation("register", "orphan@example.com", sha(n)) for n in range(10)]
     conn = mysql_connect()
     with conn.cursor() as cur:
-        cur.execute("INSERT INTO jobs (id, owner, status, operations, created_at) "
-                    "VALUES (%s, 'amo', 'queued', %s, NOW(6))",
-                    (orphan, encode_operations(orphan_ops)))
+        cur.execute(
+            "INSERT INTO jobs (id, owner, status, operations, created_at) "
+            "VALUES (%s, 'amo', 'queued', %s, NOW(6))",
+            (orphan, encode_operations(orphan_ops)),
+        )
     conn.close()
 
     b = cluster()  # the restart
@@ -230,8 +249,12 @@ async def test_acknowledged_writes_survive_kill_9(cluster, writers):
     async def jobs_done():
         states = [body(await wb.signed("GET", f"/v1/jobs/{j}"))["status"] for j in (job_id, orphan)]
         return states == ["done", "done"]
+
     await wait_until(jobs_done, "the jobs done after the restart", timeout=20, every=0.05)
-    assert db_rows("SELECT COUNT(*) FROM registrations WHERE addon_id = 'job@example.com'")[0][0] == 3000
+    assert (
+        db_rows("SELECT COUNT(*) FROM registrations WHERE addon_id = 'job@example.com'")[0][0]
+        == 3000
+    )
     assert (await wb.get(path(9, "orphan@example.com"))).code == 200
 
 
@@ -239,8 +262,9 @@ async def test_acknowledged_writes_survive_kill_9(cluster, writers):
 async def test_sigterm_during_a_large_bulk_write(cluster, writers, delay):
     a = cluster()
     w = writers(a)
-    ops = [{"op": "register", "addon_id": "bulk@example.com", "sha256": sha(n)}
-           for n in range(5000)]
+    ops = [
+        {"op": "register", "addon_id": "bulk@example.com", "sha256": sha(n)} for n in range(5000)
+    ]
     request = asyncio.create_task(w.signed("POST", "/v1/registrations", {"operations": ops}))
     await asyncio.sleep(delay)
     a.proc.send_signal(signal.SIGTERM)
@@ -261,16 +285,27 @@ async def test_an_import_reaches_running_servers_caches(cluster, writers, tmp_pa
     import os
     import subprocess
     import sys
+
     a = cluster()
     wa = writers(a)
     assert (await wa.get(path(1, "imp@example.com"))).code == 404  # cached "unknown"
     rows = tmp_path / "rows.csv"
-    rows.write_text("addon_id,sha256,version\n"
-                    + "".join(f"imp@example.com,{sha(n)},1\n" for n in range(100)))
-    env = dict(os.environ, ADDONREG_STORAGE=MYSQL_URL,
-               ADDONREG_PUBSUB=a.env["ADDONREG_PUBSUB"], ADDONREG_BUS_KEY=a.env["ADDONREG_BUS_KEY"])
-    result = subprocess.run([sys.executable, "-m", "addonreg", "import", "--quiet", str(rows)],
-                            env=env, capture_output=True, text=True, timeout=60)
+    rows.write_text(
+        "addon_id,sha256,version\n" + "".join(f"imp@example.com,{sha(n)},1\n" for n in range(100))
+    )
+    env = dict(
+        os.environ,
+        ADDONREG_STORAGE=MYSQL_URL,
+        ADDONREG_PUBSUB=a.env["ADDONREG_PUBSUB"],
+        ADDONREG_BUS_KEY=a.env["ADDONREG_BUS_KEY"],
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "addonreg", "import", "--quiet", str(rows)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "imported 100 rows (100 changed" in result.stdout
     r = await wa.get(path(1, "imp@example.com"))

@@ -29,14 +29,28 @@ def test_credentials_are_parsed_and_not_shown():
     assert "s3cret" not in repr(s) and "s3cret" not in str(s.public())
 
 
-@pytest.mark.parametrize("name, value", [
-    ("PORT", "eighty"), ("PORT", "70000"), ("STORAGE", "postgres://x"),
-    ("STORAGE", "mysql://host-only"), ("STORAGE", "sqlite://relative"), ("PUBSUB", "kafka://x"),
-    ("PUBSUB", "redis://127.0.0.1:6379/0?chanel=x"), ("PUBSUB", "redis://h:1/0?timeout=0"),
-    ("MAX_LOOKUP", "0"), ("CACHE_TTL", "-1"), ("LOG_LEVEL", "LOUD"),
-    ("HAWK_CREDENTIALS", "nokey"), ("XHEADERS", "maybe"), ("CACHE_TTL", "nan"),
-    ("GC_THRESHOLD", "1000,10"), ("GC_THRESHOLD", "1000,-1,10"), ("GC_THRESHOLD", "a,b,c"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("PORT", "eighty"),
+        ("PORT", "70000"),
+        ("STORAGE", "postgres://x"),
+        ("STORAGE", "mysql://host-only"),
+        ("STORAGE", "sqlite://relative"),
+        ("PUBSUB", "kafka://x"),
+        ("PUBSUB", "redis://127.0.0.1:6379/0?chanel=x"),
+        ("PUBSUB", "redis://h:1/0?timeout=0"),
+        ("MAX_LOOKUP", "0"),
+        ("CACHE_TTL", "-1"),
+        ("LOG_LEVEL", "LOUD"),
+        ("HAWK_CREDENTIALS", "nokey"),
+        ("XHEADERS", "maybe"),
+        ("CACHE_TTL", "nan"),
+        ("GC_THRESHOLD", "1000,10"),
+        ("GC_THRESHOLD", "1000,-1,10"),
+        ("GC_THRESHOLD", "a,b,c"),
+    ],
+)
 def test_bad_environment_value_is_named(name, value):
     with pytest.raises(ConfigError) as info:
         load_settings(environ={f"ADDONREG_{name}": value})
@@ -48,7 +62,10 @@ def test_bad_environment_value_is_named(name, value):
 def test_gc_threshold_is_parsed():
     assert load_settings(environ={}).gc_threshold == (10_000, 20, 20)
     assert load_settings(environ={"ADDONREG_GC_THRESHOLD": "700, 10,10"}).gc_threshold == (
-        700, 10, 10)
+        700,
+        10,
+        10,
+    )
 
 
 def test_bad_ini_value_and_unknown_key(tmp_path):
@@ -65,10 +82,13 @@ def test_bad_ini_value_and_unknown_key(tmp_path):
 
 def test_shipped_config_files_load():
     import os
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     dev = load_settings(os.path.join(root, "config", "development.ini"), environ={})
     assert dev.storage.startswith("sqlite:///")
     # Production's secrets come from the environment.
-    prod = load_settings(os.path.join(root, "config", "production.ini"),
-                         environ={"ADDONREG_BUS_KEY": "a-secret-from-the-environment"})
+    prod = load_settings(
+        os.path.join(root, "config", "production.ini"),
+        environ={"ADDONREG_BUS_KEY": "a-secret-from-the-environment"},
+    )
     assert prod.storage.startswith("mysql://") and prod.pubsub.startswith("redis://")

@@ -104,13 +104,20 @@ class Deployment:
             if name.startswith("ADDONREG_") or name == "PROMETHEUS_MULTIPROC_DIR":
                 del self.env[name]
         self.env.update(
-            SUPERVISORD=str(SUPERVISORD), ADDONREG_PROCESSES=str(processes),
+            SUPERVISORD=str(SUPERVISORD),
+            ADDONREG_PROCESSES=str(processes),
             ADDONREG_RUN_DIR=str(directory / "run"),
-            ADDONREG_HOST="127.0.0.1", ADDONREG_PORT=str(self.port),
-            ADDONREG_STORAGE=MYSQL_URL, ADDONREG_PUBSUB=redis_pubsub_url(),
-            ADDONREG_BUS_KEY=BUS_KEY, ADDONREG_HAWK_CREDENTIALS=",".join(f"{k}:{v}" for k, v in CREDS.items()),
-            ADDONREG_XHEADERS="true", ADDONREG_ACCESS_LOG="true", ADDONREG_LOG_LEVEL="INFO",
-            ADDONREG_LOG_FORMAT="json")
+            ADDONREG_HOST="127.0.0.1",
+            ADDONREG_PORT=str(self.port),
+            ADDONREG_STORAGE=MYSQL_URL,
+            ADDONREG_PUBSUB=redis_pubsub_url(),
+            ADDONREG_BUS_KEY=BUS_KEY,
+            ADDONREG_HAWK_CREDENTIALS=",".join(f"{k}:{v}" for k, v in CREDS.items()),
+            ADDONREG_XHEADERS="true",
+            ADDONREG_ACCESS_LOG="true",
+            ADDONREG_LOG_LEVEL="INFO",
+            ADDONREG_LOG_FORMAT="json",
+        )
         self.supervisord: Optional[subprocess.Popen] = None
         self.nginxes: List[subprocess.Popen] = []
 
@@ -120,13 +127,23 @@ class Deployment:
         # Append mode: supervisord and its children each open /dev/stdout again.
         with open(self.log_path, "ab") as log:
             self.supervisord = subprocess.Popen(
-                [str(LAUNCHER)], env=self.env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True)
+                [str(LAUNCHER)],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def ctl(self, *args: str, timeout: float = 60) -> str:
         """``bin/addonreg-supervisord ctl ARGS``: supervisorctl's output."""
-        result = subprocess.run([str(LAUNCHER), "ctl", *args], env=self.env, text=True,
-                                capture_output=True, timeout=timeout)
+        result = subprocess.run(
+            [str(LAUNCHER), "ctl", *args],
+            env=self.env,
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+        )
         return result.stdout + result.stderr
 
     def status(self) -> Dict[str, tuple]:
@@ -157,18 +174,19 @@ class Deployment:
         deadline = time.monotonic() + timeout
         while True:
             if self.supervisord is not None and self.supervisord.poll() is not None:
-                raise AssertionError(f"supervisord exited {self.supervisord.returncode}:\n"
-                                     + self.log()[-3000:])
+                raise AssertionError(
+                    f"supervisord exited {self.supervisord.returncode}:\n" + self.log()[-3000:]
+                )
             states = self.status()
             pids = {name: pid for name, (state, pid) in states.items() if state == "RUNNING"}
             if len(pids) == len(PROCS):
-                listening = {r["pid"] for r in self.records()
-                             if "listening on" in r.get("msg", "")}
+                listening = {r["pid"] for r in self.records() if "listening on" in r.get("msg", "")}
                 if set(pids.values()) <= listening:
                     return pids
             if time.monotonic() > deadline:
-                raise AssertionError(f"not all RUNNING and listening: {states}\n"
-                                     + self.log()[-3000:])
+                raise AssertionError(
+                    f"not all RUNNING and listening: {states}\n" + self.log()[-3000:]
+                )
             time.sleep(0.1)
 
     def pid(self, name: str) -> int:
@@ -195,10 +213,13 @@ class Deployment:
         ng = self.dir / f"nginx{len(self.nginxes)}"
         ng.mkdir()
         site = ng / "addonreg.conf"
-        site.write_text(render_nginx_conf(listen=f"127.0.0.1:{port}", read=read or own,
-                                          write=write or own))
-        temp = "\n".join(f"    {kind}_temp_path {ng}/{kind};"
-                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        site.write_text(
+            render_nginx_conf(listen=f"127.0.0.1:{port}", read=read or own, write=write or own)
+        )
+        temp = "\n".join(
+            f"    {kind}_temp_path {ng}/{kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
         main = ng / "main.conf"
         # Workers run as this user (pytest's temporary directories are 0700);
         # nginx ignores `user` when not started as root.
@@ -213,10 +234,22 @@ http {{
 """)
         with open(ng / "nginx.out", "ab") as out:
             nginx = subprocess.Popen(
-                [NGINX, "-p", str(ng), "-e", str(ng / "error.log"), "-c", str(main),
-                 "-g", f"daemon off; pid {ng}/nginx.pid;"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [
+                    NGINX,
+                    "-p",
+                    str(ng),
+                    "-e",
+                    str(ng / "error.log"),
+                    "-c",
+                    str(main),
+                    "-g",
+                    f"daemon off; pid {ng}/nginx.pid;",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.nginxes.append(nginx)
         deadline = time.monotonic() + 10
         while True:
@@ -225,9 +258,11 @@ http {{
                 return port
             except OSError:
                 if nginx.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("nginx did not start:\n"
-                                         + (ng / "nginx.out").read_text(errors="replace")
-                                         + (ng / "error.log").read_text(errors="replace"))
+                    raise AssertionError(
+                        "nginx did not start:\n"
+                        + (ng / "nginx.out").read_text(errors="replace")
+                        + (ng / "error.log").read_text(errors="replace")
+                    )
                 time.sleep(0.05)
 
     # teardown ---------------------------------------------------------------
@@ -303,9 +338,17 @@ class Front:
         self.base = f"http://127.0.0.1:{port}"
         self.http = AsyncHTTPClient(force_instance=True, max_clients=64)
 
-    async def fetch(self, method: str, path: str, body: Any = None, *, signed: bool = False,
-                    raw: Optional[bytes] = None, headers: Optional[Dict[str, str]] = None,
-                    timeout: float = 10) -> Answer:
+    async def fetch(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        signed: bool = False,
+        raw: Optional[bytes] = None,
+        headers: Optional[Dict[str, str]] = None,
+        timeout: float = 10,
+    ) -> Answer:
         if body is not None:
             raw = json.dumps(body).encode()
         rid = uuid.uuid4().hex
@@ -313,11 +356,24 @@ class Front:
         if raw:
             h.setdefault("Content-Type", "application/json")
         if signed:
-            h["Authorization"] = sign("amo", CREDS["amo"], method, f"http://{PUBLIC_HOST}{path}",
-                                      raw or b"", h.get("Content-Type"))
-        request = HTTPRequest(self.base + path, method=method, body=raw, headers=h,
-                              network_interface=CLIENT_IP, allow_nonstandard_methods=True,
-                              follow_redirects=False, request_timeout=timeout)
+            h["Authorization"] = sign(
+                "amo",
+                CREDS["amo"],
+                method,
+                f"http://{PUBLIC_HOST}{path}",
+                raw or b"",
+                h.get("Content-Type"),
+            )
+        request = HTTPRequest(
+            self.base + path,
+            method=method,
+            body=raw,
+            headers=h,
+            network_interface=CLIENT_IP,
+            allow_nonstandard_methods=True,
+            follow_redirects=False,
+            request_timeout=timeout,
+        )
         started = time.monotonic()
         response = await self.http.fetch(request, raise_error=False)
         return Answer(method, path, response.code, started, time.monotonic(), rid, response)
@@ -345,8 +401,10 @@ def stored(addon_ids) -> set:
     try:
         with conn.cursor() as cur:
             marks = ",".join(["%s"] * len(addon_ids))
-            cur.execute(f"SELECT addon_id, sha256 FROM registrations WHERE addon_id IN ({marks})",
-                        list(addon_ids))
+            cur.execute(
+                f"SELECT addon_id, sha256 FROM registrations WHERE addon_id IN ({marks})",
+                list(addon_ids),
+            )
             return {(a, s.hex()) for a, s in cur.fetchall()}
     finally:
         conn.close()
@@ -354,8 +412,11 @@ def stored(addon_ids) -> set:
 
 def logged_at(record: Dict[str, Any]) -> float:
     """A log record's time, seconds since the epoch (millisecond precision)."""
-    return datetime.datetime.strptime(record["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-        tzinfo=datetime.timezone.utc).timestamp()
+    return (
+        datetime.datetime.strptime(record["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        .replace(tzinfo=datetime.timezone.utc)
+        .timestamp()
+    )
 
 
 async def converge(deploy, front, path: str, old: int, new: int, write) -> float:
@@ -384,8 +445,9 @@ async def converge(deploy, front, path: str, old: int, new: int, write) -> float
     served = deploy.served([answer.rid] + [a.rid for a in reads])
     assert len(served) == len(reads) + 1, "some requests are missing from the request log"
     acked = logged_at(served[answer.rid])
-    other = [r for r in served.values()
-             if r["pid"] != served[answer.rid]["pid"] and r["method"] == "GET"]
+    other = [
+        r for r in served.values() if r["pid"] != served[answer.rid]["pid"] and r["method"] == "GET"
+    ]
     assert any(r["status"] == new for r in other), "the other process never answered the write"
     assert any(logged_at(r) - acked > 0.1 for r in other), "the other process was not asked"
     stale = [logged_at(r) - acked for r in other if r["status"] == old]
@@ -411,8 +473,9 @@ async def test_reads_and_signed_writes_through_nginx(deploy, front):
 
     head = await front.fetch("HEAD", path)
     assert head.code == 410 and head.response.body == b""
-    lookup = await front.fetch("POST", "/v1/lookup", {"files": [
-        {"addon_id": "deploy@example.com", "sha256": sha(1)}]})
+    lookup = await front.fetch(
+        "POST", "/v1/lookup", {"files": [{"addon_id": "deploy@example.com", "sha256": sha(1)}]}
+    )
     assert lookup.code == 200 and lookup.json()["results"][0]["status"] == "revoked"
 
     # A GUID id, percent-encoded: signed as sent, so nginx must not touch the URI.
@@ -423,12 +486,18 @@ async def test_reads_and_signed_writes_through_nginx(deploy, front):
 
     # Bulk writes (~400 KB: nginx spools the body to its temp directory), async
     # jobs and the original API, all on the write routes.
-    ops = [{"op": "register", "addon_id": "bulk@example.com", "sha256": sha(n)}
-           for n in range(3000)]
+    ops = [
+        {"op": "register", "addon_id": "bulk@example.com", "sha256": sha(n)} for n in range(3000)
+    ]
     bulk = await front.fetch("POST", "/v1/registrations", {"operations": ops}, signed=True)
     assert bulk.code == 200 and len(bulk.json()["results"]) == 3000, bulk.response.body[:300]
-    job = await front.fetch("POST", "/v1/registrations", {"operations": ops[:10]}, signed=True,
-                            headers={"Prefer": "respond-async"})
+    job = await front.fetch(
+        "POST",
+        "/v1/registrations",
+        {"operations": ops[:10]},
+        signed=True,
+        headers={"Prefer": "respond-async"},
+    )
     assert job.code == 202
     location = job.response.headers["Location"]
     assert location == f"/v1/jobs/{job.json()['job']}"
@@ -484,8 +553,13 @@ ROUTES = [  # (method, path, signed, body, write?) -- every route of config/ngin
     ("POST", "/addons", False, {"addons": [{"id": "a@b", "sha256": sha(1)}]}, False),
     ("PUT", file_path(9, "route@example.com"), True, None, True),
     ("DELETE", file_path(9, "route@example.com"), True, None, True),
-    ("POST", "/v1/registrations", True, {"operations": [
-        {"op": "register", "addon_id": "route@example.com", "sha256": sha(8)}]}, True),
+    (
+        "POST",
+        "/v1/registrations",
+        True,
+        {"operations": [{"op": "register", "addon_id": "route@example.com", "sha256": sha(8)}]},
+        True,
+    ),
     ("GET", "/v1/jobs/" + "0" * 32, True, None, True),
     ("POST", "/hash", True, {"id": "route@example.com", "sha256": sha(7)}, True),
 ]
@@ -527,11 +601,17 @@ async def traffic(front, stop: asyncio.Event, clients: int, prefix: str) -> List
             if n % 3 == 0:
                 answers.append(await front.fetch("GET", known))
             elif n % 3 == 1:
-                answers.append(await front.fetch("POST", "/v1/lookup", {"files": [
-                    {"addon_id": f"{prefix}@example.com", "sha256": sha(0)}]}))
+                answers.append(
+                    await front.fetch(
+                        "POST",
+                        "/v1/lookup",
+                        {"files": [{"addon_id": f"{prefix}@example.com", "sha256": sha(0)}]},
+                    )
+                )
             else:
-                answers.append(await front.fetch("PUT", file_path(n, f"{prefix}{i}@example.com"),
-                                                 signed=True))
+                answers.append(
+                    await front.fetch("PUT", file_path(n, f"{prefix}{i}@example.com"), signed=True)
+                )
             n += 1
 
     await asyncio.gather(*(client(i) for i in range(clients)))
@@ -539,8 +619,11 @@ async def traffic(front, stop: asyncio.Event, clients: int, prefix: str) -> List
 
 
 def acknowledged(answers: List[Answer]) -> set:
-    return {(a.path.split("/")[3], a.path.split("/")[5]) for a in answers
-            if a.method == "PUT" and a.code in (200, 201)}
+    return {
+        (a.path.split("/")[3], a.path.split("/")[5])
+        for a in answers
+        if a.method == "PUT" and a.code in (200, 201)
+    }
 
 
 def ok(a: Answer) -> bool:
@@ -585,8 +668,9 @@ async def test_kill_9_of_a_process(deploy, front):
     in_flight = [a for a in failed if a.started < dead and a.ended > killed]
     assert failed == in_flight, [(a.method, a.code, a.started - killed) for a in failed]
     assert len(failed) <= 8
-    assert all(a.method == "PUT" and unavailable(a, errno=201) for a in failed), \
-        [(a.method, a.code, a.response.body[:100]) for a in failed]
+    assert all(a.method == "PUT" and unavailable(a, errno=201) for a in failed), [
+        (a.method, a.code, a.response.body[:100]) for a in failed
+    ]
     acked = acknowledged(answers)
     assert acked <= stored({k for k, _ in acked})
 
@@ -609,8 +693,9 @@ async def test_supervisorctl_restart_one_process(deploy, front):
     # write queue is closed (errno 202), or from nginx when the process closed
     # the connection under it (201). Nothing acknowledged is lost.
     failed = [a for a in answers if not ok(a)]
-    assert all(a.method == "PUT" and unavailable(a) for a in failed), \
-        [(a.method, a.code, a.response.body[:100]) for a in failed]
+    assert all(a.method == "PUT" and unavailable(a) for a in failed), [
+        (a.method, a.code, a.response.body[:100]) for a in failed
+    ]
     acked = acknowledged(answers)
     assert acked <= stored({k for k, _ in acked})
 

@@ -31,30 +31,42 @@ def keys():
 
 @pytest.fixture
 async def service(tmp_path, keys):
-    settings = make_settings(f"sqlite:///{tmp_path}/db.sqlite3", hawk_credentials=CREDS,
-                             filter_dir=str(tmp_path / "filter-dir"),
-                             filter_public_keys=(keys[1],))
+    settings = make_settings(
+        f"sqlite:///{tmp_path}/db.sqlite3",
+        hawk_credentials=CREDS,
+        filter_dir=str(tmp_path / "filter-dir"),
+        filter_public_keys=(keys[1],),
+    )
     svc = await Service(settings).start()
     ops = [Operation("register", f"a{n % 40}@example.com", sha(n), "1.0") for n in range(2000)]
-    await svc.store.apply(ops + [Operation("revoke", f"a{n % 40}@example.com", sha(n))
-                                 for n in range(0, 2000, 17)])
+    await svc.store.apply(
+        ops + [Operation("revoke", f"a{n % 40}@example.com", sha(n)) for n in range(0, 2000, 17)]
+    )
     yield svc
     await svc.stop()
 
 
 @pytest.fixture
 def filter_process(tmp_path, keys, service):
-    env = dict(os.environ, ADDONREG_STORAGE=f"sqlite:///{tmp_path}/db.sqlite3",
-               ADDONREG_FILTER_KEY=keys[0], ADDONREG_FILTER_DELTA_INTERVAL="0.2",
-               # A registry this small has a base of a few hundred bytes: without this,
-               # any delta outgrows half of it and a new base is published instead.
-               ADDONREG_FILTER_MAX_DELTA_RATIO="50",
-               ADDONREG_LOG_LEVEL="info")
+    env = dict(
+        os.environ,
+        ADDONREG_STORAGE=f"sqlite:///{tmp_path}/db.sqlite3",
+        ADDONREG_FILTER_KEY=keys[0],
+        ADDONREG_FILTER_DELTA_INTERVAL="0.2",
+        # A registry this small has a base of a few hundred bytes: without this,
+        # any delta outgrows half of it and a new base is published instead.
+        ADDONREG_FILTER_MAX_DELTA_RATIO="50",
+        ADDONREG_LOG_LEVEL="info",
+    )
     env.pop("ADDONREG_CONFIG", None)
     log = open(tmp_path / "filter.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "addonreg", "filter", "--follow",
-                             str(tmp_path / "filter-dir")], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "addonreg", "filter", "--follow", str(tmp_path / "filter-dir")],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     yield proc
     proc.terminate()
     proc.wait(15)
@@ -82,7 +94,8 @@ async def every_answer(store, reader):
 
 
 async def test_the_filter_follows_writes_and_is_exact_on_every_known_file(
-        service, filter_process, keys, tmp_path):
+    service, filter_process, keys, tmp_path
+):
     writer = Writer(f"http://127.0.0.1:{service.port}")
     try:
         index_path = tmp_path / "filter-dir" / "filter" / "latest.json"
@@ -92,17 +105,24 @@ async def test_the_filter_follows_writes_and_is_exact_on_every_known_file(
         assert await every_answer(service.store, reader) == 2000
 
         # Writes through the API: a new file, a revoke, a re-registration, a bulk.
-        assert (await writer.signed("PUT", f"/v1/addons/new@example.com/files/{sha(1)}")).code == 201
-        assert (await writer.signed("DELETE", f"/v1/addons/a1@example.com/files/{sha(1)}")).code == 200
+        assert (
+            await writer.signed("PUT", f"/v1/addons/new@example.com/files/{sha(1)}")
+        ).code == 201
+        assert (
+            await writer.signed("DELETE", f"/v1/addons/a1@example.com/files/{sha(1)}")
+        ).code == 200
         assert (await writer.signed("PUT", f"/v1/addons/a0@example.com/files/{sha(0)}")).code == 200
-        ops = [{"op": "register", "addon_id": "bulk@example.com", "sha256": sha(f"b{n}")}
-               for n in range(50)]
+        ops = [
+            {"op": "register", "addon_id": "bulk@example.com", "sha256": sha(f"b{n}")}
+            for n in range(50)
+        ]
         assert (await writer.signed("POST", "/v1/registrations", {"operations": ops})).code == 200
         last = await service.store.last_serial()
 
         def delta_at_last():
             data = json.loads(index_path.read_bytes())
             return data.get("delta") and data["delta"]["serial"] >= last
+
         await wait_until(delta_at_last, "a delta at the new serial", timeout=30)
         raw_index, files, reader = await fetch_filter(writer, keys[1])
         assert reader.serial == last and reader.base_serial < last
@@ -126,10 +146,16 @@ async def test_the_filter_follows_writes_and_is_exact_on_every_known_file(
 
 async def test_nginx_serves_the_filter_files_immutable(service, filter_process, tmp_path, keys):
     need_nginx()
-    await wait_until((tmp_path / "filter-dir" / "filter" / "latest.json").exists,
-                     "the base published", timeout=30)
-    nginx = Nginx(tmp_path / "nginx", read=f"127.0.0.1:{service.port}",
-                  filter_root=str(tmp_path / "filter-dir"))
+    await wait_until(
+        (tmp_path / "filter-dir" / "filter" / "latest.json").exists,
+        "the base published",
+        timeout=30,
+    )
+    nginx = Nginx(
+        tmp_path / "nginx",
+        read=f"127.0.0.1:{service.port}",
+        filter_root=str(tmp_path / "filter-dir"),
+    )
     client = Writer(nginx.base)
     try:
         raw, files, reader = await fetch_filter(client, keys[1])

@@ -33,9 +33,22 @@ def get(url: str):
 
 
 def import_rows(path, env) -> None:
-    result = subprocess.run([sys.executable, "-m", "addonreg", "import", "--config",
-                             "config/development.ini", str(path)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "addonreg",
+            "import",
+            "--config",
+            "config/development.ini",
+            str(path),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -59,8 +72,9 @@ def test_try_it(server_process, tmp_path, storage):
         url = f"sqlite:///{tmp_path}/addonreg.sqlite3"
     env = dict(os.environ, ADDONREG_STORAGE=url)  # where make serve's file would be
     env.pop("ADDONREG_PUBSUB", None)  # the default: no Redis
-    server = server_process({"ADDONREG_STORAGE": url},
-                            args=("--config", "config/development.ini", "--port", "0"))
+    server = server_process(
+        {"ADDONREG_STORAGE": url}, args=("--config", "config/development.ini", "--port", "0")
+    )
     assert get(server.base + "/v1/")[0] == 200
     assert get(server.base + FILE)[0] == 404  # now cached as unknown
     rows = tmp_path / "rows.csv"

@@ -25,14 +25,15 @@ from tests.conftest import (
 async def test_forged_invalidations_pin_nothing_and_are_counted(tmp_path):
     need_redis()
     pubsub = redis_pubsub_url()
-    service = await Service(make_settings(f"sqlite:///{tmp_path}/db.sqlite3", pubsub=pubsub,
-                                          hawk_credentials=CREDS)).start()
+    service = await Service(
+        make_settings(f"sqlite:///{tmp_path}/db.sqlite3", pubsub=pubsub, hawk_credentials=CREDS)
+    ).start()
     client = Writer(f"http://127.0.0.1:{service.port}")
     raw = redis.asyncio.Redis.from_url(REDIS_URL)
     path = f"/v1/addons/evil@example.com/files/{sha(1)}"
     try:
         assert (await client.get(path)).code == 404  # cached: unknown
-        forged = Record("evil@example.com", sha(1), "6.6.6", "registered", 2 ** 62, 0)
+        forged = Record("evil@example.com", sha(1), "6.6.6", "registered", 2**62, 0)
         channel = pubsub.split("channel=", 1)[1]
         for key in (b"a key somebody guessed, 32 bytes", BUS_KEY.encode()):
             await raw.publish(channel, encode(key, b"attacker-origin!", 1, [forged]))
@@ -42,6 +43,7 @@ async def test_forged_invalidations_pin_nothing_and_are_counted(tmp_path):
 
         async def rejected_counted():
             return 'addonreg_bus_events_total{event="rejected"} 1.0' in await metrics()
+
         await wait_until(rejected_counted, "the bad MAC counted")
         assert (await client.get(path)).code == 404  # storage holds no such file
         # A real write afterwards is seen, and a revoke too: nothing was pinned.

@@ -9,19 +9,42 @@ from addonreg.ids import InvalidIdentifier, check_version, is_addon_id, normaliz
 HEX = "0123456789abcdef" * 4
 
 
-@pytest.mark.parametrize("value", [
-    "{6ba7b810-9dad-11d1-80b4-00c04fd430c8}", "{6BA7B810-9DAD-11D1-80B4-00C04FD430C8}",
-    "fx@example.com", "@example.com", "a.b_c-d@x-y.z", "A@B", "x" * 200 + "@" + "y" * 54,
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "{6ba7b810-9dad-11d1-80b4-00c04fd430c8}",
+        "{6BA7B810-9DAD-11D1-80B4-00C04FD430C8}",
+        "fx@example.com",
+        "@example.com",
+        "a.b_c-d@x-y.z",
+        "A@B",
+        "x" * 200 + "@" + "y" * 54,
+    ],
+)
 def test_valid_addon_ids(value):
     assert is_addon_id(value)
 
 
-@pytest.mark.parametrize("value", [
-    "", "fx", "fx@", "a b@c", "a@b/c", "{6ba7b810-9dad-11d1-80b4-00c04fd430c}", "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
-    "{6ba7b810-9dad-11d1-80b4-00c04fd430c8}x", "a@b\n", "é@b", "a@b@c", "x" * 250 + "@b.com",
-    None, 5, b"a@b",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "fx",
+        "fx@",
+        "a b@c",
+        "a@b/c",
+        "{6ba7b810-9dad-11d1-80b4-00c04fd430c}",
+        "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+        "{6ba7b810-9dad-11d1-80b4-00c04fd430c8}x",
+        "a@b\n",
+        "é@b",
+        "a@b@c",
+        "x" * 250 + "@b.com",
+        None,
+        5,
+        b"a@b",
+    ],
+)
 def test_invalid_addon_ids(value):
     assert not is_addon_id(value)
 
@@ -31,15 +54,28 @@ def test_sha256_forms():
     assert normalize_sha256(HEX.upper()) == HEX
     assert normalize_sha256("sha256:" + HEX) == HEX
     assert normalize_sha256("SHA256:" + HEX.upper()) == HEX
-    for bad in (HEX[:-1], HEX + "0", "g" + HEX[1:], HEX[:32] + " " + HEX[33:], "md5:" + HEX[:32],
-                "sha256:" + HEX[:-1], "sha256:sha256:" + HEX, "\uff10" + HEX[1:], " " + HEX[1:],
-                "sha256 " + HEX, None, 1, b"0" * 64):
+    for bad in (
+        HEX[:-1],
+        HEX + "0",
+        "g" + HEX[1:],
+        HEX[:32] + " " + HEX[33:],
+        "md5:" + HEX[:32],
+        "sha256:" + HEX[:-1],
+        "sha256:sha256:" + HEX,
+        "\uff10" + HEX[1:],
+        " " + HEX[1:],
+        "sha256 " + HEX,
+        None,
+        1,
+        b"0" * 64,
+    ):
         assert normalize_sha256(bad) is None, bad
 
 
 @given(st.text(max_size=80))
 def test_sha256_matches_the_rule(text):
     import re
+
     expected = re.fullmatch(r"(?:sha256:)?([0-9a-fA-F]{64})", text, re.IGNORECASE | re.ASCII)
     assert normalize_sha256(text) == (expected.group(1).lower() if expected else None)
 
@@ -60,14 +96,46 @@ from hypothesis import settings  # noqa: E402
 from addonreg.ids import check_addon_id, check_sha256, valid_keys  # noqa: E402
 
 _IDS = st.one_of(
-    st.sampled_from(["a@b", "{6ba7b810-9dad-11d1-80b4-00c04fd430c8}", "@x", "A.b_c-d@E",
-                     "a@b\nc@d", "a@b\n", "", "a", "a@", "a@b ", "é@b", "a" * 254 + "@b",
-                     "{6ba7b810-9dad-11d1-80b4-00c04fd430c8}\n"]),
-    st.text(alphabet="ab@.{}-\n_ 0", max_size=12), st.integers(), st.none())
+    st.sampled_from(
+        [
+            "a@b",
+            "{6ba7b810-9dad-11d1-80b4-00c04fd430c8}",
+            "@x",
+            "A.b_c-d@E",
+            "a@b\nc@d",
+            "a@b\n",
+            "",
+            "a",
+            "a@",
+            "a@b ",
+            "é@b",
+            "a" * 254 + "@b",
+            "{6ba7b810-9dad-11d1-80b4-00c04fd430c8}\n",
+        ]
+    ),
+    st.text(alphabet="ab@.{}-\n_ 0", max_size=12),
+    st.integers(),
+    st.none(),
+)
 _HASHES = st.one_of(
-    st.sampled_from(["a" * 64, "A" * 64, "0" * 64, "sha256:" + "b" * 64, "a" * 63, "a" * 65,
-                     "g" * 64, "a" * 62 + " a", " " + "a" * 63, "a" * 63 + "\n", "٠" * 64]),
-    st.text(alphabet="0123456789abcdefABCDEF \n", min_size=60, max_size=66), st.integers())
+    st.sampled_from(
+        [
+            "a" * 64,
+            "A" * 64,
+            "0" * 64,
+            "sha256:" + "b" * 64,
+            "a" * 63,
+            "a" * 65,
+            "g" * 64,
+            "a" * 62 + " a",
+            " " + "a" * 63,
+            "a" * 63 + "\n",
+            "٠" * 64,
+        ]
+    ),
+    st.text(alphabet="0123456789abcdefABCDEF \n", min_size=60, max_size=66),
+    st.integers(),
+)
 
 
 def _one_by_one(ids, hashes):

@@ -43,35 +43,43 @@ async def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
 
 def status_and_errno(answer: bytes):
     import json
+
     head, _, body = answer.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), json.loads(body)["errno"]
 
 
 @pytest.fixture
 async def small():
-    svc = await Service(make_settings("memory://", max_body_size=1000, body_timeout=1.0,
-                                      hawk_credentials=CREDS)).start()
+    svc = await Service(
+        make_settings("memory://", max_body_size=1000, body_timeout=1.0, hawk_credentials=CREDS)
+    ).start()
     yield svc
     await svc.stop()
 
 
 async def test_f3_a_content_length_of_5000_digits_is_a_413(small):
-    answer = await raw_request(small.port, b"POST /v1/lookup HTTP/1.1\r\nHost: x\r\n"
-                               b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n")
+    answer = await raw_request(
+        small.port,
+        b"POST /v1/lookup HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+    )
     assert status_and_errno(answer) == (413, 113)
 
 
 async def test_f4_a_chunked_body_over_the_limit_is_a_413(small, caplog):
     chunk = b"%x\r\n%s\r\n" % (600, b"y" * 600)
-    answer = await raw_request(small.port, b"POST /v1/lookup HTTP/1.1\r\nHost: x\r\n"
-                               b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 2 + b"0\r\n\r\n")
+    answer = await raw_request(
+        small.port,
+        b"POST /v1/lookup HTTP/1.1\r\nHost: x\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 2 + b"0\r\n\r\n",
+    )
     assert status_and_errno(answer) == (413, 113)
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 async def test_f10_headers_over_64_kib_are_a_431(small):
-    answer = await raw_request(small.port, b"GET /v1/ HTTP/1.1\r\nHost: x\r\nX-Big: "
-                               + b"a" * 70_000 + b"\r\n\r\n")
+    answer = await raw_request(
+        small.port, b"GET /v1/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
+    )
     assert status_and_errno(answer) == (431, 118)
 
 
@@ -102,13 +110,16 @@ async def test_a_keep_alive_connection_outlives_its_finished_bodies_timers(small
     connection object on one stream)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", small.port)
     body = b'{"files": [{"addon_id": "a@b", "sha256": "%s"}]}' % sha(1).encode()
-    request = (b"POST /v1/lookup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    request = (
+        b"POST /v1/lookup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
 
     async def answer() -> bytes:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         length = int(head.split(b"Content-Length: ", 1)[1].split(b"\r\n", 1)[0])
         return head.split(b" ", 2)[1] + await asyncio.wait_for(reader.readexactly(length), 5)
+
     try:
         writer.write(request)
         assert (await answer()).startswith(b"200")
@@ -127,8 +138,12 @@ async def impatient():
     await svc.stop()
 
 
-async def closed_by_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           trickle: bytes = b"", within: float = 5.0) -> bool:
+async def closed_by_server(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    trickle: bytes = b"",
+    within: float = 5.0,
+) -> bool:
     """True once the server closes the connection (``trickle`` sent every 0.1 s
     meanwhile); False if it is still open after ``within`` s (a liveness bound)."""
     deadline = time.monotonic() + within
@@ -201,14 +216,24 @@ async def test_f1_over_its_fd_limit_a_process_keeps_serving_and_stays_quiet(tmp_
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
     port = free_port()
     log_path = tmp_path / "server.log"
-    env = dict(os.environ, ADDONREG_STORAGE="memory://", ADDONREG_PORT=str(port),
-               ADDONREG_HOST="127.0.0.1", ADDONREG_IDLE_TIMEOUT="120", ADDONREG_LOG_LEVEL="INFO")
+    env = dict(
+        os.environ,
+        ADDONREG_STORAGE="memory://",
+        ADDONREG_PORT=str(port),
+        ADDONREG_HOST="127.0.0.1",
+        ADDONREG_IDLE_TIMEOUT="120",
+        ADDONREG_LOG_LEVEL="INFO",
+    )
     env.pop("ADDONREG_CONFIG", None)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "addonreg", "serve"], env=env, cwd=ROOT, stdout=log,
+            [sys.executable, "-m", "addonreg", "serve"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512)))
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512)),
+        )
     idle: List[socket.socket] = []
     keep = None
     try:
@@ -219,6 +244,7 @@ async def test_f1_over_its_fd_limit_a_process_keeps_serving_and_stays_quiet(tmp_
         def heartbeat() -> bool:
             keep.sendall(probe)
             return keep.recv(4096).startswith(b"HTTP/1.1 200")
+
         assert heartbeat()
         for _ in range(600):
             idle.append(socket.create_connection(("127.0.0.1", port)))
@@ -237,6 +263,7 @@ async def test_f1_over_its_fd_limit_a_process_keeps_serving_and_stays_quiet(tmp_
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
                 s.sendall(probe)
                 return s.recv(4096).startswith(b"HTTP/1.1 200")
+
         await wait_until(new_connection_served, "a new connection served", timeout=2)
     finally:
         for sock in idle + [keep] * (keep is not None):

@@ -48,8 +48,7 @@ async def test_metrics_only_for_the_allowed(service, tmp_path):
     need_nginx()
     upstream = f"127.0.0.1:{service.port}"
     for allow, expected in (("allow 10.255.0.1;", (403, 121)), ("allow 127.0.0.1;", 200)):
-        nginx = Nginx(tmp_path / allow.split()[1].strip(";"), read=upstream,
-                      metrics_allow=allow)
+        nginx = Nginx(tmp_path / allow.split()[1].strip(";"), read=upstream, metrics_allow=allow)
         try:
             answer = await raw(nginx.port, b"GET /__metrics__ HTTP/1.0\r\nHost: x\r\n\r\n")
             if expected == 200:
@@ -57,18 +56,24 @@ async def test_metrics_only_for_the_allowed(service, tmp_path):
             else:
                 assert error_of(answer) == expected
             assert (await raw(nginx.port, b"GET /v1/ HTTP/1.0\r\nHost: x\r\n\r\n")).startswith(
-                b"HTTP/1.1 200")  # the API itself stays public
+                b"HTTP/1.1 200"
+            )  # the API itself stays public
         finally:
             nginx.stop()
 
 
-@pytest.mark.parametrize("request_bytes, expected", [
-    (b"GET /v1/ HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", (400, 106)),
-    (b"GET /v1/" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", (414, 107)),
-    (b"GET /v1/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", (431, 118)),
-    (b"POST /v1/lookup HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-     (501, 106)),
-])
+@pytest.mark.parametrize(
+    "request_bytes, expected",
+    [
+        (b"GET /v1/ HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", (400, 106)),
+        (b"GET /v1/" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", (414, 107)),
+        (b"GET /v1/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", (431, 118)),
+        (
+            b"POST /v1/lookup HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            (501, 106),
+        ),
+    ],
+)
 async def test_nginx_errors_have_the_error_body(service, tmp_path, request_bytes, expected):
     need_nginx()
     nginx = Nginx(tmp_path / "nginx", read=f"127.0.0.1:{service.port}")

@@ -38,8 +38,9 @@ class NonceStoreContract:
         assert not await store.check_and_remember("tools", "n", 0)
 
     async def test_the_same_nonce_twice_at_once_is_accepted_once(self, store: NonceStore) -> None:
-        answers = await asyncio.gather(*(store.check_and_remember("amo", n, 0)
-                                         for n in ["a", "b", "a", "c", "b", "a"]))
+        answers = await asyncio.gather(
+            *(store.check_and_remember("amo", n, 0) for n in ["a", "b", "a", "c", "b", "a"])
+        )
         assert answers == [True, True, False, True, False, False]
 
     async def test_odd_nonces_are_just_nonces(self, store: NonceStore) -> None:
@@ -136,8 +137,9 @@ class TestRedisNonceStore(NonceStoreContract):
         assert await store.check_and_remember("amo", "a b:c*?[x]", 0)
         assert 110 <= await store.client.ttl(key) <= 120
 
-    async def test_down_raises_nonce_store_error(self, stores: Callable[..., RedisNonceStore]
-                                                 ) -> None:
+    async def test_down_raises_nonce_store_error(
+        self, stores: Callable[..., RedisNonceStore]
+    ) -> None:
         store = stores("redis://127.0.0.1:1/0", timeout=0.5)
         with pytest.raises(NonceStoreError) as info:
             await asyncio.wait_for(store.check_and_remember("amo", "n", 0), 5)  # liveness
@@ -145,8 +147,9 @@ class TestRedisNonceStore(NonceStoreContract):
         with pytest.raises(NonceStoreError):
             await store.heartbeat()
 
-    async def test_a_redis_restart_costs_no_write(self, stores: Callable[..., RedisNonceStore],
-                                                  private_redis: Any) -> None:
+    async def test_a_redis_restart_costs_no_write(
+        self, stores: Callable[..., RedisNonceStore], private_redis: Any
+    ) -> None:
         """F12: the pooled connection is dead after a restart; the call is retried on a new one."""
         private_redis.start()
         store = stores(private_redis.base_url)
@@ -156,8 +159,9 @@ class TestRedisNonceStore(NonceStoreContract):
         assert await store.check_and_remember("amo", "after", 0) is True
         assert await store.check_and_remember("amo", "after", 0) is False
 
-    async def test_a_call_sent_again_recognises_its_own_nonces(self, store: RedisNonceStore
-                                                               ) -> None:
+    async def test_a_call_sent_again_recognises_its_own_nonces(
+        self, store: RedisNonceStore
+    ) -> None:
         """What makes the retry safe: a reply lost after Redis stored the nonce."""
         keys = [store.key("amo", "x"), store.key("amo", "y")]
         assert await store._set_all(keys=keys, args=[store.ttl, "token-1"]) == [1, 1]

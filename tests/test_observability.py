@@ -29,7 +29,7 @@ def value(text, name, **labels):
 
 @pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)
 async def test_metrics_move_with_traffic(service, client):
-    before = (await client.get("/__metrics__"))
+    before = await client.get("/__metrics__")
     assert before.code == 200
     assert before.headers["Content-Type"].startswith("text/plain")
     text = before.body.decode()
@@ -49,8 +49,12 @@ async def test_metrics_move_with_traffic(service, client):
     assert (await client.get(f"/v1/addons/a@b/files/{sha(2)}")).code == 404
     text = (await client.get("/__metrics__")).body.decode()
     assert value(text, "addonreg_requests_total", **file_200) == base["req"] + 3
-    assert value(text, "addonreg_requests_total", endpoint="file", status="404") == base["req404"] + 1
-    assert value(text, "addonreg_request_duration_seconds_count", endpoint="file") == base["lat"] + 4
+    assert (
+        value(text, "addonreg_requests_total", endpoint="file", status="404") == base["req404"] + 1
+    )
+    assert (
+        value(text, "addonreg_request_duration_seconds_count", endpoint="file") == base["lat"] + 4
+    )
     # A write does not fill the cache: the first GET and the unknown file miss.
     assert value(text, "addonreg_cache_hits_total", cache="files") == base["hits"] + 2
     assert value(text, "addonreg_cache_misses_total", cache="files") == base["misses"] + 2
@@ -81,8 +85,9 @@ def test_metrics_add_up_across_processes(server_process, tmp_path):
 
 @pytest.mark.subprocess
 async def test_request_lines_are_json_with_an_id_and_no_secrets(server_process):
-    proc = server_process({"ADDONREG_ACCESS_LOG": "true",
-                           "ADDONREG_HAWK_CREDENTIALS": "amo:" + CREDS["amo"]})
+    proc = server_process(
+        {"ADDONREG_ACCESS_LOG": "true", "ADDONREG_HAWK_CREDENTIALS": "amo:" + CREDS["amo"]}
+    )
     w = Writer(proc.base)
     try:
         r = await w.get(f"/v1/addons/a@b/files/{sha(1)}", headers={"X-Request-Id": "req-42"})

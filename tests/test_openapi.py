@@ -35,11 +35,25 @@ def test_document_is_valid_openapi_3_1():
 
 def test_every_route_and_errno_is_documented():
     paths = set(document()["paths"])
-    assert {"/v1/addons/{addon_id}/files/{sha256}", "/v1/addons/{addon_id}/files", "/v1/lookup",
-            "/v1/changes", "/v1/", "/v1/registrations", "/v1/jobs/{job_id}", "/v1/filter",
-            "/v1/filter/{file}",
-            "/addon", "/addons", "/hash", "/__lbheartbeat__", "/__heartbeat__", "/__version__",
-            "/__metrics__", "/__api__"} == paths
+    assert {
+        "/v1/addons/{addon_id}/files/{sha256}",
+        "/v1/addons/{addon_id}/files",
+        "/v1/lookup",
+        "/v1/changes",
+        "/v1/",
+        "/v1/registrations",
+        "/v1/jobs/{job_id}",
+        "/v1/filter",
+        "/v1/filter/{file}",
+        "/addon",
+        "/addons",
+        "/hash",
+        "/__lbheartbeat__",
+        "/__heartbeat__",
+        "/__version__",
+        "/__metrics__",
+        "/__api__",
+    } == paths
     errnos = {item["const"] for item in document()["components"]["schemas"]["Errno"]["oneOf"]}
     assert errnos == {int(e) for e in ERRNO}
 
@@ -64,8 +78,15 @@ def test_the_hook_refuses_what_the_document_does_not_allow():
     url = "http://127.0.0.1:1/v1/addons/a@b/files/" + "a" * 64
     json_type = {"Content-Type": "application/json"}
     with pytest.raises(ContractViolation, match="required property"):
-        check_response("GET", url, {}, None, 200, dict(json_type, ETag='"1"', **{
-            "Cache-Control": "public, max-age=1"}), b"{}")
+        check_response(
+            "GET",
+            url,
+            {},
+            None,
+            200,
+            dict(json_type, ETag='"1"', **{"Cache-Control": "public, max-age=1"}),
+            b"{}",
+        )
     with pytest.raises(ContractViolation, match="418"):
         check_response("GET", url, {}, None, 418, json_type, b"{}")
     error = json.dumps({"code": 404, "errno": 111, "error": "Not Found", "message": "no"})

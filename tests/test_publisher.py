@@ -60,18 +60,21 @@ async def test_full_build_then_follow(tmp_path, store):
         assert served(tmp_path, "a@b", "files", sha(3)) is None  # revoked: falls through
         assert served(tmp_path, "a@b", "files", sha(7)) is None  # unknown
         listing = await store.list_files("a@b")
-        assert served(tmp_path, "a@b", "files", "index.json") == \
-            media.addon_files_body("a@b", listing)
+        assert served(tmp_path, "a@b", "files", "index.json") == media.addon_files_body(
+            "a@b", listing
+        )
         assert served(tmp_path, GUID, "files", sha(9)) is not None
         assert pub.serial == await store.last_serial()
 
         await store.apply([reg("a@b", 7, "new"), rev("a@b", 1), reg("c@d", 1)])
         assert await pub.apply_page() == 3
-        assert served(tmp_path, "a@b", "files", sha(7)) == \
-            media.file_body(await store.get("a@b", sha(7)))
+        assert served(tmp_path, "a@b", "files", sha(7)) == media.file_body(
+            await store.get("a@b", sha(7))
+        )
         assert served(tmp_path, "a@b", "files", sha(1)) is None
-        assert served(tmp_path, "a@b", "files", "index.json") == \
-            media.addon_files_body("a@b", await store.list_files("a@b"))
+        assert served(tmp_path, "a@b", "files", "index.json") == media.addon_files_body(
+            "a@b", await store.list_files("a@b")
+        )
         assert served(tmp_path, "c@d", "files", sha(1)) is not None
         assert await pub.apply_page() == 0
         assert pub.serial == await store.last_serial()
@@ -117,11 +120,15 @@ async def test_a_feed_that_went_backwards_means_a_full_rebuild(tmp_path, store):
         await again.close()
 
 
-async def test_follow_logs_each_page_and_a_build_shows_its_progress(tmp_path, store, caplog,
-                                                                     capsys):
+async def test_follow_logs_each_page_and_a_build_shows_its_progress(
+    tmp_path, store, caplog, capsys
+):
     await store.apply([reg("a@b", n) for n in range(7)])
-    pub = Publisher(str(tmp_path / "static"),
-                    StorageSource(SQLiteStore(str(tmp_path / "db.sqlite3"))), progress=True)
+    pub = Publisher(
+        str(tmp_path / "static"),
+        StorageSource(SQLiteStore(str(tmp_path / "db.sqlite3"))),
+        progress=True,
+    )
     await pub.start()
     try:
         err = capsys.readouterr().err

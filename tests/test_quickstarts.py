@@ -33,8 +33,16 @@ def command_of(page: str) -> str:
 def run(page: str, env: dict[str, str]) -> str:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ADDONREG_")}
     full_env.update(env)
-    done = subprocess.run(command_of(page), shell=True, cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        command_of(page),
+        shell=True,
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -42,8 +50,9 @@ def run(page: str, env: dict[str, str]) -> str:
 def test_writer_then_checker_quickstarts(server_process):
     proc = server_process({"ADDONREG_HAWK_CREDENTIALS": f"{DEV_ID}:{DEV_KEY}"})
     server = {"ADDONREG_CLIENT_SERVER": proc.base}
-    written = run("quickstart-writer.md", dict(server, ADDONREG_CLIENT_ID=DEV_ID,
-                                                 ADDONREG_CLIENT_KEY=DEV_KEY))
+    written = run(
+        "quickstart-writer.md", dict(server, ADDONREG_CLIENT_ID=DEV_ID, ADDONREG_CLIENT_KEY=DEV_KEY)
+    )
     assert "registered quickstart@example.com" in written and "(new)" in written
     assert "bulk: 20 files registered" in written and "revoked …000001" in written
     assert re.search(r"job \w+: done, 10 results", written), written

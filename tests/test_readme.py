@@ -25,7 +25,8 @@ def test_the_signing_example_registers_a_file(server_process):
     assert "dev" in snippet and "development-key-not-secret" in snippet
     server = server_process(args=("--config", "config/development.ini", "--port", "0"))
     code = snippet.replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "201"

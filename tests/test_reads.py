@@ -37,9 +37,14 @@ async def test_get_registered_file(service, client):
     assert r.code == 200
     assert r.headers["Content-Type"].startswith("application/json")
     data = body(r)
-    assert data == {"addon_id": "fx@example.com", "sha256": sha(1), "version": "1.0",
-                    "status": "registered", "serial": applied.record.serial,
-                    "updated_at": data["updated_at"]}
+    assert data == {
+        "addon_id": "fx@example.com",
+        "sha256": sha(1),
+        "version": "1.0",
+        "status": "registered",
+        "serial": applied.record.serial,
+        "updated_at": data["updated_at"],
+    }
     assert data["updated_at"].endswith("Z") and len(data["updated_at"]) == 27
     assert r.headers["Cache-Control"] == "public, max-age=300"
     assert r.headers["ETag"] == f'"{applied.record.serial}"'
@@ -102,11 +107,20 @@ async def test_conditional_get(service, client):
     assert r.code == 200 and body(r)["version"] == "new" and r.headers["ETag"] != etag
 
 
-@pytest.mark.parametrize("addon_id, digest", [
-    ("not-an-id", sha(1)), ("a@b", "abc"), ("a@b", sha(1) + "0"), ("a%20b@c", sha(1)),
-    ("{6ba7b810-9dad-11d1-80b4}", sha(1)), ("a@", sha(1)), ("a@b", "sha256:" + "g" * 64),
-    ("%FF@b", sha(1)), ("x" * 250 + "@b.com", sha(1)),
-])
+@pytest.mark.parametrize(
+    "addon_id, digest",
+    [
+        ("not-an-id", sha(1)),
+        ("a@b", "abc"),
+        ("a@b", sha(1) + "0"),
+        ("a%20b@c", sha(1)),
+        ("{6ba7b810-9dad-11d1-80b4}", sha(1)),
+        ("a@", sha(1)),
+        ("a@b", "sha256:" + "g" * 64),
+        ("%FF@b", sha(1)),
+        ("x" * 250 + "@b.com", sha(1)),
+    ],
+)
 async def test_bad_identifiers_are_400(service, client, addon_id, digest):
     r = await client.get(f"/v1/addons/{addon_id}/files/{digest}")
     data = assert_error(r, 400)
@@ -123,7 +137,9 @@ async def test_addon_files(service, client):
     assert {f["sha256"]: f["status"] for f in data["files"]}[sha(2)] == "revoked"
     etag = r.headers["ETag"]
     assert r.headers["Cache-Control"] == "public, max-age=300"
-    assert (await client.get(f"/v1/addons/{GUID}/files", headers={"If-None-Match": etag})).code == 304
+    assert (
+        await client.get(f"/v1/addons/{GUID}/files", headers={"If-None-Match": etag})
+    ).code == 304
     await seed(service, reg(GUID, 7))
     r = await client.get(f"/v1/addons/{GUID}/files", headers={"If-None-Match": etag})
     assert r.code == 200 and len(body(r)["files"]) == 6
@@ -138,34 +154,47 @@ async def test_addon_files_unknown_and_invalid(service, client):
 
 async def test_lookup_json(service, client):
     await seed(service, reg("a@b", 1, "1"), reg("a@b", 2), rev("a@b", 2))
-    files = [{"addon_id": "a@b", "sha256": sha(1).upper()},
-             {"addon_id": "a@b", "sha256": "sha256:" + sha(2)},
-             {"addon_id": "c@d", "sha256": sha(3)},
-             {"addon_id": "a@b", "sha256": sha(1)}]
+    files = [
+        {"addon_id": "a@b", "sha256": sha(1).upper()},
+        {"addon_id": "a@b", "sha256": "sha256:" + sha(2)},
+        {"addon_id": "c@d", "sha256": sha(3)},
+        {"addon_id": "a@b", "sha256": sha(1)},
+    ]
     r = await client.post("/v1/lookup", {"files": files})
     assert r.code == 200
-    assert body(r) == {"results": [
-        {"addon_id": "a@b", "sha256": sha(1), "status": "registered", "version": "1"},
-        {"addon_id": "a@b", "sha256": sha(2), "status": "revoked", "version": None},
-        {"addon_id": "c@d", "sha256": sha(3), "status": "unknown", "version": None},
-        {"addon_id": "a@b", "sha256": sha(1), "status": "registered", "version": "1"}]}
+    assert body(r) == {
+        "results": [
+            {"addon_id": "a@b", "sha256": sha(1), "status": "registered", "version": "1"},
+            {"addon_id": "a@b", "sha256": sha(2), "status": "revoked", "version": None},
+            {"addon_id": "c@d", "sha256": sha(3), "status": "unknown", "version": None},
+            {"addon_id": "a@b", "sha256": sha(1), "status": "registered", "version": "1"},
+        ]
+    }
 
 
 async def test_lookup_msgpack(service, client):
     await seed(service, reg("a@b", 1, "1"))
-    payload = msgpack.packb({"files": [{"addon_id": "a@b", "sha256": sha(1)},
-                                       {"addon_id": "a@b", "sha256": sha(5)}]})
-    r = await client.post("/v1/lookup", raw=payload, headers={
-        "Content-Type": "application/msgpack", "Accept": "application/msgpack"})
+    payload = msgpack.packb(
+        {"files": [{"addon_id": "a@b", "sha256": sha(1)}, {"addon_id": "a@b", "sha256": sha(5)}]}
+    )
+    r = await client.post(
+        "/v1/lookup",
+        raw=payload,
+        headers={"Content-Type": "application/msgpack", "Accept": "application/msgpack"},
+    )
     assert r.code == 200 and r.headers["Content-Type"] == "application/msgpack"
     assert [x["status"] for x in msgpack.unpackb(r.body)["results"]] == ["registered", "unknown"]
     # msgpack in, JSON out when msgpack is not accepted
-    r = await client.post("/v1/lookup", raw=payload,
-                          headers={"Content-Type": "application/msgpack"})
+    r = await client.post(
+        "/v1/lookup", raw=payload, headers={"Content-Type": "application/msgpack"}
+    )
     assert r.code == 200 and body(r)["results"][0]["status"] == "registered"
     # errors follow Accept too
-    r = await client.post("/v1/lookup", raw=b"\xc1", headers={
-        "Content-Type": "application/msgpack", "Accept": "application/msgpack"})
+    r = await client.post(
+        "/v1/lookup",
+        raw=b"\xc1",
+        headers={"Content-Type": "application/msgpack", "Accept": "application/msgpack"},
+    )
     assert r.code == 400 and msgpack.unpackb(r.body)["errno"] == 106
 
 
@@ -206,7 +235,15 @@ async def test_changes(service, client):
     assert page["next_since"] == serials[2]
     end = body(await client.get(f"/v1/changes?since={serials[-1]}"))
     assert end == {"changes": [], "next_since": serials[-1]}
-    for query in ("since=-1", "since=x", "limit=0", "limit=10001", "limit=1.5", "since=%D9%A1", "limit=1e3"):
+    for query in (
+        "since=-1",
+        "since=x",
+        "limit=0",
+        "limit=10001",
+        "limit=1.5",
+        "since=%D9%A1",
+        "limit=1e3",
+    ):
         assert_error(await client.get(f"/v1/changes?{query}"), 400, 107)
     assert (await client.get("/v1/changes?limit=10000")).code == 200
 
@@ -228,21 +265,36 @@ async def test_original_api(service, client):
     assert body(r) == {"id": "a@b", "sha256": sha(1).upper(), "registered": True}
     assert body(await client.post("/addon", {"id": "a@b", "sha256": sha(2)}))["registered"] is False
     assert body(await client.post("/addon", {"id": "junk", "sha256": 12})) == {
-        "id": "junk", "sha256": 12, "registered": False}
+        "id": "junk",
+        "sha256": 12,
+        "registered": False,
+    }
     assert_error(await client.post("/addon", {"id": "a@b"}), 400)
     assert_error(await client.post("/addon", raw=b"nope"), 400)
-    items = [{"id": "a@b", "sha256": sha(1)}, {"id": "a@b", "sha256": sha(2)},
-             {"id": None, "sha256": "x"}, {"id": "a@b", "sha256": "sha256:" + sha(1)}]
+    items = [
+        {"id": "a@b", "sha256": sha(1)},
+        {"id": "a@b", "sha256": sha(2)},
+        {"id": None, "sha256": "x"},
+        {"id": "a@b", "sha256": "sha256:" + sha(1)},
+    ]
     r = await client.post("/addons", {"addons": items})
     assert r.code == 200
-    assert body(r) == {"addons": [dict(i, registered=reg_) for i, reg_ in
-                                  zip(items, [True, False, False, True])]}
+    assert body(r) == {
+        "addons": [dict(i, registered=reg_) for i, reg_ in zip(items, [True, False, False, True])]
+    }
     # All valid: the bulk check; twice: the second from the rendered items.
-    items = [{"id": "a@b", "sha256": sha(1).upper()}, {"id": "a@b", "sha256": sha(2)},
-             {"id": "c@d", "sha256": sha(3)}, {"id": "a@b", "sha256": sha(1)}]
+    items = [
+        {"id": "a@b", "sha256": sha(1).upper()},
+        {"id": "a@b", "sha256": sha(2)},
+        {"id": "c@d", "sha256": sha(3)},
+        {"id": "a@b", "sha256": sha(1)},
+    ]
     for _ in range(2):
-        assert body(await client.post("/addons", {"addons": items})) == {"addons": [
-            dict(i, registered=reg_) for i, reg_ in zip(items, [True, False, False, True])]}
+        assert body(await client.post("/addons", {"addons": items})) == {
+            "addons": [
+                dict(i, registered=reg_) for i, reg_ in zip(items, [True, False, False, True])
+            ]
+        }
     assert body(await client.post("/addons", {"addons": []})) == {"addons": []}
     assert_error(await client.post("/addons", {"addons": [{"id": "a@b"}]}), 400)
     assert_error(await client.post("/addons", {"nope": []}), 400)
@@ -266,9 +318,10 @@ async def test_unknown_path_and_method(service, client):
 async def test_concurrent_misses_share_storage_queries(service, client):
     await seed(service, *[reg(f"a{i}@b", i, str(i)) for i in range(30)])
     before = service.registry._file_loader.calls
-    answers = await asyncio.gather(*(client.get(f"/v1/addons/a{i}@b/files/{sha(i)}")
-                                     for i in range(30)),
-                                   client.get(f"/v1/addons/a0@b/files/{sha(99)}"))
+    answers = await asyncio.gather(
+        *(client.get(f"/v1/addons/a{i}@b/files/{sha(i)}") for i in range(30)),
+        client.get(f"/v1/addons/a0@b/files/{sha(99)}"),
+    )
     assert [r.code for r in answers] == [200] * 30 + [404]
     assert [body(r)["version"] for r in answers[:30]] == [str(i) for i in range(30)]
     calls = service.registry._file_loader.calls - before

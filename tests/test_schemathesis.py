@@ -44,11 +44,19 @@ pytestmark = pytest.mark.subprocess
 
 SEED = 20261201
 MAX_EXAMPLES = 15
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_headers_conformance, response_schema_conformance]
-SECURED = {(method.upper(), path) for path, item in document()["paths"].items()
-           for method, operation in item.items()
-           if isinstance(operation, dict) and "security" in operation}
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+SECURED = {
+    (method.upper(), path)
+    for path, item in document()["paths"].items()
+    for method, operation in item.items()
+    if isinstance(operation, dict) and "security" in operation
+}
 STATUSES: dict[str, Counter] = {}  # what each operation answered, for the report
 
 schema = schemathesis.openapi.from_path(DOCUMENT_PATH)
@@ -79,10 +87,14 @@ class HawkAuth(requests.auth.AuthBase):
         if isinstance(body, str):
             body = body.encode("utf-8")
         content_type = request.headers.get("Content-Type", "")
-        sender = mohawk.Sender(self.credentials, request.url, request.method,
-                               content=body if body else EmptyValue,
-                               content_type=content_type if body else EmptyValue,
-                               always_hash_content=bool(body))
+        sender = mohawk.Sender(
+            self.credentials,
+            request.url,
+            request.method,
+            content=body if body else EmptyValue,
+            content_type=content_type if body else EmptyValue,
+            always_hash_content=bool(body),
+        )
         request.headers["Authorization"] = sender.request_header
         return request
 
@@ -90,8 +102,9 @@ class HawkAuth(requests.auth.AuthBase):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     db = tmp_path_factory.mktemp("schemathesis") / "db.sqlite3"
-    proc = ServerProcess({"ADDONREG_STORAGE": f"sqlite:///{db}",
-                          "ADDONREG_HAWK_CREDENTIALS": "amo:" + CREDS["amo"]})
+    proc = ServerProcess(
+        {"ADDONREG_STORAGE": f"sqlite:///{db}", "ADDONREG_HAWK_CREDENTIALS": "amo:" + CREDS["amo"]}
+    )
     yield proc
     proc.stop()
 
@@ -108,13 +121,16 @@ def sessions() -> Iterator[dict[bool, requests.Session]]:
 
 @schema.parametrize()
 @hypothesis.seed(SEED)
-@hypothesis.settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
 def test_api(case: Any, server: ServerProcess, sessions: dict[bool, requests.Session]) -> None:
     signed = (case.method.upper(), case.path) in SECURED
     response = case.call(base_url=server.base, session=sessions[signed])
-    STATUSES.setdefault(f"{case.method.upper()} {case.path}", Counter())[
-        response.status_code] += 1
+    STATUSES.setdefault(f"{case.method.upper()} {case.path}", Counter())[response.status_code] += 1
     case.validate_response(response, checks=CHECKS)
     # A 401 is documented, so the checks would pass it: the hook's signature must hold.
     assert not (signed and response.status_code == 401), response.text

@@ -24,10 +24,24 @@ class PublisherProcess:
         self.log_path = log_path
         self.out = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "addonreg", "publish", str(directory), "--follow",
-             "--from", source_url, "--interval", "0.05", "--quiet"],
-            cwd=ROOT, stdout=self.out, stderr=subprocess.STDOUT,
-            env=dict(os.environ, ADDONREG_LOG_FORMAT="text"))
+            [
+                sys.executable,
+                "-m",
+                "addonreg",
+                "publish",
+                str(directory),
+                "--follow",
+                "--from",
+                source_url,
+                "--interval",
+                "0.05",
+                "--quiet",
+            ],
+            cwd=ROOT,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, ADDONREG_LOG_FORMAT="text"),
+        )
 
     def log(self):
         with open(self.log_path, encoding="utf-8", errors="replace") as fh:
@@ -59,8 +73,9 @@ def static(server_process, tmp_path):
             time.sleep(0.05)
         return p
 
-    nginx = Nginx(tmp_path / "nginx", read=f"127.0.0.1:{service.port}",
-                  static_root=str(tree / "current"))
+    nginx = Nginx(
+        tmp_path / "nginx", read=f"127.0.0.1:{service.port}", static_root=str(tree / "current")
+    )
     yield service, publisher, nginx
     nginx.stop()
     for p in publishers:
@@ -69,8 +84,10 @@ def static(server_process, tmp_path):
 
 def from_tree(response):
     """nginx answered from a file: its own validators, not the service's serial ETag."""
-    return "Last-Modified" in response.headers and \
-        re.fullmatch(r'"[0-9a-f]+-[0-9a-f]+"', response.headers.get("ETag", "")) is not None
+    return (
+        "Last-Modified" in response.headers
+        and re.fullmatch(r'"[0-9a-f]+-[0-9a-f]+"', response.headers.get("ETag", "")) is not None
+    )
 
 
 async def wait_for(check, timeout=1.0):
@@ -95,6 +112,7 @@ async def test_nginx_serves_the_tree_and_falls_through(static):
         async def published():
             r = await front.get(path)
             return r.code == 200 and from_tree(r)
+
         took = await wait_for(published)
         r = await front.get(path)
         direct = await writer.get(path)
@@ -102,8 +120,9 @@ async def test_nginx_serves_the_tree_and_falls_through(static):
         assert r.headers["Content-Type"] == direct.headers["Content-Type"]
         assert r.headers["Cache-Control"] == direct.headers["Cache-Control"]
         # the percent-encoded id finds the same file
-        encoded = await front.get(f"/v1/addons/%7B6ba7b810-9dad-11d1-80b4-00c04fd430c8%7D"
-                                  f"/files/{sha(1)}")
+        encoded = await front.get(
+            f"/v1/addons/%7B6ba7b810-9dad-11d1-80b4-00c04fd430c8%7D/files/{sha(1)}"
+        )
         assert encoded.code == 200 and from_tree(encoded) and encoded.body == direct.body
         # conditional requests answered by nginx
         etag, modified = r.headers["ETag"], r.headers["Last-Modified"]
@@ -114,6 +133,7 @@ async def test_nginx_serves_the_tree_and_falls_through(static):
 
         async def list_published():
             return from_tree(await front.get(listing))
+
         await wait_for(list_published)
         assert (await front.get(listing)).body == (await writer.get(listing)).body
         # what is not in the tree goes to the service
@@ -126,6 +146,7 @@ async def test_nginx_serves_the_tree_and_falls_through(static):
 
         async def revoked():
             return (await front.get(path)).code == 410
+
         assert await wait_for(revoked) <= 1.0
         assert took <= 1.0
         # writes through the static location still reach the service
@@ -147,6 +168,7 @@ async def test_a_restarted_publisher_resumes_without_a_rebuild(static):
 
         async def published(n):
             return from_tree(await front.get(f"/v1/addons/a@b/files/{sha(n)}"))
+
         await wait_for(lambda: published(4), timeout=5)
         first.stop(signal.SIGKILL)
         assert (await writer.signed("PUT", "/v1/addons/a@b/files/" + sha(9))).code == 201

@@ -31,8 +31,10 @@ async def check_degraded(client: Client) -> None:
     assert "Cache-Control" in r.headers and r.headers["Cache-Control"] == "no-store"
     r = await client.post("/v1/lookup", {"files": [{"addon_id": "a@b", "sha256": sha(1)}]})
     assert r.code == 200 and body(r)["results"][0]["status"] == "registered"
-    r = await client.post("/v1/lookup", {"files": [{"addon_id": "a@b", "sha256": sha(1)},
-                                                    {"addon_id": "a@b", "sha256": sha(2)}]})
+    r = await client.post(
+        "/v1/lookup",
+        {"files": [{"addon_id": "a@b", "sha256": sha(1)}, {"addon_id": "a@b", "sha256": sha(2)}]},
+    )
     assert_error(r, 503, 201)
     assert r.headers["Retry-After"] == "5"
     r = await client.post("/addon", {"id": "a@b", "sha256": sha(3)})
@@ -77,9 +79,13 @@ async def test_mysql_down_and_back():
     target = urlsplit(MYSQL_URL)
     proxy = await TCPProxy(target.hostname, target.port or 3306).start()
     netloc = target.netloc.rsplit("@", 1)
-    url = urlunsplit(target._replace(
-        netloc=f"{netloc[0]}@127.0.0.1:{proxy.port}" if len(netloc) == 2
-        else f"127.0.0.1:{proxy.port}"))
+    url = urlunsplit(
+        target._replace(
+            netloc=f"{netloc[0]}@127.0.0.1:{proxy.port}"
+            if len(netloc) == 2
+            else f"127.0.0.1:{proxy.port}"
+        )
+    )
     service = await Service(make_settings(url, storage_timeout=1.0)).start()
     client = Client(f"http://127.0.0.1:{service.port}")
     try:

@@ -25,8 +25,15 @@ pytestmark = pytest.mark.subprocess
 def addonreg(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ADDONREG_CLIENT_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "addonreg", *args], env=full_env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "addonreg", *args],
+        env=full_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_hash_check_register_revoke_and_their_exit_codes(tmp_path, server_process):
@@ -44,8 +51,9 @@ def test_hash_check_register_revoke_and_their_exit_codes(tmp_path, server_proces
     assert unknown.stdout.startswith("unknown: fx@example.com")
 
     creds = {"ADDONREG_CLIENT_ID": "amo", "ADDONREG_CLIENT_KEY": CREDS["amo"]}
-    registered = addonreg("register", str(xpi), "--addon-id", "fx@example.com",
-                          "--version", "1.0", *server, env=creds)
+    registered = addonreg(
+        "register", str(xpi), "--addon-id", "fx@example.com", "--version", "1.0", *server, env=creds
+    )
     assert registered.returncode == 0, registered.stderr
     assert "registered (new)" in registered.stdout
     assert CREDS["amo"] not in registered.stdout + registered.stderr
@@ -53,24 +61,38 @@ def test_hash_check_register_revoke_and_their_exit_codes(tmp_path, server_proces
     as_json = addonreg(*check, "--json")
     assert as_json.returncode == EXIT_REGISTERED
     assert json.loads(as_json.stdout) == {
-        "addon_id": "fx@example.com", "sha256": digest, "status": "registered",
-        "version": "1.0", "serial": 1, "source": "service"}
+        "addon_id": "fx@example.com",
+        "sha256": digest,
+        "status": "registered",
+        "version": "1.0",
+        "serial": 1,
+        "source": "service",
+    }
 
-    revoked = addonreg("revoke", "--sha256", digest.upper(), "--addon-id", "fx@example.com",
-                       *server, env=creds)
+    revoked = addonreg(
+        "revoke", "--sha256", digest.upper(), "--addon-id", "fx@example.com", *server, env=creds
+    )
     assert revoked.returncode == 0 and "revoked" in revoked.stdout
     assert addonreg(*check).returncode == EXIT_REVOKED
 
     # Errors: no credentials, wrong credentials, unknown file to revoke, no server
     no_creds = addonreg("register", "--sha256", digest, "--addon-id", "a@b", *server)
     assert no_creds.returncode == EXIT_ERROR and "ADDONREG_CLIENT_ID" in no_creds.stderr
-    wrong = addonreg("register", "--sha256", digest, "--addon-id", "a@b", *server,
-                     env={"ADDONREG_CLIENT_ID": "amo", "ADDONREG_CLIENT_KEY": "wrong"})
+    wrong = addonreg(
+        "register",
+        "--sha256",
+        digest,
+        "--addon-id",
+        "a@b",
+        *server,
+        env={"ADDONREG_CLIENT_ID": "amo", "ADDONREG_CLIENT_KEY": "wrong"},
+    )
     assert wrong.returncode == EXIT_ERROR and "401" in wrong.stderr
     missing = addonreg("revoke", "--sha256", "0" * 64, "--addon-id", "a@b", *server, env=creds)
     assert missing.returncode == EXIT_ERROR and "404" in missing.stderr
-    down = addonreg("check", "--sha256", digest, "--addon-id", "a@b", "--server",
-                    "http://127.0.0.1:9")
+    down = addonreg(
+        "check", "--sha256", digest, "--addon-id", "a@b", "--server", "http://127.0.0.1:9"
+    )
     assert down.returncode == EXIT_ERROR and "cannot reach" in down.stderr
     assert addonreg("hash", str(tmp_path / "absent.xpi")).returncode == EXIT_ERROR
     bad_id = addonreg("check", "--sha256", digest, "--addon-id", "not-an-id", *server)
@@ -80,6 +102,8 @@ def test_hash_check_register_revoke_and_their_exit_codes(tmp_path, server_proces
 def test_usage_errors_are_not_answers():
     assert addonreg("check", "--sha256", "0" * 64).returncode == EXIT_USAGE  # no --addon-id
     assert addonreg("check", "--addon-id", "a@b").returncode == EXIT_USAGE  # no file or hash
-    assert addonreg("register", "f.xpi", "--sha256", "0" * 64, "--addon-id", "a@b"
-                    ).returncode == EXIT_USAGE
+    assert (
+        addonreg("register", "f.xpi", "--sha256", "0" * 64, "--addon-id", "a@b").returncode
+        == EXIT_USAGE
+    )
     assert addonreg("--help").stdout.count("check") >= 1

@@ -12,6 +12,7 @@ from tests.conftest import BACKENDS, CREDS, Writer, assert_error, body, make_set
 
 pytestmark = pytest.mark.parametrize("storage_url", BACKENDS, indirect=True)
 
+
 @pytest.fixture
 async def service(storage_url):
     svc = await Service(make_settings(storage_url, hawk_credentials=CREDS)).start()
@@ -49,8 +50,9 @@ async def test_put_after_cached_miss_and_delete_after_cached_hit(service, writer
     assert (await writer.get(path())).code == 404  # cached "unknown"
     assert (await writer.signed("PUT", path())).code == 201
     assert (await writer.get(path())).code == 200
-    lookup = await writer.post("/v1/lookup", {"files": [{"addon_id": "fx@example.com",
-                                                         "sha256": sha(1)}]})
+    lookup = await writer.post(
+        "/v1/lookup", {"files": [{"addon_id": "fx@example.com", "sha256": sha(1)}]}
+    )
     assert body(lookup)["results"][0]["status"] == "registered"
     r = await writer.signed("DELETE", path())
     assert r.code == 200 and body(r)["status"] == "revoked"
@@ -77,19 +79,26 @@ async def test_bad_input_on_writes(service, writer):
 
 
 async def test_registrations_bulk(service, writer):
-    ops = [{"op": "register", "addon_id": "a@b", "sha256": sha(n), "version": str(n)}
-           for n in range(10)]
-    ops += [{"op": "revoke", "addon_id": "a@b", "sha256": "SHA256:" + sha(3).upper()},
-            {"op": "revoke", "addon_id": "x@y", "sha256": sha(1)}]
+    ops = [
+        {"op": "register", "addon_id": "a@b", "sha256": sha(n), "version": str(n)}
+        for n in range(10)
+    ]
+    ops += [
+        {"op": "revoke", "addon_id": "a@b", "sha256": "SHA256:" + sha(3).upper()},
+        {"op": "revoke", "addon_id": "x@y", "sha256": sha(1)},
+    ]
     r = await writer.signed("POST", "/v1/registrations", {"operations": ops})
     assert r.code == 200
     results = body(r)["results"]
     assert len(results) == 12
-    assert results[3] == {"addon_id": "a@b", "sha256": sha(3), "status": "registered",
-                          "serial": results[3]["serial"]}
+    assert results[3] == {
+        "addon_id": "a@b",
+        "sha256": sha(3),
+        "status": "registered",
+        "serial": results[3]["serial"],
+    }
     assert results[10]["status"] == "revoked" and results[10]["serial"] > results[9]["serial"]
-    assert results[11] == {"addon_id": "x@y", "sha256": sha(1), "status": "unknown",
-                           "serial": None}
+    assert results[11] == {"addon_id": "x@y", "sha256": sha(1), "status": "unknown", "serial": None}
     serials = [x["serial"] for x in results[:11]]
     assert serials == sorted(serials) and len(set(serials)) == 11
     assert (await writer.get(f"/v1/addons/a@b/files/{sha(3)}")).code == 410
@@ -97,23 +106,31 @@ async def test_registrations_bulk(service, writer):
 
 
 async def test_registrations_msgpack(service, writer):
-    payload = msgpack.packb({"operations": [{"op": "register", "addon_id": "a@b",
-                                             "sha256": sha(1)}]})
-    r = await writer.signed("POST", "/v1/registrations", raw=payload, headers={
-        "Content-Type": "application/msgpack", "Accept": "application/msgpack"})
+    payload = msgpack.packb(
+        {"operations": [{"op": "register", "addon_id": "a@b", "sha256": sha(1)}]}
+    )
+    r = await writer.signed(
+        "POST",
+        "/v1/registrations",
+        raw=payload,
+        headers={"Content-Type": "application/msgpack", "Accept": "application/msgpack"},
+    )
     assert r.code == 200 and r.headers["Content-Type"] == "application/msgpack"
     assert msgpack.unpackb(r.body)["results"][0]["status"] == "registered"
 
 
 async def test_an_invalid_operation_rejects_the_whole_request(service, writer):
     ops = [{"op": "register", "addon_id": "a@b", "sha256": sha(n)} for n in range(5)]
-    for bad, field in ((dict(ops[0], sha256="nothex"), "sha256"),
-                       (dict(ops[0], addon_id="nope"), "addon_id"),
-                       (dict(ops[0], version="\x00"), "version")):
+    for bad, field in (
+        (dict(ops[0], sha256="nothex"), "sha256"),
+        (dict(ops[0], addon_id="nope"), "addon_id"),
+        (dict(ops[0], version="\x00"), "version"),
+    ):
         r = await writer.signed("POST", "/v1/registrations", {"operations": ops + [bad]})
         assert assert_error(r, 400, 107)["details"] == {"index": 5, "field": field}
-    r = await writer.signed("POST", "/v1/registrations",
-                            {"operations": ops + [dict(ops[0], op="delete")]})
+    r = await writer.signed(
+        "POST", "/v1/registrations", {"operations": ops + [dict(ops[0], op="delete")]}
+    )
     assert assert_error(r, 400, 106)["details"] == {"index": 5}
     assert_error(await writer.signed("POST", "/v1/registrations", {"operations": []}), 400, 108)
     assert_error(await writer.signed("POST", "/v1/registrations", {"ops": ops}), 400, 106)
@@ -124,8 +141,9 @@ async def test_an_invalid_operation_rejects_the_whole_request(service, writer):
 
 async def test_async_registrations_and_jobs(service, writer):
     ops = [{"op": "register", "addon_id": "a@b", "sha256": sha(n)} for n in range(50)]
-    r = await writer.signed("POST", "/v1/registrations", {"operations": ops},
-                            headers={"Prefer": "respond-async"})
+    r = await writer.signed(
+        "POST", "/v1/registrations", {"operations": ops}, headers={"Prefer": "respond-async"}
+    )
     assert r.code == 202
     job = body(r)
     assert job["status"] == "queued" and r.headers["Location"] == f"/v1/jobs/{job['job']}"
@@ -159,17 +177,28 @@ async def test_authentication_failures_write_nothing(service, writer):
     assert_error(await writer.signed("PUT", path(), key="wrong-key"), 401, 105)
     assert_error(await writer.signed("PUT", path(), ident="nobody", key="k"), 401, 105)
     # a tampered body: signed for one version, sent with another
-    headers = {"Content-Type": "application/json",
-               "Authorization": sign("amo", CREDS["amo"], "PUT", writer.base + path(),
-                                     b'{"version": "1"}', "application/json")}
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": sign(
+            "amo",
+            CREDS["amo"],
+            "PUT",
+            writer.base + path(),
+            b'{"version": "1"}',
+            "application/json",
+        ),
+    }
     r = await writer.fetch("PUT", path(), raw=b'{"version": "2"}', headers=headers)
     assert_error(r, 401, 105)
     stale = await writer.signed("PUT", path(), timestamp=int(__import__("time").time()) - 120)
     assert_error(stale, 401, 105)
     assert "ts=" in stale.headers["WWW-Authenticate"]
     # signed for another host/port
-    headers = {"Authorization": sign("amo", CREDS["amo"], "DELETE",
-                                     "http://other.example:80" + path(), b"", None)}
+    headers = {
+        "Authorization": sign(
+            "amo", CREDS["amo"], "DELETE", "http://other.example:80" + path(), b"", None
+        )
+    }
     assert_error(await writer.fetch("DELETE", path(), headers=headers), 401, 105)
     assert await service.store.last_serial() == 0
 
@@ -183,8 +212,10 @@ async def test_a_replayed_request_is_refused(service, writer):
 async def test_host_header_is_what_is_signed(service, writer):
     """Behind a load balancer the client signs the public host, which arrives as Host."""
     public = "http://registry.example.com"
-    headers = {"Host": "registry.example.com",
-               "Authorization": sign("amo", CREDS["amo"], "PUT", public + path(), b"", None)}
+    headers = {
+        "Host": "registry.example.com",
+        "Authorization": sign("amo", CREDS["amo"], "PUT", public + path(), b"", None),
+    }
     assert (await writer.fetch("PUT", path(), headers=headers)).code == 201
 
 
@@ -207,6 +238,10 @@ async def test_a_write_body_that_is_not_json_or_msgpack_is_a_415(service, writer
     assert_error(bulk, 415, 109)
     for n in (7, 8):
         assert await service.store.get("fx@example.com", sha(n)) is None
-    ok = await writer.signed("PUT", path(n=7), raw=b'{"version": "1.0"}',
-                             headers={"Content-Type": "application/json; charset=utf-8"})
+    ok = await writer.signed(
+        "PUT",
+        path(n=7),
+        raw=b'{"version": "1.0"}',
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
     assert ok.code == 201

@@ -47,8 +47,17 @@ __all__ = ["Subscriber", "Nobody", "BusError", "InvalidationBus", "load_bus"]
 
 log = logging.getLogger("addonreg.bus")
 
-COUNTERS = ("published", "received", "rejected", "malformed", "publish_errors", "reconnects",
-            "resets", "feed_polls", "feed_errors")
+COUNTERS = (
+    "published",
+    "received",
+    "rejected",
+    "malformed",
+    "publish_errors",
+    "reconnects",
+    "resets",
+    "feed_polls",
+    "feed_errors",
+)
 
 
 class Subscriber(Protocol):
@@ -86,10 +95,12 @@ class Nobody:
 class BusError(Exception):
     """The bus cannot carry changes. ``original`` is the driver's exception (logged only)."""
 
-    def __init__(self, message: str = "pub/sub unavailable",
-                 original: Optional[BaseException] = None) -> None:
-        super().__init__(message if original is None
-                         else f"{message}: {original.__class__.__name__}: {original}")
+    def __init__(
+        self, message: str = "pub/sub unavailable", original: Optional[BaseException] = None
+    ) -> None:
+        super().__init__(
+            message if original is None else f"{message}: {original.__class__.__name__}: {original}"
+        )
         self.original = original
 
 
@@ -179,8 +190,9 @@ def load_bus(settings: Any, store: Any, subscribe: bool = True) -> InvalidationB
     """
     scheme = urlsplit(settings.pubsub).scheme
     if scheme not in _MODULES:
-        raise ValueError(f"unknown pub/sub scheme {scheme!r}: use feed://, local:// or "
-                         "redis://host:port/db")
+        raise ValueError(
+            f"unknown pub/sub scheme {scheme!r}: use feed://, local:// or redis://host:port/db"
+        )
     module = importlib.import_module(f"{__name__}.{_MODULES[scheme]}")
     bus = module.load_from_config(settings, store, subscribe)
     if not isinstance(bus, InvalidationBus):

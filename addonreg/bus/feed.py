@@ -36,8 +36,13 @@ log = logging.getLogger("addonreg.bus.feed")
 class FeedBus(InvalidationBus):
     """Follows ``store``'s change feed every ``interval`` seconds, ``page`` records at a time."""
 
-    def __init__(self, store: RegistrationStore, interval: float = 0.025, page: int = 1000,
-                 check_every: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: RegistrationStore,
+        interval: float = 0.025,
+        page: int = 1000,
+        check_every: float = 1.0,
+    ) -> None:
         super().__init__()
         self.store = store
         self.interval = interval
@@ -108,7 +113,7 @@ class FeedBus(InvalidationBus):
                 if failures == 1:
                     log.warning("cannot read the change feed: %s", exc)
                 self._set_connected(False)
-                await asyncio.sleep(min(self.interval * 2 ** failures, 1.0))
+                await asyncio.sleep(min(self.interval * 2**failures, 1.0))
                 continue
             if failures:
                 log.info("reading the change feed again after %d failure(s)", failures)
@@ -125,9 +130,11 @@ class FeedBus(InvalidationBus):
             self._task = None
 
 
-def load_from_config(settings: Any, store: RegistrationStore,
-                     subscribe: bool = True) -> InvalidationBus:
+def load_from_config(
+    settings: Any, store: RegistrationStore, subscribe: bool = True
+) -> InvalidationBus:
     if not subscribe:
         from .local import LocalBus
+
         return LocalBus()  # a writer-only command: the servers follow the feed themselves
     return FeedBus(store, interval=settings.feed_interval)

@@ -51,8 +51,16 @@ from ..storage import STATUS_CODE, Key, Record, RegistrationStore
 from . import BusError, InvalidationBus, Subscriber
 from .feed import FeedBus
 
-__all__ = ["RedisBus", "MessageError", "encode", "decode", "parse_url", "load_from_config",
-           "DEFAULT_CHANNEL", "DEFAULT_TIMEOUT"]
+__all__ = [
+    "RedisBus",
+    "MessageError",
+    "encode",
+    "decode",
+    "parse_url",
+    "load_from_config",
+    "DEFAULT_CHANNEL",
+    "DEFAULT_TIMEOUT",
+]
 
 log = logging.getLogger("addonreg.bus.redis")
 
@@ -71,10 +79,21 @@ def _mac(key: bytes, origin: bytes, sequence: int, rows: List[Any]) -> bytes:
 
 def encode(key: bytes, origin: bytes, sequence: int, records: Sequence[Record]) -> bytes:
     """One message: ``records`` as the ``sequence``-th message of ``origin``, MAC'd."""
-    rows = [[r.addon_id, bytes.fromhex(r.sha256), r.version, STATUS_CODE[r.status],
-             r.serial, r.updated_at] for r in records]
-    return msgpack.packb({"o": origin, "s": sequence, "r": rows,
-                          "m": _mac(key, origin, sequence, rows)}, use_bin_type=True)
+    rows = [
+        [
+            r.addon_id,
+            bytes.fromhex(r.sha256),
+            r.version,
+            STATUS_CODE[r.status],
+            r.serial,
+            r.updated_at,
+        ]
+        for r in records
+    ]
+    return msgpack.packb(
+        {"o": origin, "s": sequence, "r": rows, "m": _mac(key, origin, sequence, rows)},
+        use_bin_type=True,
+    )
 
 
 def decode(key: bytes, payload: bytes) -> Tuple[bytes, List[Key]]:
@@ -89,13 +108,19 @@ def decode(key: bytes, payload: bytes) -> Tuple[bytes, List[Key]]:
     origin, sequence, rows, mac = (message.get(k) for k in ("o", "s", "r", "m"))
     if not isinstance(origin, bytes) or type(sequence) is not int or not isinstance(rows, list):
         raise MessageError("no origin, sequence or records")
-    if not isinstance(mac, bytes) or not hmac.compare_digest(mac, _mac(key, origin, sequence,
-                                                                       rows)):
+    if not isinstance(mac, bytes) or not hmac.compare_digest(
+        mac, _mac(key, origin, sequence, rows)
+    ):
         raise MessageError("MAC missing or wrong")
     keys = []
     for i, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != 6 or not isinstance(row[0], str) \
-                or not isinstance(row[1], bytes) or len(row[1]) != 32:
+        if (
+            not isinstance(row, list)
+            or len(row) != 6
+            or not isinstance(row[0], str)
+            or not isinstance(row[1], bytes)
+            or len(row[1]) != 32
+        ):
             raise MessageError(f"record {i} is not [addon_id, sha256, …]")
         keys.append((row[0], row[1].hex()))
     return origin, keys
@@ -106,8 +131,9 @@ def parse_url(url: str) -> Tuple[str, Dict[str, Any]]:
     parts = urlsplit(url)
     parts.port  # raises ValueError on a bad port
     if parts.path.strip("/") and not parts.path.strip("/").isdigit():
-        raise ValueError(f"the database must be a number (redis://host:port/0), "
-                         f"not {parts.path.strip('/')!r}")
+        raise ValueError(
+            f"the database must be a number (redis://host:port/0), not {parts.path.strip('/')!r}"
+        )
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     channel = options.pop("channel", DEFAULT_CHANNEL)
     raw_timeout = options.pop("timeout", str(DEFAULT_TIMEOUT))
@@ -116,11 +142,13 @@ def parse_url(url: str) -> Tuple[str, Dict[str, Any]]:
     except ValueError:
         timeout = math.nan
     if not channel or not 0 < timeout <= 60:
-        raise ValueError(f"channel must not be empty and timeout must be 0 < s <= 60, not "
-                         f"{raw_timeout!r}")
+        raise ValueError(
+            f"channel must not be empty and timeout must be 0 < s <= 60, not {raw_timeout!r}"
+        )
     if options:
-        raise ValueError(f"unknown option(s) {', '.join(sorted(options))} (known: channel, "
-                         "timeout)")
+        raise ValueError(
+            f"unknown option(s) {', '.join(sorted(options))} (known: channel, timeout)"
+        )
     return urlunsplit(parts._replace(query="")), {"channel": channel, "timeout": timeout}
 
 
@@ -137,9 +165,17 @@ class RedisBus(FeedBus):
     ``timeout``. ``subscribe=False``: publish only (a command such as import).
     """
 
-    def __init__(self, url: str, store: RegistrationStore, key: bytes, *,
-                 backstop: float = 0.25, subscribe: bool = True, keepalive: float = 5.0,
-                 backoff: Tuple[float, float] = (0.05, 2.0)) -> None:
+    def __init__(
+        self,
+        url: str,
+        store: RegistrationStore,
+        key: bytes,
+        *,
+        backstop: float = 0.25,
+        subscribe: bool = True,
+        keepalive: float = 5.0,
+        backoff: Tuple[float, float] = (0.05, 2.0),
+    ) -> None:
         super().__init__(store, interval=backstop)
         plain, options = parse_url(url)
         self.channel, self.timeout = options["channel"], options["timeout"]
@@ -150,14 +186,16 @@ class RedisBus(FeedBus):
         # No socket_timeout: with one, redis-py puts every write under
         # asyncio.wait_for, which on Python 3.11 can swallow a cancellation.
         # Each operation here is bounded by asyncio.timeout instead.
-        opts = dict(socket_connect_timeout=self.timeout, socket_keepalive=True,
-                    client_name="addonreg-bus")
+        opts = dict(
+            socket_connect_timeout=self.timeout, socket_keepalive=True, client_name="addonreg-bus"
+        )
         # One immediate retry of a PUBLISH on a fresh connection (the pooled one
         # is dead after a Redis restart); none under the subscription, whose
         # every error must reach _receive_forever.
         self._commands = redis.asyncio.Redis.from_url(plain, retry=Retry(NoBackoff(), 1), **opts)
         self._pubsub_client = redis.asyncio.Redis.from_url(
-            plain, retry=Retry(NoBackoff(), 0, supported_errors=()), **opts)
+            plain, retry=Retry(NoBackoff(), 0, supported_errors=()), **opts
+        )
         self._sequence = 0
         self._outbox: Deque[bytes] = collections.deque()
         self._wakeup = asyncio.Event()
@@ -181,8 +219,9 @@ class RedisBus(FeedBus):
         self._tasks.append(loop.create_task(self._send_forever(), name="addonreg-bus-send"))
         if self.subscribe:
             first = asyncio.Event()
-            self._tasks.append(loop.create_task(self._receive_forever(first),
-                                                name="addonreg-bus-receive"))
+            self._tasks.append(
+                loop.create_task(self._receive_forever(first), name="addonreg-bus-receive")
+            )
             await first.wait()
 
     async def publish(self, records: Sequence[Record]) -> None:
@@ -191,8 +230,11 @@ class RedisBus(FeedBus):
             return
         self._apply(records)
         if self._closed or len(self._outbox) >= _OUTBOX_SIZE:
-            log.warning("%d change(s) not sent to the other processes (%s)", len(records),
-                        "bus closed" if self._closed else "outbox full")
+            log.warning(
+                "%d change(s) not sent to the other processes (%s)",
+                len(records),
+                "bus closed" if self._closed else "outbox full",
+            )
             self._counts["publish_errors"] += 1
             return
         self._sequence += 1
@@ -254,8 +296,12 @@ class RedisBus(FeedBus):
                 failures += 1
                 self._counts["publish_errors"] += 1
                 if failures == 1:
-                    log.warning("publishing on %s failed: %s; the other processes will take "
-                                "the change from the feed", self._where, _describe(exc))
+                    log.warning(
+                        "publishing on %s failed: %s; the other processes will take "
+                        "the change from the feed",
+                        self._where,
+                        _describe(exc),
+                    )
             finally:
                 self._outbox.popleft()
 
@@ -267,8 +313,9 @@ class RedisBus(FeedBus):
             try:
                 async with asyncio.timeout(2 * self.timeout):
                     await pubsub.subscribe(self.channel)
-                    while (await pubsub.get_message(timeout=self.timeout) or {}).get("type") \
-                            != "subscribe":
+                    while (await pubsub.get_message(timeout=self.timeout) or {}).get(
+                        "type"
+                    ) != "subscribe":
                         pass
                 if failures or not first.is_set():
                     log.info("subscribed to %r on %s", self.channel, self._where)
@@ -279,8 +326,12 @@ class RedisBus(FeedBus):
             except Exception as exc:
                 failures += 1
                 if failures == 1:
-                    log.warning("pub/sub subscription to %r on %s lost: %s (the feed goes on)",
-                                self.channel, self._where, _describe(exc))
+                    log.warning(
+                        "pub/sub subscription to %r on %s lost: %s (the feed goes on)",
+                        self.channel,
+                        self._where,
+                        _describe(exc),
+                    )
             finally:
                 self.subscribed = False
                 try:
@@ -321,8 +372,13 @@ class RedisBus(FeedBus):
             kind = "rejected" if "MAC" in str(exc) else "malformed"
             self._counts[kind] += 1
             if self._counts[kind] in (1, 10, 100, 1000) or self._counts[kind] % 10000 == 0:
-                log.warning("ignoring a %s message on %r (%d so far): %s", kind, self.channel,
-                            self._counts[kind], exc)
+                log.warning(
+                    "ignoring a %s message on %r (%d so far): %s",
+                    kind,
+                    self.channel,
+                    self._counts[kind],
+                    exc,
+                )
             return
         if origin != self.origin:
             self._counts["received"] += len(keys)
@@ -330,5 +386,10 @@ class RedisBus(FeedBus):
 
 
 def load_from_config(settings: Any, store: RegistrationStore, subscribe: bool = True) -> RedisBus:
-    return RedisBus(settings.pubsub, store, settings.bus_key.encode("utf-8"),
-                    backstop=10 * settings.feed_interval, subscribe=subscribe)
+    return RedisBus(
+        settings.pubsub,
+        store,
+        settings.bus_key.encode("utf-8"),
+        backstop=10 * settings.feed_interval,
+        subscribe=subscribe,
+    )

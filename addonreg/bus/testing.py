@@ -62,8 +62,9 @@ class Recorder:
         """Whether this process was told that ``key`` changed (a record, or a forget)."""
         return key in self.forgotten or any(r.key == key for r in self.applied)
 
-    async def wait(self, predicate: Callable[[], bool], what: str,
-                   timeout: float = LIVENESS) -> None:
+    async def wait(
+        self, predicate: Callable[[], bool], what: str, timeout: float = LIVENESS
+    ) -> None:
         """Return once ``predicate()`` holds; fail after ``timeout`` seconds."""
         try:
             async with asyncio.timeout(timeout):
@@ -78,8 +79,9 @@ def sha(n: object) -> str:
     return hashlib.sha256(str(n).encode()).hexdigest()
 
 
-async def commit(process: Tuple[InvalidationBus, Recorder, RegistrationStore],
-                 ops: Sequence[Operation]) -> List[Record]:
+async def commit(
+    process: Tuple[InvalidationBus, Recorder, RegistrationStore], ops: Sequence[Operation]
+) -> List[Record]:
     """Apply ``ops`` to the process's store and publish the changes, as the batcher does."""
     bus, _, store = process
     results = await store.apply(ops)
@@ -119,13 +121,13 @@ class BusTests:
             await unstarted.publish([])
 
     async def test_close_is_idempotent_and_a_late_write_still_applies_here(
-            self, make_bus: Any) -> None:
+        self, make_bus: Any
+    ) -> None:
         bus, rec, _ = process = await make_bus()
         await bus.close()
         await bus.close()
         [record] = await commit(process, [Operation("register", "a@b.example", sha(3))])
         assert record in rec.applied
-
 
 
 class SharedBusTests(BusTests):
@@ -138,5 +140,7 @@ class SharedBusTests(BusTests):
         await commit(a, [Operation("register", *key, "1.0")])
         await rec_b.wait(lambda: rec_b.heard(key), "B told of A's change")
         await commit(a, [Operation("revoke", *key)])
-        await rec_b.wait(lambda: sum(r.key == key for r in rec_b.applied)
-                         + rec_b.forgotten.count(key) >= 2, "B told of A's revoke")
+        await rec_b.wait(
+            lambda: sum(r.key == key for r in rec_b.applied) + rec_b.forgotten.count(key) >= 2,
+            "B told of A's revoke",
+        )

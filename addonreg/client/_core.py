@@ -91,16 +91,21 @@ class Credentials:
     key: str = dataclasses.field(repr=False)
 
 
-def hawk_header(credentials: Credentials, url: str, method: str, body: bytes | None,
-                content_type: str | None) -> str:
+def hawk_header(
+    credentials: Credentials, url: str, method: str, body: bytes | None, content_type: str | None
+) -> str:
     """A Hawk ``Authorization`` header with a nonce of 128 random bits. A nonce is
     accepted once per credential in the window (2 x skew, 120 s): mohawk's default of
     36 bits would be refused as a replay about once a day at 100 writes a second."""
     return mohawk.Sender(
-        {"id": credentials.id, "key": credentials.key, "algorithm": "sha256"}, url, method,
+        {"id": credentials.id, "key": credentials.key, "algorithm": "sha256"},
+        url,
+        method,
         content=body if body else EmptyValue,
         content_type=content_type if body else EmptyValue,
-        always_hash_content=bool(body), nonce=secrets.token_urlsafe(16)).request_header
+        always_hash_content=bool(body),
+        nonce=secrets.token_urlsafe(16),
+    ).request_header
 
 
 class FilterReader(Protocol):
@@ -144,8 +149,9 @@ class Reply:
             return None
 
     def error(self) -> AddonregError:
-        return error_for(self.status, self.data(), parse_retry_after(
-            self.headers.get("Retry-After")))
+        return error_for(
+            self.status, self.data(), parse_retry_after(self.headers.get("Retry-After"))
+        )
 
 
 def file_path(addon_id: str, sha256: str) -> str:
@@ -157,11 +163,16 @@ class Engine:
 
     _http: Any  # httpx.Client or httpx.AsyncClient: the driver's (its build_request)
 
-    def __init__(self, server: str = DEFAULT_SERVER, *,
-                 timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-                 retry: RetryPolicy | None = None,
-                 credentials: Credentials | None = None,
-                 transport: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        server: str = DEFAULT_SERVER,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        credentials: Credentials | None = None,
+        transport: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.server = server.rstrip("/")
         self.retry = retry or RetryPolicy()
         self._credentials = credentials
@@ -178,12 +189,16 @@ class Engine:
         return f"<{type(self).__name__} {self.server}{who}>"
 
     def _request(self, call: Call) -> httpx.Request:
-        headers = {"Accept": call.accept, "User-Agent": f"addonreg-client/{__version__}",
-                   **dict(call.headers)}
+        headers = {
+            "Accept": call.accept,
+            "User-Agent": f"addonreg-client/{__version__}",
+            **dict(call.headers),
+        }
         if call.content_type:
             headers["Content-Type"] = call.content_type
-        request = self._http.build_request(call.method, self.server + call.path,
-                                           content=call.body or None, headers=headers)
+        request = self._http.build_request(
+            call.method, self.server + call.path, content=call.body or None, headers=headers
+        )
         if call.signed:
             request.headers["Authorization"] = self._sign(request, call)
         return request
@@ -193,8 +208,9 @@ class Engine:
         timestamp each time (a retry is a new signature)."""
         if self._credentials is None:
             raise AddonregError("this client has no Hawk credentials")
-        return hawk_header(self._credentials, str(request.url), request.method, call.body,
-                           call.content_type)
+        return hawk_header(
+            self._credentials, str(request.url), request.method, call.body, call.content_type
+        )
 
     def _fetch(self, call: Call) -> Steps[Reply]:
         """Send ``call``; retry what says "try again" (:mod:`.retry`); the final answer."""
@@ -207,7 +223,8 @@ class Engine:
             if isinstance(outcome, httpx.TransportError):
                 retry_after = None
                 error: AddonregError = UnavailableError(
-                    f"cannot reach {self.server}: {type(outcome).__name__}")
+                    f"cannot reach {self.server}: {type(outcome).__name__}"
+                )
             else:
                 reply = Reply(outcome.status_code, outcome.headers, outcome.content)
                 if reply.status not in RETRY_STATUSES:
@@ -255,8 +272,14 @@ def _key_of(item: FileLike) -> FileKey:
 class LookupLogic(Engine):
     """Checks: the HTTP cache, the filter's certain answers, then the service."""
 
-    def __init__(self, server: str = DEFAULT_SERVER, *, cache_size: int = 10_000,
-                 filter: FilterReader | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        server: str = DEFAULT_SERVER,
+        *,
+        cache_size: int = 10_000,
+        filter: FilterReader | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(server, **options)
         self.cache = ResponseCache(cache_size, self._clock)
         self.filter = filter
@@ -272,17 +295,25 @@ class LookupLogic(Engine):
         if answer == "revoked":  # "not registered" whatever the service says since
             return CheckResult(*key, "revoked", source="filter")
         confirmed = self._confirmed.get(key)
-        if answer == "registered" and confirmed is not None \
-                and confirmed.serial <= self.filter.serial:
+        if (
+            answer == "registered"
+            and confirmed is not None
+            and confirmed.serial <= self.filter.serial
+        ):
             return CheckResult(*key, "registered", confirmed.version, confirmed.serial, "filter")
         return None
 
     def _result(self, key: FileKey, status: int, data: Any, source: str) -> CheckResult | None:
         """A single read's answer as a result (None: not an answer about the file)."""
         if status in (200, 410) and isinstance(data, dict) and "serial" in data:
-            result = CheckResult(key[0], data["sha256"], "registered" if status == 200
-                                 else "revoked", data.get("version"), data["serial"],
-                                 source)  # type: ignore[arg-type]
+            result = CheckResult(
+                key[0],
+                data["sha256"],
+                "registered" if status == 200 else "revoked",
+                data.get("version"),
+                data["serial"],
+                source,
+            )  # type: ignore[arg-type]
             if status == 200:
                 self._confirmed[key] = _Confirmed(data["serial"], data.get("version"))
             else:
@@ -320,19 +351,20 @@ class LookupLogic(Engine):
 
     def _check_many(self, files: Iterable[FileLike]) -> Steps[list[CheckResult]]:
         keys = [_key_of(item) for item in files]
-        results: list[CheckResult | None] = [self._from_filter(k) or self._cached(k)
-                                                for k in keys]
+        results: list[CheckResult | None] = [self._from_filter(k) or self._cached(k) for k in keys]
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
             info = yield from self._info()
             for start in range(0, len(todo), info.max_lookup):
-                chunk = todo[start:start + info.max_lookup]
-                body = msgpack.packb({"files": [{"addon_id": keys[i][0], "sha256": keys[i][1]}
-                                                for i in chunk]})
+                chunk = todo[start : start + info.max_lookup]
+                body = msgpack.packb(
+                    {"files": [{"addon_id": keys[i][0], "sha256": keys[i][1]} for i in chunk]}
+                )
                 reply = yield from self._fetch(Call("POST", "/v1/lookup", body, MSGPACK, MSGPACK))
                 for i, item in zip(chunk, self._ok(reply)["results"]):
-                    results[i] = CheckResult(keys[i][0], item["sha256"], item["status"],
-                                             item.get("version"))
+                    results[i] = CheckResult(
+                        keys[i][0], item["sha256"], item["status"], item.get("version")
+                    )
         return [r for r in results if r is not None]
 
 
@@ -343,34 +375,39 @@ class WriterLogic(LookupLogic):
         self.cache.store(file_path(*key), 0, {}, b"")  # no Cache-Control: the entry goes
         self._confirmed.pop(key, None)
 
-    def _write_one(self, method: str, addon_id: str, sha256: str, body: bytes = b""
-                   ) -> Steps[WriteResult]:
+    def _write_one(
+        self, method: str, addon_id: str, sha256: str, body: bytes = b""
+    ) -> Steps[WriteResult]:
         key = normalize_key(addon_id, sha256)
-        reply = yield from self._fetch(Call(method, file_path(*key), body,
-                                            JSON if body else None, signed=True))
+        reply = yield from self._fetch(
+            Call(method, file_path(*key), body, JSON if body else None, signed=True)
+        )
         data = self._ok(reply, 200, 201)
         self._forget(key)
         return WriteResult.from_record(data, created=reply.status == 201)
 
-    def _register(self, addon_id: str, sha256: str, version: str | None = None
-                  ) -> Steps[WriteResult]:
+    def _register(
+        self, addon_id: str, sha256: str, version: str | None = None
+    ) -> Steps[WriteResult]:
         body = json.dumps({"version": version}).encode() if version is not None else b""
         return (yield from self._write_one("PUT", addon_id, sha256, body))
 
     def _revoke(self, addon_id: str, sha256: str) -> Steps[WriteResult]:
         return (yield from self._write_one("DELETE", addon_id, sha256))
 
-    def _write_many(self, operations: Iterable[Operation | Mapping[str, Any]],
-                    respond_async: bool) -> Steps[list[Any]]:
+    def _write_many(
+        self, operations: Iterable[Operation | Mapping[str, Any]], respond_async: bool
+    ) -> Steps[list[Any]]:
         ops = [Operation.of(o) for o in operations]
         info = yield from self._info()
         headers = (("Prefer", "respond-async"),) if respond_async else ()
         out: list[Any] = []
         for start in range(0, len(ops), info.max_write):
-            chunk = ops[start:start + info.max_write]
+            chunk = ops[start : start + info.max_write]
             body = msgpack.packb({"operations": [op.to_wire() for op in chunk]})
-            reply = yield from self._fetch(Call("POST", "/v1/registrations", body, MSGPACK,
-                                                MSGPACK, headers, signed=True))
+            reply = yield from self._fetch(
+                Call("POST", "/v1/registrations", body, MSGPACK, MSGPACK, headers, signed=True)
+            )
             data = self._ok(reply, 202 if respond_async else 200)
             for op in chunk:
                 self._forget(normalize_key(op.addon_id, op.sha256))
@@ -381,8 +418,9 @@ class WriterLogic(LookupLogic):
         return out
 
     def _job(self, job_id: str) -> Steps[Job]:
-        reply = yield from self._fetch(Call("GET", f"/v1/jobs/{quote(job_id, safe='')}",
-                                            accept=MSGPACK, signed=True))
+        reply = yield from self._fetch(
+            Call("GET", f"/v1/jobs/{quote(job_id, safe='')}", accept=MSGPACK, signed=True)
+        )
         return Job.from_body(self._ok(reply))
 
     def _wait_for_job(self, job_id: str, timeout: float, interval: float) -> Steps[Job]:

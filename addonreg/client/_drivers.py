@@ -42,8 +42,9 @@ class SyncDriver:
 
     _http: httpx.Client
 
-    def _make_http(self, timeout: float | httpx.Timeout,
-                   transport: httpx.BaseTransport | None) -> httpx.Client:
+    def _make_http(
+        self, timeout: float | httpx.Timeout, transport: httpx.BaseTransport | None
+    ) -> httpx.Client:
         return httpx.Client(timeout=_timeout(timeout), transport=transport)
 
     def _run(self, steps: Steps[T]) -> T:
@@ -76,8 +77,9 @@ class AsyncDriver:
 
     _http: httpx.AsyncClient
 
-    def _make_http(self, timeout: float | httpx.Timeout,
-                   transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+    def _make_http(
+        self, timeout: float | httpx.Timeout, transport: httpx.AsyncBaseTransport | None
+    ) -> httpx.AsyncClient:
         return httpx.AsyncClient(timeout=_timeout(timeout), transport=transport)
 
     async def _run(self, steps: Steps[T]) -> T:
@@ -103,4 +105,3 @@ class AsyncDriver:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-

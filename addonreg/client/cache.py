@@ -49,8 +49,9 @@ class Entry:
 class ResponseCache:
     """At most ``max_entries`` answers, keyed by request path."""
 
-    def __init__(self, max_entries: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_entries = max_entries
         self.clock = clock
         self._entries: collections.OrderedDict[str, Entry] = collections.OrderedDict()
@@ -77,8 +78,13 @@ class ResponseCache:
             if age is None:
                 self._entries.pop(key, None)
                 return
-            self._entries[key] = Entry(status, body, headers.get("Content-Type", ""),
-                                       headers.get("ETag"), self.clock() + age)
+            self._entries[key] = Entry(
+                status,
+                body,
+                headers.get("Content-Type", ""),
+                headers.get("ETag"),
+                self.clock() + age,
+            )
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)

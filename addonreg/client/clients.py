@@ -74,8 +74,9 @@ def environment_credentials(environ: Mapping[str, str] | None = None) -> Credent
     env = os.environ if environ is None else environ
     ident, key = env.get(ENV_CLIENT_ID, ""), env.get(ENV_CLIENT_KEY, "")
     if not ident or not key:
-        raise AddonregError(f"set ${ENV_CLIENT_ID} and ${ENV_CLIENT_KEY} to a Hawk credential "
-                            "the service accepts")
+        raise AddonregError(
+            f"set ${ENV_CLIENT_ID} and ${ENV_CLIENT_KEY} to a Hawk credential the service accepts"
+        )
     return Credentials(ident, key)
 
 
@@ -137,16 +138,15 @@ class WriterClient(LookupClient, WriterLogic):
         super().__init__(server, credentials=Credentials(client_id, key), **options)
 
     @classmethod
-    def from_environment(cls, server: str | None = None,
-                         environ: Mapping[str, str] | None = None,
-                         **options: Any) -> WriterClient:
+    def from_environment(
+        cls, server: str | None = None, environ: Mapping[str, str] | None = None, **options: Any
+    ) -> WriterClient:
         """Credentials from ``$ADDONREG_CLIENT_ID``/``$ADDONREG_CLIENT_KEY``; the server
         from the argument, else ``$ADDONREG_CLIENT_SERVER``, else the default."""
         creds = environment_credentials(environ)
         return cls(server_url(server, environ), creds.id, creds.key, **options)
 
-    def register(self, addon_id: str, sha256: str, version: str | None = None
-                 ) -> WriteResult:
+    def register(self, addon_id: str, sha256: str, version: str | None = None) -> WriteResult:
         """``PUT``: register (again) a file; ``created`` says whether it was new."""
         return self._run(self._register(addon_id, sha256, version))
 
@@ -155,15 +155,18 @@ class WriterClient(LookupClient, WriterLogic):
         return self._run(self._revoke(addon_id, sha256))
 
     @overload
-    def register_many(self, operations: Iterable[OperationLike],
-                      respond_async: Literal[False] = False) -> list[WriteResult]: ...
+    def register_many(
+        self, operations: Iterable[OperationLike], respond_async: Literal[False] = False
+    ) -> list[WriteResult]: ...
 
     @overload
-    def register_many(self, operations: Iterable[OperationLike],
-                      respond_async: Literal[True]) -> list[str]: ...
+    def register_many(
+        self, operations: Iterable[OperationLike], respond_async: Literal[True]
+    ) -> list[str]: ...
 
-    def register_many(self, operations: Iterable[OperationLike],
-                      respond_async: bool = False) -> list[WriteResult] | list[str]:
+    def register_many(
+        self, operations: Iterable[OperationLike], respond_async: bool = False
+    ) -> list[WriteResult] | list[str]:
         """``POST /v1/registrations`` in chunks of ``max_write``: each operation's result,
         or with ``respond_async`` the job id of each chunk (see :meth:`wait_for_job`)."""
         return self._run(self._write_many(operations, respond_async))
@@ -185,15 +188,14 @@ class AsyncWriterClient(AsyncLookupClient, WriterLogic):
         super().__init__(server, credentials=Credentials(client_id, key), **options)
 
     @classmethod
-    def from_environment(cls, server: str | None = None,
-                         environ: Mapping[str, str] | None = None,
-                         **options: Any) -> AsyncWriterClient:
+    def from_environment(
+        cls, server: str | None = None, environ: Mapping[str, str] | None = None, **options: Any
+    ) -> AsyncWriterClient:
         """As :meth:`WriterClient.from_environment`."""
         creds = environment_credentials(environ)
         return cls(server_url(server, environ), creds.id, creds.key, **options)
 
-    async def register(self, addon_id: str, sha256: str, version: str | None = None
-                       ) -> WriteResult:
+    async def register(self, addon_id: str, sha256: str, version: str | None = None) -> WriteResult:
         """``PUT``: register (again) a file; ``created`` says whether it was new."""
         return await self._run(self._register(addon_id, sha256, version))
 
@@ -202,15 +204,18 @@ class AsyncWriterClient(AsyncLookupClient, WriterLogic):
         return await self._run(self._revoke(addon_id, sha256))
 
     @overload
-    async def register_many(self, operations: Iterable[OperationLike],
-                            respond_async: Literal[False] = False) -> list[WriteResult]: ...
+    async def register_many(
+        self, operations: Iterable[OperationLike], respond_async: Literal[False] = False
+    ) -> list[WriteResult]: ...
 
     @overload
-    async def register_many(self, operations: Iterable[OperationLike],
-                            respond_async: Literal[True]) -> list[str]: ...
+    async def register_many(
+        self, operations: Iterable[OperationLike], respond_async: Literal[True]
+    ) -> list[str]: ...
 
-    async def register_many(self, operations: Iterable[OperationLike],
-                            respond_async: bool = False) -> list[WriteResult] | list[str]:
+    async def register_many(
+        self, operations: Iterable[OperationLike], respond_async: bool = False
+    ) -> list[WriteResult] | list[str]:
         """As :meth:`WriterClient.register_many`."""
         return await self._run(self._write_many(operations, respond_async))
 
@@ -218,7 +223,6 @@ class AsyncWriterClient(AsyncLookupClient, WriterLogic):
         """``GET /v1/jobs/{id}``: the job's state now."""
         return await self._run(self._job(job_id))
 
-    async def wait_for_job(self, job_id: str, timeout: float = 60.0, interval: float = 0.2
-                           ) -> Job:
+    async def wait_for_job(self, job_id: str, timeout: float = 60.0, interval: float = 0.2) -> Job:
         """As :meth:`WriterClient.wait_for_job`."""
         return await self._run(self._wait_for_job(job_id, timeout, interval))

@@ -44,8 +44,13 @@ OUTCOME_UNKNOWN = 204
 class AddonregError(Exception):
     """A request failed: ``status``/``errno`` are the service's (None when it gave none)."""
 
-    def __init__(self, message: str, status: int | None = None, errno: int | None = None,
-                 details: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        errno: int | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -57,8 +62,9 @@ class AddonregError(Exception):
         return f"{self.message} ({where})" if self.status is not None else self.message
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.message!r}, status={self.status!r}, "
-                f"errno={self.errno!r})")
+        return (
+            f"{type(self).__name__}({self.message!r}, status={self.status!r}, errno={self.errno!r})"
+        )
 
 
 class AuthenticationError(AddonregError):
@@ -80,9 +86,14 @@ class InvalidRequestError(AddonregError):
 class UnavailableError(AddonregError):
     """The service could not answer, after the retries this client allows."""
 
-    def __init__(self, message: str, status: int | None = None, errno: int | None = None,
-                 details: Mapping[str, Any] | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        errno: int | None = None,
+        details: Mapping[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message, status, errno, details)
         self.retry_after = retry_after
 

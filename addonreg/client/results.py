@@ -79,10 +79,16 @@ class WriteResult:
     created: bool | None = None
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any], created: bool | None = None
-                    ) -> WriteResult:
-        return cls(record["addon_id"], record["sha256"], record["status"], record["serial"],
-                   record.get("version"), record.get("updated_at"), created)
+    def from_record(cls, record: Mapping[str, Any], created: bool | None = None) -> WriteResult:
+        return cls(
+            record["addon_id"],
+            record["sha256"],
+            record["status"],
+            record["serial"],
+            record.get("version"),
+            record.get("updated_at"),
+            created,
+        )
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> WriteResult:
@@ -103,8 +109,11 @@ class Job:
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Job:
-        return cls(body["job"], body["status"],
-                   [WriteResult.from_item(i) for i in body.get("results") or ()])
+        return cls(
+            body["job"],
+            body["status"],
+            [WriteResult.from_item(i) for i in body.get("results") or ()],
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +126,7 @@ class Operation:
     version: str | None = None
 
     @classmethod
-    def register(cls, addon_id: str, sha256: str, version: str | None = None
-                 ) -> Operation:
+    def register(cls, addon_id: str, sha256: str, version: str | None = None) -> Operation:
         return cls("register", addon_id, sha256, version)
 
     @classmethod
@@ -151,5 +159,9 @@ class ServiceInfo:
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ServiceInfo:
         settings = body.get("settings") or {}
-        return cls(str(body.get("project_version", "")), int(settings.get("max_lookup", 1000)),
-                   int(settings.get("max_write", 5000)), dict(settings))
+        return cls(
+            str(body.get("project_version", "")),
+            int(settings.get("max_lookup", 1000)),
+            int(settings.get("max_write", 5000)),
+            dict(settings),
+        )

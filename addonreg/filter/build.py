@@ -60,8 +60,9 @@ class Built:
         return self.file.n_changed if self.file.is_delta else self.file.n_files
 
 
-def build_base(records: Union[Iterable[Record], KeySet], serial: int, *,
-               membership_bits: int = 0) -> Built:
+def build_base(
+    records: Union[Iterable[Record], KeySet], serial: int, *, membership_bits: int = 0
+) -> Built:
     """A verified base filter of the registry (records or an already hashed KeySet) at ``serial``.
 
     ``membership_bits`` b > 0 adds a b-bit filter over every known file, so a
@@ -73,19 +74,33 @@ def build_base(records: Union[Iterable[Record], KeySet], serial: int, *,
         raise ValueError("membership_bits must be 0..32")
     _check_serial(serial)
     desired = keys.status
-    orientations: List[Tuple[Tuple[int, ...], int]] = [((REVOKED,), REGISTERED),
-                                                       ((REGISTERED,), REVOKED)]
+    orientations: List[Tuple[Tuple[int, ...], int]] = [
+        ((REVOKED,), REGISTERED),
+        ((REGISTERED,), REVOKED),
+    ]
     stages, default = _build_stages(keys, desired, orientations)
-    membership = build_layer(keys.k0, keys.k1, membership_bits, 0) \
-        if membership_bits and len(keys) else None
-    f = FilterFile(fmt.KIND_BASE, serial, serial, bytes(32), len(keys),
-                   _count_addons(keys), int((desired == REVOKED).sum()), 0, default,
-                   membership, stages)
+    membership = (
+        build_layer(keys.k0, keys.k1, membership_bits, 0) if membership_bits and len(keys) else None
+    )
+    f = FilterFile(
+        fmt.KIND_BASE,
+        serial,
+        serial,
+        bytes(32),
+        len(keys),
+        _count_addons(keys),
+        int((desired == REVOKED).sum()),
+        0,
+        default,
+        membership,
+        stages,
+    )
     return _finish(f, keys, desired)
 
 
-def build_delta(base: Built, changes: Union[Iterable[Record], KeySet], serial: int, *,
-                whole: bool = False) -> Built:
+def build_delta(
+    base: Built, changes: Union[Iterable[Record], KeySet], serial: int, *, whole: bool = False
+) -> Built:
     """A verified cumulative delta over ``base`` at ``serial``.
 
     ``changes``: every record changed since the base, in feed order (a later
@@ -116,10 +131,19 @@ def build_delta(base: Built, changes: Union[Iterable[Record], KeySet], serial: i
         desired = np.zeros(len(current), dtype=np.uint8)
         desired[current.locate(ch.k0, ch.k1)] = np.where(was == ch.status, UNCHANGED, ch.status)
     stages, default = _build_stages(current, desired, [((REVOKED, REGISTERED), UNCHANGED)])
-    f = FilterFile(fmt.KIND_DELTA, serial, base.serial, bytes.fromhex(base.sha256),
-                   len(current), _count_addons(current),
-                   int((current.status == REVOKED).sum()), int((desired != UNCHANGED).sum()),
-                   default, None, stages)
+    f = FilterFile(
+        fmt.KIND_DELTA,
+        serial,
+        base.serial,
+        bytes.fromhex(base.sha256),
+        len(current),
+        _count_addons(current),
+        int((current.status == REVOKED).sum()),
+        int((desired != UNCHANGED).sum()),
+        default,
+        None,
+        stages,
+    )
     return _finish(f, current, desired)
 
 
@@ -138,6 +162,7 @@ def verify(f: FilterFile, keys: KeySet, desired: np.ndarray) -> None:
 
 
 # -- internals -------------------------------------------------------------
+
 
 def _check_serial(serial: int) -> None:
     if type(serial) is not int or not 0 <= serial < 1 << 64:
@@ -164,7 +189,7 @@ def _best_k(p: int, q: int) -> Tuple[int, float]:
     """
     best = (0, _OVERHEAD * (p + q))
     for k in range(1, 33):
-        bits = _OVERHEAD * (p * k + p + q * 2.0 ** -k)
+        bits = _OVERHEAD * (p * k + p + q * 2.0**-k)
         if bits < best[1]:
             best = (k, bits)
     return best
@@ -179,8 +204,9 @@ def _stage_bits(p: int, q: int) -> float:
     return bits + (192 if k else 64)  # stage and layer headers
 
 
-def _build_stages(keys: KeySet, desired: np.ndarray,
-                  orientations: List[Tuple[Tuple[int, ...], int]]) -> Tuple[Tuple[Stage, ...], int]:
+def _build_stages(
+    keys: KeySet, desired: np.ndarray, orientations: List[Tuple[Tuple[int, ...], int]]
+) -> Tuple[Tuple[Stage, ...], int]:
     if not len(keys):
         return (), orientations[0][1]
     a0, a1, index = keys.addons
@@ -213,23 +239,32 @@ def _build_stages(keys: KeySet, desired: np.ndarray,
     stages = []
     tag = 0
     if chosen.any():
-        stages.append(_build_stage(ADDON, REVOKED, a0[chosen], a1[chosen],
-                                   a0[~chosen], a1[~chosen], tag))
+        stages.append(
+            _build_stage(ADDON, REVOKED, a0[chosen], a1[chosen], a0[~chosen], a1[~chosen], tag)
+        )
         tag += 1
     left = ~chosen[index]
     for a in answers:
         pos = left & (desired == a)
         if pos.any():
             neg = left & ~pos
-            stages.append(_build_stage(FILE, a, keys.k0[pos], keys.k1[pos],
-                                       keys.k0[neg], keys.k1[neg], tag))
+            stages.append(
+                _build_stage(FILE, a, keys.k0[pos], keys.k1[pos], keys.k0[neg], keys.k1[neg], tag)
+            )
             tag += 1
             left = neg
     return tuple(stages), default
 
 
-def _build_stage(kind: int, answer: int, p0: np.ndarray, p1: np.ndarray,
-                 n0: np.ndarray, n1: np.ndarray, index: int) -> Stage:
+def _build_stage(
+    kind: int,
+    answer: int,
+    p0: np.ndarray,
+    p1: np.ndarray,
+    n0: np.ndarray,
+    n1: np.ndarray,
+    index: int,
+) -> Stage:
     p, q = len(p0), len(n0)
     if not q:
         return Stage(kind, answer, p, None, None)
@@ -242,6 +277,7 @@ def _build_stage(kind: int, answer: int, p0: np.ndarray, p1: np.ndarray,
     l2 = None
     if len(n0):
         values = np.concatenate([np.ones(p, np.uint64), np.zeros(len(n0), np.uint64)])
-        l2 = build_layer(np.concatenate([p0, n0]), np.concatenate([p1, n1]), 1,
-                         2 + 2 * index, values=values)
+        l2 = build_layer(
+            np.concatenate([p0, n0]), np.concatenate([p1, n1]), 1, 2 + 2 * index, values=values
+        )
     return Stage(kind, answer, p, l1, l2)  # type: ignore[arg-type]

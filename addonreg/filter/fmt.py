@@ -89,8 +89,9 @@ class FilterFile:
 
     # -- answers -----------------------------------------------------------
 
-    def answer_np(self, a0: np.ndarray, a1: np.ndarray,
-                  f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
+    def answer_np(
+        self, a0: np.ndarray, a1: np.ndarray, f0: np.ndarray, f1: np.ndarray
+    ) -> np.ndarray:
         """The answer code (UNCHANGED/REGISTERED/REVOKED) of every (add-on key, file key)."""
         out = np.full(len(f0), self.default, dtype=np.uint8)
         todo = np.arange(len(f0))
@@ -126,10 +127,25 @@ class FilterFile:
 
     def to_bytes(self) -> bytes:
         mbits = self.membership.k if self.membership else 0
-        parts = [_HEADER.pack(MAGIC, VERSION, self.kind, KEY_SCHEME, self.serial,
-                              self.base_serial, self.base_sha256, self.n_files,
-                              self.n_addons, self.n_revoked, self.n_changed,
-                              self.default, len(self.stages), mbits, 0)]
+        parts = [
+            _HEADER.pack(
+                MAGIC,
+                VERSION,
+                self.kind,
+                KEY_SCHEME,
+                self.serial,
+                self.base_serial,
+                self.base_sha256,
+                self.n_files,
+                self.n_addons,
+                self.n_revoked,
+                self.n_changed,
+                self.default,
+                len(self.stages),
+                mbits,
+                0,
+            )
+        ]
         if self.membership:
             parts.append(_layer_bytes(self.membership))
         for st in self.stages:
@@ -145,8 +161,23 @@ class FilterFile:
         data = bytes(data)
         if len(data) < HEADER_SIZE or data[:8] != MAGIC:
             raise FormatError("not an addonreg filter file")
-        (_, version, kind, scheme, serial, base_serial, base_sha, n_files, n_addons,
-         n_revoked, n_changed, default, n_stages, mbits, reserved) = _HEADER.unpack_from(data)
+        (
+            _,
+            version,
+            kind,
+            scheme,
+            serial,
+            base_serial,
+            base_sha,
+            n_files,
+            n_addons,
+            n_revoked,
+            n_changed,
+            default,
+            n_stages,
+            mbits,
+            reserved,
+        ) = _HEADER.unpack_from(data)
         if version != VERSION:
             raise FormatError(f"filter format version {version}; this reader reads {VERSION}")
         if kind not in (KIND_BASE, KIND_DELTA) or scheme != KEY_SCHEME or reserved:
@@ -166,8 +197,12 @@ class FilterFile:
                 raise FormatError("truncated stage")
             skind, answer, flags, res, npos = _STAGE.unpack_from(data, off)
             off += _STAGE.size
-            if skind not in (ADDON, FILE) or answer not in (REGISTERED, REVOKED) \
-                    or flags & ~3 or res:
+            if (
+                skind not in (ADDON, FILE)
+                or answer not in (REGISTERED, REVOKED)
+                or flags & ~3
+                or res
+            ):
                 raise FormatError("bad stage")
             l1 = l2 = None
             if flags & 1:
@@ -179,8 +214,19 @@ class FilterFile:
             stages.append(Stage(skind, answer, npos, l1, l2))
         if off != len(data):
             raise FormatError("trailing bytes after the last stage")
-        return cls(kind, serial, base_serial, base_sha, n_files, n_addons, n_revoked,
-                   n_changed, default, membership, tuple(stages))
+        return cls(
+            kind,
+            serial,
+            base_serial,
+            base_sha,
+            n_files,
+            n_addons,
+            n_revoked,
+            n_changed,
+            default,
+            membership,
+            tuple(stages),
+        )
 
 
 def _layer_bytes(layer: Layer) -> bytes:

@@ -40,26 +40,37 @@ def generate_key() -> Tuple[str, str]:
     """A new Ed25519 key: (private, public), each the base64 of its 32 raw bytes."""
     key = Ed25519PrivateKey.generate()
     from cryptography.hazmat.primitives import serialization
-    private = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                serialization.NoEncryption())
-    return (base64.b64encode(private).decode(),
-            base64.b64encode(raw_public_key(key.public_key())).decode())
+
+    private = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return (
+        base64.b64encode(private).decode(),
+        base64.b64encode(raw_public_key(key.public_key())).decode(),
+    )
 
 
 def _rows(records: List[Record]) -> List[Tuple[str, str, str]]:
     return [(r.addon_id, r.sha256, r.status) for r in records]
 
 
-async def follow_filter(writer: FilterWriter, source: FeedSource, *, follow: bool,
-                        interval: float, poll: float = 1.0,
-                        stopping: Optional[asyncio.Event] = None) -> None:
+async def follow_filter(
+    writer: FilterWriter,
+    source: FeedSource,
+    *,
+    follow: bool,
+    interval: float,
+    poll: float = 1.0,
+    stopping: Optional[asyncio.Event] = None,
+) -> None:
     """Publish a base, then (``follow``) deltas until ``stopping`` is set."""
     records, since = await source.snapshot()
     # A file read twice (it changed during the read): its later record wins.
     keys = KeySet.from_changes(_rows(records))
     index = writer.publish_base(keys, since)
-    log.info("filter base: %d files at serial %d, %d bytes", len(keys), since,
-             index["base"]["size"])
+    log.info(
+        "filter base: %d files at serial %d, %d bytes", len(keys), since, index["base"]["size"]
+    )
     stopping = stopping or asyncio.Event()
     pending: List[Record] = []
     last = time.monotonic()
@@ -71,9 +82,13 @@ async def follow_filter(writer: FilterWriter, source: FeedSource, *, follow: boo
             log.warning("feed unavailable: %s", exc)
         if pending and time.monotonic() - last >= interval:
             index = writer.update(_rows(pending), since)
-            log.info("filter at serial %d: %d change(s); base %d bytes, delta %d bytes",
-                     since, len(pending), index["base"]["size"],
-                     (index.get("delta") or {}).get("size", 0))
+            log.info(
+                "filter at serial %d: %d change(s); base %d bytes, delta %d bytes",
+                since,
+                len(pending),
+                index["base"]["size"],
+                (index.get("delta") or {}).get("size", 0),
+            )
             pending, last = [], time.monotonic()
         try:
             await asyncio.wait_for(stopping.wait(), poll)
@@ -81,17 +96,23 @@ async def follow_filter(writer: FilterWriter, source: FeedSource, *, follow: boo
             pass
 
 
-async def run_filter(settings: Any, directory: str, *, follow: bool,
-                     source_url: Optional[str]) -> int:
+async def run_filter(
+    settings: Any, directory: str, *, follow: bool, source_url: Optional[str]
+) -> int:
     """``addonreg filter``: the exit code."""
     if not settings.filter_key:
-        print("addonreg filter: setting 'filter_key' is required ($ADDONREG_FILTER_KEY: the "
-              "Ed25519 signing key, PEM or base64; `addonreg filter --generate-key` makes one)",
-              file=sys.stderr)
+        print(
+            "addonreg filter: setting 'filter_key' is required ($ADDONREG_FILTER_KEY: the "
+            "Ed25519 signing key, PEM or base64; `addonreg filter --generate-key` makes one)",
+            file=sys.stderr,
+        )
         return 2
-    writer = FilterWriter(directory, settings.filter_key,
-                          max_delta_ratio=settings.filter_max_delta_ratio,
-                          max_base_age=settings.filter_max_base_age)
+    writer = FilterWriter(
+        directory,
+        settings.filter_key,
+        max_delta_ratio=settings.filter_max_delta_ratio,
+        max_base_age=settings.filter_max_base_age,
+    )
     source = feed_source(settings, source_url)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -99,8 +120,13 @@ async def run_filter(settings: Any, directory: str, *, follow: bool,
         loop.add_signal_handler(sig, stopping.set)
     try:
         await source.open()
-        await follow_filter(writer, source, follow=follow,
-                            interval=settings.filter_delta_interval, stopping=stopping)
+        await follow_filter(
+            writer,
+            source,
+            follow=follow,
+            interval=settings.filter_delta_interval,
+            stopping=stopping,
+        )
     except (FeedError, BackendError) as exc:
         print(f"addonreg filter: {exc}", file=sys.stderr)
         return 1

@@ -98,8 +98,9 @@ def _check_values(value: Any) -> None:
 
 def _dumps(obj: Dict[str, Any]) -> bytes:
     _check_values(obj)
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
 
 
 def canonical_bytes(index: Dict[str, Any]) -> bytes:
@@ -112,8 +113,9 @@ def index_bytes(index: Dict[str, Any]) -> bytes:
     return _dumps(index)
 
 
-def sign_index(index: Dict[str, Any],
-               private_key: Union[KeyData, Ed25519PrivateKey]) -> Dict[str, Any]:
+def sign_index(
+    index: Dict[str, Any], private_key: Union[KeyData, Ed25519PrivateKey]
+) -> Dict[str, Any]:
     """A copy of ``index`` with ``key_id`` and ``signature`` (Ed25519 over the canonical bytes)."""
     key = load_private_key(private_key)
     signed = {k: v for k, v in index.items() if k != "signature"}
@@ -122,8 +124,9 @@ def sign_index(index: Dict[str, Any],
     return signed
 
 
-def verify_index(data: Union[bytes, Dict[str, Any]],
-                 public_keys: Iterable[Union[KeyData, Ed25519PublicKey]]) -> Dict[str, Any]:
+def verify_index(
+    data: Union[bytes, Dict[str, Any]], public_keys: Iterable[Union[KeyData, Ed25519PublicKey]]
+) -> Dict[str, Any]:
     """The index, once its signature checks against one of ``public_keys``
     (else :class:`IndexVerificationError`).
 
@@ -184,8 +187,9 @@ def file_entry(built: Any, built_at: str, path_prefix: str = "filter/") -> Dict[
     return entry
 
 
-def make_index(base: Any, base_built_at: str, delta: Optional[Any] = None,
-               delta_built_at: Optional[str] = None) -> Dict[str, Any]:
+def make_index(
+    base: Any, base_built_at: str, delta: Optional[Any] = None, delta_built_at: Optional[str] = None
+) -> Dict[str, Any]:
     """The unsigned index of a base and its newest delta (``build.Built`` objects)."""
     newest = delta if delta is not None else base
     return {

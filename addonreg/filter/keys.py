@@ -73,7 +73,7 @@ def file_key(addon_id: str, sha256: str) -> bytes:
 
 def file_words(addon: Tuple[int, int], sha256: bytes) -> Tuple[int, int]:
     """(k0, k1) of the file key, from the add-on key's words and the 32 raw hash bytes."""
-    s0, s1, s2, s3 = (int.from_bytes(sha256[i:i + 8], "little") for i in (0, 8, 16, 24))
+    s0, s1, s2, s3 = (int.from_bytes(sha256[i : i + 8], "little") for i in (0, 8, 16, 24))
     return fmix64(s0 ^ addon[0] ^ fmix64(s2)), fmix64(s1 ^ addon[1] ^ fmix64(s3))
 
 
@@ -180,9 +180,13 @@ class KeySet:
             if not step.any():
                 break
             pos[step] += 1
-        return KeySet(np.insert(self.k0, pos, n0), np.insert(self.k1, pos, n1),
-                      np.insert(self.a0, pos, ch.a0[new]), np.insert(self.a1, pos, ch.a1[new]),
-                      np.insert(status, pos, ch.status[new]))
+        return KeySet(
+            np.insert(self.k0, pos, n0),
+            np.insert(self.k1, pos, n1),
+            np.insert(self.a0, pos, ch.a0[new]),
+            np.insert(self.a1, pos, ch.a1[new]),
+            np.insert(status, pos, ch.status[new]),
+        )
 
     @classmethod
     def _canonical(cls, k0, k1, a0, a1, st, *, last_wins: bool) -> "KeySet":
@@ -256,8 +260,11 @@ def _hash_records(records: Iterable[Record]):
     if records and set(map(len, records)) != {3}:
         raise ValueError("a record is (addon_id, sha256, status)")
     try:
-        codes = np.fromiter(map(STATUS_CODES.__getitem__, map(itemgetter(2), records)),
-                            dtype=np.uint8, count=len(records))
+        codes = np.fromiter(
+            map(STATUS_CODES.__getitem__, map(itemgetter(2), records)),
+            dtype=np.uint8,
+            count=len(records),
+        )
     except KeyError as exc:
         raise ValueError(f"unknown status {exc.args[0]!r}") from None
     a0, a1, k0, k1 = _hash(list(map(itemgetter(0), records)), list(map(itemgetter(1), records)))

@@ -40,8 +40,12 @@ class FilterReader:
     (checks the files' pairing only; for test vectors and trusted sources).
     """
 
-    def __init__(self, base: FilterFile, delta: Optional[FilterFile] = None,
-                 index: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(
+        self,
+        base: FilterFile,
+        delta: Optional[FilterFile] = None,
+        index: Optional[Dict[str, Any]] = None,
+    ) -> None:
         if base.is_delta:
             raise FilterRejected("the base file is a delta")
         if delta is not None and (not delta.is_delta or delta.base_serial != base.serial):
@@ -62,9 +66,12 @@ class FilterReader:
         return cls(b, d)
 
     @classmethod
-    def from_index(cls, index_data: bytes,
-                   files: Union[Mapping[str, bytes], Callable[[str], bytes]],
-                   public_keys: Iterable[Any]) -> "FilterReader":
+    def from_index(
+        cls,
+        index_data: bytes,
+        files: Union[Mapping[str, bytes], Callable[[str], bytes]],
+        public_keys: Iterable[Any],
+    ) -> "FilterReader":
         """Check ``latest.json`` against the trusted keys, then each file against it.
 
         ``files`` maps an index ``path`` (``filter/<sha256>.bin``) to its bytes,
@@ -79,8 +86,11 @@ class FilterReader:
         delta = _checked(index["delta"], get, "delta") if index.get("delta") is not None else None
         reader = cls.from_bytes(base, delta)
         newest = reader.delta or reader.base
-        if reader.base.serial != index["base"]["serial"] or newest.serial != index.get("serial") \
-                or (delta is not None and index["delta"]["serial"] != newest.serial):
+        if (
+            reader.base.serial != index["base"]["serial"]
+            or newest.serial != index.get("serial")
+            or (delta is not None and index["delta"]["serial"] != newest.serial)
+        ):
             raise FilterRejected("the files' serials differ from the index")
         reader.index = index
         return reader
@@ -119,8 +129,9 @@ class FilterReader:
         """Answers for many ``(addon_id, sha256)`` at once (numpy; the fast path)."""
         return [_NAME_LIST[c] for c in self.status_codes(*keys.hash_pairs(pairs)).tolist()]
 
-    def status_codes(self, a0: np.ndarray, a1: np.ndarray,
-                     f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
+    def status_codes(
+        self, a0: np.ndarray, a1: np.ndarray, f0: np.ndarray, f1: np.ndarray
+    ) -> np.ndarray:
         """Answer codes (uint8: 1 registered, 2 revoked, 3 not-in-filter) of hashed keys."""
         out = np.zeros(len(f0), dtype=np.uint8)
         todo = np.arange(len(f0))

@@ -120,17 +120,23 @@ class Layer:
 
     def __post_init__(self) -> None:
         nbytes = self.m // 8
-        if self.m % 8 or self.w % 8 or not 8 <= self.w <= min(self.m, MAX_W) \
-                or not 1 <= self.k <= MAX_K or len(self.planes) != self.k * nbytes:
+        if (
+            self.m % 8
+            or self.w % 8
+            or not 8 <= self.w <= min(self.m, MAX_W)
+            or not 1 <= self.k <= MAX_K
+            or len(self.planes) != self.k * nbytes
+        ):
             raise ValueError("inconsistent layer parameters")
         words = []
         for j in range(self.k):
-            plane = self.planes[j * nbytes:(j + 1) * nbytes]
+            plane = self.planes[j * nbytes : (j + 1) * nbytes]
             padded = plane + bytes(_PAD + (-nbytes) % 8)
             words.append(np.frombuffer(padded, dtype="<u8"))
         object.__setattr__(self, "_words", words)
-        object.__setattr__(self, "_bytes", [
-            self.planes[j * nbytes:(j + 1) * nbytes] for j in range(self.k)])
+        object.__setattr__(
+            self, "_bytes", [self.planes[j * nbytes : (j + 1) * nbytes] for j in range(self.k)]
+        )
 
     @property
     def nbytes(self) -> int:
@@ -138,8 +144,9 @@ class Layer:
 
     # -- evaluation --------------------------------------------------------
 
-    def _parity(self, j: int, q: np.ndarray, r: np.ndarray, r2: np.ndarray,
-                lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    def _parity(
+        self, j: int, q: np.ndarray, r: np.ndarray, r2: np.ndarray, lo: np.ndarray, hi: np.ndarray
+    ) -> np.ndarray:
         """Bit j of the value: parity of coefficient AND plane j's window (uint8 0/1)."""
         words = self._words[j]
         one = _u(1)
@@ -163,8 +170,9 @@ class Layer:
     def eval_np(self, k0: np.ndarray, k1: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(value, fingerprint) of every key, as uint64 arrays."""
         if len(k0) > CHUNK:
-            parts = [self.eval_np(k0[i:i + CHUNK], k1[i:i + CHUNK])
-                     for i in range(0, len(k0), CHUNK)]
+            parts = [
+                self.eval_np(k0[i : i + CHUNK], k1[i : i + CHUNK]) for i in range(0, len(k0), CHUNK)
+            ]
             return np.concatenate([v for v, _ in parts]), np.concatenate([f for _, f in parts])
         b, q, r, r2, lo, hi = self._prepare(k0, k1)
         value = np.zeros(len(k0), dtype=np.uint64)
@@ -179,8 +187,12 @@ class Layer:
         survives a plane with probability 1/2, so this costs ~2 planes, not k.
         """
         if len(k0) > CHUNK:
-            return np.concatenate([self.match_np(k0[i:i + CHUNK], k1[i:i + CHUNK])
-                                   for i in range(0, len(k0), CHUNK)])
+            return np.concatenate(
+                [
+                    self.match_np(k0[i : i + CHUNK], k1[i : i + CHUNK])
+                    for i in range(0, len(k0), CHUNK)
+                ]
+            )
         b, q, r, r2, lo, hi = self._prepare(k0, k1)
         fp = fingerprint_np(b, self.k)
         one = _u(1)
@@ -209,7 +221,7 @@ class Layer:
         b, lo, sh, c = self._one(k0, k1)
         value = 0
         for j, plane in enumerate(self._bytes):
-            window = int.from_bytes(plane[lo:lo + 17], "little") >> sh
+            window = int.from_bytes(plane[lo : lo + 17], "little") >> sh
             value |= ((window & c).bit_count() & 1) << j
         return value, fmix64(b ^ C_FP) & ((1 << self.k) - 1)
 
@@ -218,7 +230,7 @@ class Layer:
         b, lo, sh, c = self._one(k0, k1)
         fp = fmix64(b ^ C_FP)
         for plane in self._bytes:
-            window = int.from_bytes(plane[lo:lo + 17], "little") >> sh
+            window = int.from_bytes(plane[lo : lo + 17], "little") >> sh
             if ((window & c).bit_count() ^ fp) & 1:
                 return False
             fp >>= 1
@@ -239,8 +251,9 @@ def layer_size(n: int, attempt: int) -> Tuple[int, int]:
     return m, min(MAX_W, m)
 
 
-def solve(starts: Sequence[int], coefs: Sequence[int], values: Sequence[int],
-          m: int, w: int, k: int) -> Optional[bytes]:
+def solve(
+    starts: Sequence[int], coefs: Sequence[int], values: Sequence[int], m: int, w: int, k: int
+) -> Optional[bytes]:
     """Planes (k * m/8 bytes) satisfying every equation, or None when inconsistent.
 
     Equations must be sorted by start. Banded Gaussian elimination: each row is
@@ -276,8 +289,9 @@ def solve(starts: Sequence[int], coefs: Sequence[int], values: Sequence[int],
             if c and (((rvals[i] >> j) ^ (c & window).bit_count()) & 1):
                 window |= 1
                 out[i] = 1
-        planes.append(np.packbits(np.frombuffer(bytes(out), dtype=np.uint8),
-                                  bitorder="little").tobytes())
+        planes.append(
+            np.packbits(np.frombuffer(bytes(out), dtype=np.uint8), bitorder="little").tobytes()
+        )
     return b"".join(planes)
 
 
@@ -285,8 +299,14 @@ class BuildError(RuntimeError):
     """A filter could not be built (or failed its own verification)."""
 
 
-def build_layer(k0: np.ndarray, k1: np.ndarray, k: int, tag: int,
-                values: Optional[np.ndarray] = None, max_attempts: int = 24) -> Layer:
+def build_layer(
+    k0: np.ndarray,
+    k1: np.ndarray,
+    k: int,
+    tag: int,
+    values: Optional[np.ndarray] = None,
+    max_attempts: int = 24,
+) -> Layer:
     """Solve a layer over the given keys (already sorted and distinct).
 
     ``values`` None: a filter (wanted value = the key's k-bit fingerprint);
@@ -307,5 +327,7 @@ def build_layer(k0: np.ndarray, k1: np.ndarray, k: int, tag: int,
         planes = solve(s[order].tolist(), coefs, v[order].tolist(), m, w, k)
         if planes is not None:
             return Layer(m=m, w=w, k=k, salt=salt, planes=planes)
-    raise BuildError(f"no solution for {n} keys after {max_attempts} attempts "
-                     "(two known keys with one 128-bit key and different answers?)")
+    raise BuildError(
+        f"no solution for {n} keys after {max_attempts} attempts "
+        "(two known keys with one 128-bit key and different answers?)"
+    )

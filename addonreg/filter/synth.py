@@ -32,8 +32,9 @@ def addon_of_files(n_files: int, n_addons: int, rng: np.random.Generator) -> np.
     return addon
 
 
-def revoked_mask(addon: np.ndarray, n_addons: int, revoked: float, clustered: bool,
-                 rng: np.random.Generator) -> np.ndarray:
+def revoked_mask(
+    addon: np.ndarray, n_addons: int, revoked: float, clustered: bool, rng: np.random.Generator
+) -> np.ndarray:
     n = len(addon)
     target = int(round(revoked * n))
     mask = np.zeros(n, dtype=bool)
@@ -57,8 +58,9 @@ def revoked_mask(addon: np.ndarray, n_addons: int, revoked: float, clustered: bo
     return mask
 
 
-def registry(n_files: int, n_addons: int, revoked: float = 0.01, clustered: bool = False,
-             seed: int = 0) -> List[Record]:
+def registry(
+    n_files: int, n_addons: int, revoked: float = 0.01, clustered: bool = False, seed: int = 0
+) -> List[Record]:
     """``(addon_id, sha256 hex, status)`` records (see the module doc)."""
     rng = np.random.default_rng(seed)
     addon = addon_of_files(n_files, n_addons, rng)
@@ -66,5 +68,7 @@ def registry(n_files: int, n_addons: int, revoked: float = 0.01, clustered: bool
     mask = revoked_mask(addon, n_addons, revoked, clustered, rng)
     ids = [f"a{i}@synth.example" for i in range(n_addons)]
     names = ("registered", "revoked")
-    return [(ids[a], hexes[64 * i:64 * i + 64], names[r])
-            for i, (a, r) in enumerate(zip(addon.tolist(), mask.tolist()))]
+    return [
+        (ids[a], hexes[64 * i : 64 * i + 64], names[r])
+        for i, (a, r) in enumerate(zip(addon.tolist(), mask.tolist()))
+    ]

@@ -34,9 +34,16 @@ def iso_time(ts: float) -> str:
 
 
 class FilterWriter:
-    def __init__(self, directory: str, private_key: Any, *, max_delta_ratio: float = 0.5,
-                 max_base_age: float = 7 * 86400, membership_bits: int = 0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        directory: str,
+        private_key: Any,
+        *,
+        max_delta_ratio: float = 0.5,
+        max_base_age: float = 7 * 86400,
+        membership_bits: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.root = directory
         self.dir = os.path.join(directory, "filter")
         self.key = load_private_key(private_key)
@@ -76,8 +83,10 @@ class FilterWriter:
     def base_due(self, delta: Built) -> bool:
         """True when ``delta`` should give way to a new base (size ratio or age)."""
         assert self.base is not None
-        return (len(delta.data) > self.max_delta_ratio * len(self.base.data)
-                or self.clock() - self.base_time >= self.max_base_age)
+        return (
+            len(delta.data) > self.max_delta_ratio * len(self.base.data)
+            or self.clock() - self.base_time >= self.max_base_age
+        )
 
     def update(self, changes: Iterable[Record], serial: int) -> Dict[str, Any]:
         """Publish the registry at ``serial`` after ``changes`` (records since the last call)."""
@@ -105,8 +114,12 @@ class FilterWriter:
         for built in (self.base, self.delta):
             if built is not None:
                 self._write_once(f"{built.sha256}.bin", built.data)
-        index = make_index(self.base, iso_time(self.base_time), self.delta,
-                           iso_time(self.delta_time) if self.delta else None)
+        index = make_index(
+            self.base,
+            iso_time(self.base_time),
+            self.delta,
+            iso_time(self.delta_time) if self.delta else None,
+        )
         index = sign_index(index, self.key)
         self._write(INDEX_NAME, index_bytes(index))
         paths = {e["path"] for e in (index["base"], index["delta"]) if e}

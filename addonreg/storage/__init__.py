@@ -32,9 +32,24 @@ from collections.abc import AsyncIterator
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["REGISTERED", "REVOKED", "STATUS_CODE", "STATUS_NAME", "Record", "Operation",
-           "Applied", "Job", "BackendError", "OutcomeUnknown", "RegistrationStore", "Key", "plan",
-           "result_item", "load_storage", "describe_storage"]
+__all__ = [
+    "REGISTERED",
+    "REVOKED",
+    "STATUS_CODE",
+    "STATUS_NAME",
+    "Record",
+    "Operation",
+    "Applied",
+    "Job",
+    "BackendError",
+    "OutcomeUnknown",
+    "RegistrationStore",
+    "Key",
+    "plan",
+    "result_item",
+    "load_storage",
+    "describe_storage",
+]
 
 REGISTERED = "registered"
 REVOKED = "revoked"
@@ -83,9 +98,14 @@ class Record(NamedTuple):
 
     def to_dict(self) -> dict:
         """The record as the API shows it."""
-        return {"addon_id": self.addon_id, "sha256": self.sha256, "version": self.version,
-                "status": self.status, "serial": self.serial,
-                "updated_at": format_timestamp(self.updated_at)}
+        return {
+            "addon_id": self.addon_id,
+            "sha256": self.sha256,
+            "version": self.version,
+            "status": self.status,
+            "serial": self.serial,
+            "updated_at": format_timestamp(self.updated_at),
+        }
 
 
 class Operation(NamedTuple):
@@ -121,10 +141,13 @@ def result_item(op: Operation, applied: Applied) -> dict:
     """One operation's outcome as ``POST /v1/registrations`` and jobs show it."""
     record = applied.record
     if record is None:
-        return {"addon_id": op.addon_id, "sha256": op.sha256, "status": "unknown",
-                "serial": None}
-    return {"addon_id": op.addon_id, "sha256": op.sha256, "status": record.status,
-            "serial": record.serial}
+        return {"addon_id": op.addon_id, "sha256": op.sha256, "status": "unknown", "serial": None}
+    return {
+        "addon_id": op.addon_id,
+        "sha256": op.sha256,
+        "status": record.status,
+        "serial": record.serial,
+    }
 
 
 JOB_QUEUED, JOB_DONE, JOB_FAILED = "queued", "done", "failed"
@@ -147,8 +170,11 @@ class Job:
 
 
 def encode_operations(ops: Sequence[Operation]) -> str:
-    return json.dumps([[op.op, op.addon_id, op.sha256, op.version] for op in ops],
-                      separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        [[op.op, op.addon_id, op.sha256, op.version] for op in ops],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
 
 
 def decode_operations(text: str) -> Tuple[Operation, ...]:
@@ -156,8 +182,11 @@ def decode_operations(text: str) -> Tuple[Operation, ...]:
 
 
 def encode_results(ops: Sequence[Operation], results: Sequence[Applied]) -> str:
-    return json.dumps([result_item(op, a) for op, a in zip(ops, results)],
-                      separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        [result_item(op, a) for op, a in zip(ops, results)],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
 
 
 class BackendError(Exception):
@@ -166,8 +195,9 @@ class BackendError(Exception):
     Raised by a write, it means nothing of the write was committed.
     """
 
-    def __init__(self, message: str = "storage unavailable",
-                 original: Optional[BaseException] = None) -> None:
+    def __init__(
+        self, message: str = "storage unavailable", original: Optional[BaseException] = None
+    ) -> None:
         super().__init__(message if original is None else f"{message}: {original!r}")
         self.original = original
 
@@ -176,8 +206,9 @@ class OutcomeUnknown(BackendError):
     """A write's commit was sent but not confirmed in time: it may or may not be committed."""
 
 
-def plan(ops: Sequence[Operation], current: Mapping[Key, Record], last_serial: int,
-         now: int) -> Tuple[List[Applied], Dict[Key, Record], int]:
+def plan(
+    ops: Sequence[Operation], current: Mapping[Key, Record], last_serial: int, now: int
+) -> Tuple[List[Applied], Dict[Key, Record], int]:
     """Work out a batch: outcomes in order, final rows to write, the new last serial.
 
     ``current`` holds the stored records of the batch's keys. Shared by every
@@ -191,8 +222,11 @@ def plan(ops: Sequence[Operation], current: Mapping[Key, Record], last_serial: i
         key = (op.addon_id, op.sha256)
         cur = state.get(key)
         if op.op == "register":
-            if cur is not None and cur.status == REGISTERED and (
-                    op.version is None or op.version == cur.version):
+            if (
+                cur is not None
+                and cur.status == REGISTERED
+                and (op.version is None or op.version == cur.version)
+            ):
                 results.append(Applied(cur))
                 continue
             serial += 1
@@ -258,8 +292,9 @@ class RegistrationStore(abc.ABC):
             since = records[-1].serial
 
     @abc.abstractmethod
-    async def apply(self, ops: Sequence[Operation], job_id: Optional[str] = None
-                    ) -> Optional[List[Applied]]:
+    async def apply(
+        self, ops: Sequence[Operation], job_id: Optional[str] = None
+    ) -> Optional[List[Applied]]:
         """Commit a batch of operations in one transaction (see :func:`plan`).
 
         With ``job_id``, the batch is that job's operations: in the same
@@ -294,7 +329,7 @@ def describe_storage(url: str) -> str:
     ``SQLite file /abs/path``, ``MySQL root@host:3306/db``, ``memory``."""
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
-        return f"SQLite file {os.path.abspath(url[len('sqlite:///'):])}"
+        return f"SQLite file {os.path.abspath(url[len('sqlite:///') :])}"
     if parts.scheme == "mysql":
         user = f"{unquote(parts.username)}@" if parts.username else ""
         return f"MySQL {user}{parts.hostname}:{parts.port or 3306}{parts.path}"

@@ -60,8 +60,9 @@ class MemoryStore(RegistrationStore):
             i += 1
         return out
 
-    async def apply(self, ops: Sequence[Operation], job_id: Optional[str] = None
-                    ) -> Optional[List[Applied]]:
+    async def apply(
+        self, ops: Sequence[Operation], job_id: Optional[str] = None
+    ) -> Optional[List[Applied]]:
         if job_id is not None:
             job = self._jobs.get(job_id)
             if job is None or job.status != JOB_QUEUED:
@@ -79,8 +80,13 @@ class MemoryStore(RegistrationStore):
         if len(self._serials) > 2 * len(self._by_serial) + 1024:
             self._serials = sorted(self._by_serial)
         if job_id is not None and job is not None:
-            self._jobs[job_id] = Job(job_id, job.owner, JOB_DONE, job.operations,
-                                     [result_item(op, a) for op, a in zip(ops, results)])
+            self._jobs[job_id] = Job(
+                job_id,
+                job.owner,
+                JOB_DONE,
+                job.operations,
+                [result_item(op, a) for op, a in zip(ops, results)],
+            )
         return results
 
     async def create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:

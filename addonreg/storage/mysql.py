@@ -74,9 +74,13 @@ class MySQLStore(RegistrationStore):
         parts = urlsplit(url)
         options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         self._connect_args = dict(
-            host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
-            user=unquote(parts.username or "root"), password=unquote(parts.password or ""),
-            db=parts.path.strip("/"), charset="utf8mb4", autocommit=True,
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 3306,
+            user=unquote(parts.username or "root"),
+            password=unquote(parts.password or ""),
+            db=parts.path.strip("/"),
+            charset="utf8mb4",
+            autocommit=True,
             connect_timeout=max(timeout, 1.0),
         )
         self._session = f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX_LEN}"
@@ -93,14 +97,22 @@ class MySQLStore(RegistrationStore):
         # while the database is down; connections are made on first use.
         try:
             self._read_pool = await aiomysql.create_pool(
-                minsize=0, maxsize=self.pool_size, pool_recycle=3600, **self._connect_args,
-                init_command=self._session)
+                minsize=0,
+                maxsize=self.pool_size,
+                pool_recycle=3600,
+                **self._connect_args,
+                init_command=self._session,
+            )
             # A lock left by a writer cut off mid-transaction is waited for at
             # most as long as a commit may take, not InnoDB's 50 s default.
             wait = max(1, math.ceil(2 * (self.timeout or 30)))
             self._write_pool = await aiomysql.create_pool(
-                minsize=0, maxsize=1, pool_recycle=3600, **self._connect_args,
-                init_command=f"{self._session}, innodb_lock_wait_timeout = {wait}")
+                minsize=0,
+                maxsize=1,
+                pool_recycle=3600,
+                **self._connect_args,
+                init_command=f"{self._session}, innodb_lock_wait_timeout = {wait}",
+            )
         except _DRIVER_ERRORS as exc:
             raise BackendError("MySQL unavailable", exc) from exc
 
@@ -111,9 +123,12 @@ class MySQLStore(RegistrationStore):
                 await pool.wait_closed()
         self._read_pool = self._write_pool = None
 
-    async def _run(self, pool: Optional[aiomysql.Pool],
-                   work: Callable[[aiomysql.Connection], Awaitable[T]],
-                   timeout: Optional[float] = -1) -> T:
+    async def _run(
+        self,
+        pool: Optional[aiomysql.Pool],
+        work: Callable[[aiomysql.Connection], Awaitable[T]],
+        timeout: Optional[float] = -1,
+    ) -> T:
         """Run ``work`` on a pooled connection (``timeout``: for the work, after the
         connection is had in ``storage_timeout``), every failure a BackendError."""
         if pool is None:
@@ -138,10 +153,12 @@ class MySQLStore(RegistrationStore):
 
     async def _select(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """The rows of one query on a read connection."""
+
         async def work(conn: aiomysql.Connection) -> list[Any]:
             async with conn.cursor() as cur:
                 await cur.execute(sql, params)
                 return list(await cur.fetchall())
+
         return await self._run(self._read_pool, work)
 
     async def _write(self, work: Callable[[aiomysql.Connection], Awaitable[T]], what: str) -> T:
@@ -154,8 +171,7 @@ class MySQLStore(RegistrationStore):
                 return await self._run(self._write_pool, work, timeout=2 * (self.timeout or 30))
             except BackendError as exc:
                 if self._commit_sent:
-                    raise OutcomeUnknown(f"MySQL did not confirm the {what}", exc.original) \
-                        from exc
+                    raise OutcomeUnknown(f"MySQL did not confirm the {what}", exc.original) from exc
                 raise
 
     async def create_database(self) -> bool:
@@ -170,12 +186,17 @@ class MySQLStore(RegistrationStore):
             async with conn.cursor() as cur:
                 if await cur.execute("SHOW DATABASES LIKE %s", (name,)):
                     return False
-                await cur.execute(f"CREATE DATABASE `{name.replace('`', '``')}` "
-                                  "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                await cur.execute(
+                    f"CREATE DATABASE `{name.replace('`', '``')}` "
+                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                )
                 return True
         except pymysql.err.MySQLError as exc:
-            raise BackendError(f"cannot create database {name!r} (have an administrator run "
-                               f"CREATE DATABASE, then addonreg initdb again)", exc) from exc
+            raise BackendError(
+                f"cannot create database {name!r} (have an administrator run "
+                f"CREATE DATABASE, then addonreg initdb again)",
+                exc,
+            ) from exc
         finally:
             conn.close()
 
@@ -187,29 +208,40 @@ class MySQLStore(RegistrationStore):
                     warnings.simplefilter("ignore")
                     for statement in SCHEMA:
                         await cur.execute(statement)
+
         await self._run(self._write_pool, work, timeout=max(self.timeout or 30, 30))
 
-    async def _records(self, source: str, params: Sequence[Any] = (), order: str = "",
-                       conn: Optional[aiomysql.Connection] = None) -> list[Record]:
+    async def _records(
+        self,
+        source: str,
+        params: Sequence[Any] = (),
+        order: str = "",
+        conn: Optional[aiomysql.Connection] = None,
+    ) -> list[Record]:
         """The records of ``SELECT … FROM source`` (see :func:`.sqltext.packed`)."""
+
         async def work(conn: aiomysql.Connection) -> list[Record]:
             async with conn.cursor() as cur:
                 await cur.execute(f"SELECT {packed(order)} FROM {source}", params)
                 return unpack(await cur.fetchone())
+
         return await (work(conn) if conn else self._run(self._read_pool, work))
 
     async def get(self, addon_id: str, sha256: str) -> Optional[Record]:
-        found = await self._records("registrations WHERE addon_id = %s AND sha256 = UNHEX(%s)",
-                                    (addon_id, sha256))
+        found = await self._records(
+            "registrations WHERE addon_id = %s AND sha256 = UNHEX(%s)", (addon_id, sha256)
+        )
         return found[0] if found else None
 
-    async def _get_many(self, keys: list[Key], conn: Optional[aiomysql.Connection] = None
-                        ) -> dict[Key, Record]:
+    async def _get_many(
+        self, keys: list[Key], conn: Optional[aiomysql.Connection] = None
+    ) -> dict[Key, Record]:
         found: dict[Key, Record] = {}
         for i in range(0, len(keys), _CHUNK):
             for record in await self._records(
-                    f"registrations WHERE (addon_id, sha256) IN ({key_list(keys[i:i + _CHUNK])})",
-                    conn=conn):
+                f"registrations WHERE (addon_id, sha256) IN ({key_list(keys[i : i + _CHUNK])})",
+                conn=conn,
+            ):
                 found[record.key] = record
         return found
 
@@ -218,13 +250,16 @@ class MySQLStore(RegistrationStore):
         return await self._get_many(keys) if keys else {}
 
     async def list_files(self, addon_id: str) -> list[Record]:
-        return await self._records("registrations WHERE addon_id = %s", (addon_id,),
-                                   " ORDER BY sha256")
+        return await self._records(
+            "registrations WHERE addon_id = %s", (addon_id,), " ORDER BY sha256"
+        )
 
     async def changes(self, since: int, limit: int) -> list[Record]:
-        return await self._records("(SELECT * FROM registrations WHERE serial > %s "
-                                   "ORDER BY serial LIMIT %s) page", (since, limit),
-                                   " ORDER BY serial")
+        return await self._records(
+            "(SELECT * FROM registrations WHERE serial > %s ORDER BY serial LIMIT %s) page",
+            (since, limit),
+            " ORDER BY serial",
+        )
 
     async def snapshot(self, page: int = 10_000) -> AsyncIterator[list[Record]]:
         """In primary-key order, a range scan, where the feed's serial order would
@@ -234,7 +269,8 @@ class MySQLStore(RegistrationStore):
             records = await self._records(
                 "(SELECT * FROM registrations WHERE addon_id > %s OR (addon_id = %s AND "
                 "sha256 > UNHEX(%s)) ORDER BY addon_id, sha256 LIMIT %s) page",
-                (after[0], after[0], after[1], page))
+                (after[0], after[0], after[1], page),
+            )
             if not records:
                 return
             yield records
@@ -244,20 +280,29 @@ class MySQLStore(RegistrationStore):
         rows = await self._select("SELECT value FROM counters WHERE name = 'serial'")
         return int(rows[0][0]) if rows else 0
 
-    async def _apply(self, conn: aiomysql.Connection, ops: Sequence[Operation],
-                     job_id: Optional[str]) -> Optional[list[Applied]]:
+    async def _apply(
+        self, conn: aiomysql.Connection, ops: Sequence[Operation], job_id: Optional[str]
+    ) -> Optional[list[Applied]]:
         """The optimistic paths, when the last batch says they will do, then the general one."""
         try:
             if job_id is None and self._expect_same:
                 # A batch that changes nothing (a re-import) needs no transaction:
                 # every no-op takes effect at the instant of one consistent read.
-                results, changed, _ = plan(ops, await self._get_many(
-                    list(dict.fromkeys(op.key for op in ops)), conn), 0, now_us())
+                results, changed, _ = plan(
+                    ops,
+                    await self._get_many(list(dict.fromkeys(op.key for op in ops)), conn),
+                    0,
+                    now_us(),
+                )
                 if not changed:
                     return results
             distinct = len({op.key for op in ops}) == len(ops)
-            if job_id is None and self._expect_new and distinct and \
-                    all(op.op == "register" for op in ops):
+            if (
+                job_id is None
+                and self._expect_new
+                and distinct
+                and all(op.op == "register" for op in ops)
+            ):
                 new = await self._apply_new(conn, ops)
                 if new is not None:
                     return new
@@ -266,8 +311,9 @@ class MySQLStore(RegistrationStore):
             conn.close()  # rolls back on the server; the pool drops it
             raise
 
-    async def _apply_new(self, conn: aiomysql.Connection,
-                         ops: Sequence[Operation]) -> Optional[list[Applied]]:
+    async def _apply_new(
+        self, conn: aiomysql.Connection, ops: Sequence[Operation]
+    ) -> Optional[list[Applied]]:
         """Registrations of distinct files, guessed all new (most are, and a PUT's
         answer waits for its batch's round trips): ONE round trip, a multi-statement
         ``UPDATE counters SET value = LAST_INSERT_ID(value + n)`` (the counter's
@@ -280,14 +326,19 @@ class MySQLStore(RegistrationStore):
         set_time, when = batch_time(now, n)
         statements = ["BEGIN"] + ([set_time] if set_time else [])
         counter = len(statements)  # the statement whose OK packet carries the serial
-        statements.append(f"UPDATE counters SET value = LAST_INSERT_ID(value + {n}) "
-                          "WHERE name = 'serial'")
+        statements.append(
+            f"UPDATE counters SET value = LAST_INSERT_ID(value + {n}) WHERE name = 'serial'"
+        )
         code = STATUS_CODE[REGISTERED]
-        rows = [(op.addon_id, op.sha256, op.version, code, f"LAST_INSERT_ID()-{n - k}")
-                for k, op in enumerate(ops, 1)]
+        rows = [
+            (op.addon_id, op.sha256, op.version, code, f"LAST_INSERT_ID()-{n - k}")
+            for k, op in enumerate(ops, 1)
+        ]
         for i in range(0, n, _CHUNK):
-            statements.append(f"INSERT INTO registrations ({_COLUMNS}) VALUES "
-                              + row_values(rows[i:i + _CHUNK], when))
+            statements.append(
+                f"INSERT INTO registrations ({_COLUMNS}) VALUES "
+                + row_values(rows[i : i + _CHUNK], when)
+            )
         statements.append("COMMIT")
         # One packet when the batch fits one INSERT; a larger one goes a statement
         # at a time (no packet past max_allowed_packet).
@@ -313,17 +364,23 @@ class MySQLStore(RegistrationStore):
                 self._expect_new = False
                 return None
         base = taken - n
-        return [Applied(Record(op.addon_id, op.sha256, op.version, REGISTERED, base + k, now),
-                        created=True, changed=True) for k, op in enumerate(ops, 1)]
+        return [
+            Applied(
+                Record(op.addon_id, op.sha256, op.version, REGISTERED, base + k, now),
+                created=True,
+                changed=True,
+            )
+            for k, op in enumerate(ops, 1)
+        ]
 
-    async def _apply_general(self, conn: aiomysql.Connection, ops: Sequence[Operation],
-                             job_id: Optional[str]) -> Optional[list[Applied]]:
+    async def _apply_general(
+        self, conn: aiomysql.Connection, ops: Sequence[Operation], job_id: Optional[str]
+    ) -> Optional[list[Applied]]:
         """Read the batch's files, plan (:func:`plan`), write the changes, commit."""
         await conn.begin()
         async with conn.cursor() as cur:
             if job_id is not None:
-                await cur.execute("SELECT status FROM jobs WHERE id = %s FOR UPDATE",
-                                  (job_id,))
+                await cur.execute("SELECT status FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
                 row = await cur.fetchone()
                 if row is None or row[0] != JOB_QUEUED:
                     await conn.rollback()
@@ -338,56 +395,72 @@ class MySQLStore(RegistrationStore):
             # Would an optimistic path have done? Try it next time if so.
             self._expect_new, self._expect_same = not current, not changed
             if changed:
-                rows = [(r.addon_id, r.sha256, r.version, STATUS_CODE[r.status], r.serial)
-                        for r in changed.values()]
+                rows = [
+                    (r.addon_id, r.sha256, r.version, STATUS_CODE[r.status], r.serial)
+                    for r in changed.values()
+                ]
                 set_time, when = batch_time(now, len(rows))
                 if set_time:
                     await cur.execute(set_time)
                 for i in range(0, len(rows), _CHUNK):
                     await cur.execute(
                         f"INSERT INTO registrations ({_COLUMNS}) VALUES "
-                        + row_values(rows[i:i + _CHUNK], when)
+                        + row_values(rows[i : i + _CHUNK], when)
                         + " ON DUPLICATE KEY UPDATE version = VALUES(version), "
-                          "status = VALUES(status), serial = VALUES(serial), "
-                          "updated_at = VALUES(updated_at)")
-                await cur.execute("UPDATE counters SET value = %s WHERE name = 'serial'",
-                                  (new_last,))
+                        "status = VALUES(status), serial = VALUES(serial), "
+                        "updated_at = VALUES(updated_at)"
+                    )
+                await cur.execute(
+                    "UPDATE counters SET value = %s WHERE name = 'serial'", (new_last,)
+                )
             if job_id is not None:
-                await cur.execute("UPDATE jobs SET status = %s, results = %s WHERE id = %s",
-                                  (JOB_DONE, encode_results(ops, results), job_id))
+                await cur.execute(
+                    "UPDATE jobs SET status = %s, results = %s WHERE id = %s",
+                    (JOB_DONE, encode_results(ops, results), job_id),
+                )
         self._commit_sent = True
         await conn.commit()
         return results
 
-    async def apply(self, ops: Sequence[Operation], job_id: Optional[str] = None
-                    ) -> Optional[list[Applied]]:
+    async def apply(
+        self, ops: Sequence[Operation], job_id: Optional[str] = None
+    ) -> Optional[list[Applied]]:
         """See :meth:`RegistrationStore.apply`; the commit gets ``2 × storage_timeout``,
         and its fate is told truthfully (see :meth:`_write`)."""
         return await self._write(lambda conn: self._apply(conn, ops, job_id), "commit")
 
     async def create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:
         """Store a queued job: one autocommitted INSERT on the writer connection."""
+
         async def work(conn: aiomysql.Connection) -> None:
             self._commit_sent = True  # autocommit: once sent, its fate is unknown till answered
             async with conn.cursor() as cur:
                 await cur.execute(
                     "INSERT INTO jobs (id, owner, status, operations, created_at) "
                     "VALUES (%s, %s, %s, %s, %s)",
-                    (job_id, owner, JOB_QUEUED, encode_operations(ops), from_us(now_us())))
+                    (job_id, owner, JOB_QUEUED, encode_operations(ops), from_us(now_us())),
+                )
+
         await self._write(work, "job")
 
     @staticmethod
     def _job(row: Sequence[Any]) -> Job:
-        return Job(row[0], row[1], row[2], decode_operations(row[3]),
-                   json.loads(row[4]) if row[4] is not None else None)
+        return Job(
+            row[0],
+            row[1],
+            row[2],
+            decode_operations(row[3]),
+            json.loads(row[4]) if row[4] is not None else None,
+        )
 
     async def get_job(self, job_id: str) -> Optional[Job]:
         rows = await self._select(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,))
         return self._job(rows[0]) if rows else None
 
     async def pending_jobs(self) -> list[Job]:
-        rows = await self._select(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = %s "
-                                  "ORDER BY created_at", (JOB_QUEUED,))
+        rows = await self._select(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = %s ORDER BY created_at", (JOB_QUEUED,)
+        )
         return [self._job(r) for r in rows]
 
     async def heartbeat(self) -> None:
@@ -395,5 +468,6 @@ class MySQLStore(RegistrationStore):
 
 
 def load_from_config(settings) -> MySQLStore:
-    return MySQLStore(settings.storage, pool_size=settings.storage_pool_size,
-                      timeout=settings.storage_timeout)
+    return MySQLStore(
+        settings.storage, pool_size=settings.storage_pool_size, timeout=settings.storage_timeout
+    )

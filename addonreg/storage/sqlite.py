@@ -89,8 +89,9 @@ class SQLiteStore(RegistrationStore):
             raise BackendError("SQLite unavailable", exc) from exc
 
     async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None,
-                                       timeout=max(self.timeout or 5.0, 1.0))
+        conn = await aiosqlite.connect(
+            self.path, isolation_level=None, timeout=max(self.timeout or 5.0, 1.0)
+        )
         try:
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA synchronous=NORMAL")
@@ -122,6 +123,7 @@ class SQLiteStore(RegistrationStore):
             async with self._write_lock:
                 for statement in SCHEMA:
                     await self._open(self._writer).execute(statement)
+
         await self._call(create())
 
     @staticmethod
@@ -130,24 +132,29 @@ class SQLiteStore(RegistrationStore):
             raise BackendError("SQLite store is not open")
         return conn
 
-    async def _fetchall(self, conn: Optional[aiosqlite.Connection], sql: str,
-                        params: Sequence[Any] = ()) -> List[Any]:
+    async def _fetchall(
+        self, conn: Optional[aiosqlite.Connection], sql: str, params: Sequence[Any] = ()
+    ) -> List[Any]:
         async with self._open(conn).execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
     async def get(self, addon_id: str, sha256: str) -> Optional[Record]:
-        rows = await self._call(self._fetchall(
-            self._reader,
-            f"SELECT {_COLUMNS} FROM registrations WHERE addon_id = ? AND sha256 = ?",
-            (addon_id, bytes.fromhex(sha256))))
+        rows = await self._call(
+            self._fetchall(
+                self._reader,
+                f"SELECT {_COLUMNS} FROM registrations WHERE addon_id = ? AND sha256 = ?",
+                (addon_id, bytes.fromhex(sha256)),
+            )
+        )
         return _record(rows[0]) if rows else None
 
-    async def _get_many(self, conn: Optional[aiosqlite.Connection],
-                        many: Iterable[Key]) -> Dict[Key, Record]:
+    async def _get_many(
+        self, conn: Optional[aiosqlite.Connection], many: Iterable[Key]
+    ) -> Dict[Key, Record]:
         keys = list(dict.fromkeys(many))
         found: Dict[Key, Record] = {}
         for i in range(0, len(keys), _CHUNK):
-            chunk = keys[i:i + _CHUNK]
+            chunk = keys[i : i + _CHUNK]
             params: List[Any] = []
             for addon_id, sha in chunk:
                 params += (addon_id, bytes.fromhex(sha))
@@ -156,8 +163,11 @@ class SQLiteStore(RegistrationStore):
             # as a scan of the whole table (80 ms for 400 keys in 200k rows),
             # the join as a primary-key search per key (3 ms).
             for row in await self._fetchall(
-                    conn, f"SELECT {_JOINED} FROM (VALUES {values}) AS k JOIN registrations r "
-                          "ON r.addon_id = k.column1 AND r.sha256 = k.column2", params):
+                conn,
+                f"SELECT {_JOINED} FROM (VALUES {values}) AS k JOIN registrations r "
+                "ON r.addon_id = k.column1 AND r.sha256 = k.column2",
+                params,
+            ):
                 record = _record(row)
                 found[record.key] = record
         return found
@@ -166,34 +176,41 @@ class SQLiteStore(RegistrationStore):
         return await self._call(self._get_many(self._reader, keys))
 
     async def list_files(self, addon_id: str) -> List[Record]:
-        rows = await self._call(self._fetchall(
-            self._reader,
-            f"SELECT {_COLUMNS} FROM registrations WHERE addon_id = ? ORDER BY sha256",
-            (addon_id,)))
+        rows = await self._call(
+            self._fetchall(
+                self._reader,
+                f"SELECT {_COLUMNS} FROM registrations WHERE addon_id = ? ORDER BY sha256",
+                (addon_id,),
+            )
+        )
         return [_record(r) for r in rows]
 
     async def changes(self, since: int, limit: int) -> List[Record]:
-        rows = await self._call(self._fetchall(
-            self._reader,
-            f"SELECT {_COLUMNS} FROM registrations WHERE serial > ? ORDER BY serial LIMIT ?",
-            (since, limit)))
+        rows = await self._call(
+            self._fetchall(
+                self._reader,
+                f"SELECT {_COLUMNS} FROM registrations WHERE serial > ? ORDER BY serial LIMIT ?",
+                (since, limit),
+            )
+        )
         return [_record(r) for r in rows]
 
     async def last_serial(self) -> int:
-        rows = await self._call(self._fetchall(
-            self._reader, "SELECT value FROM counters WHERE name = 'serial'"))
+        rows = await self._call(
+            self._fetchall(self._reader, "SELECT value FROM counters WHERE name = 'serial'")
+        )
         return rows[0][0] if rows else 0
 
-    async def _apply(self, ops: Sequence[Operation], job_id: Optional[str]
-                     ) -> Optional[List[Applied]]:
+    async def _apply(
+        self, ops: Sequence[Operation], job_id: Optional[str]
+    ) -> Optional[List[Applied]]:
         conn = self._writer
         if conn is None:
             raise BackendError("SQLite store is not open")
         await conn.execute("BEGIN IMMEDIATE")
         try:
             if job_id is not None:
-                rows = await self._fetchall(conn, "SELECT status FROM jobs WHERE id = ?",
-                                            (job_id,))
+                rows = await self._fetchall(conn, "SELECT status FROM jobs WHERE id = ?", (job_id,))
                 if not rows or rows[0][0] != JOB_QUEUED:
                     await conn.execute("ROLLBACK")
                     return None
@@ -207,13 +224,26 @@ class SQLiteStore(RegistrationStore):
                     "ON CONFLICT (addon_id, sha256) DO UPDATE SET version = excluded.version, "
                     "status = excluded.status, serial = excluded.serial, "
                     "updated_at = excluded.updated_at",
-                    [(r.addon_id, bytes.fromhex(r.sha256), r.version, STATUS_CODE[r.status],
-                      r.serial, r.updated_at) for r in changed.values()])
-                await conn.execute("UPDATE counters SET value = ? WHERE name = 'serial'",
-                                   (new_last,))
+                    [
+                        (
+                            r.addon_id,
+                            bytes.fromhex(r.sha256),
+                            r.version,
+                            STATUS_CODE[r.status],
+                            r.serial,
+                            r.updated_at,
+                        )
+                        for r in changed.values()
+                    ],
+                )
+                await conn.execute(
+                    "UPDATE counters SET value = ? WHERE name = 'serial'", (new_last,)
+                )
             if job_id is not None:
-                await conn.execute("UPDATE jobs SET status = ?, results = ? WHERE id = ?",
-                                   (JOB_DONE, encode_results(ops, results), job_id))
+                await conn.execute(
+                    "UPDATE jobs SET status = ?, results = ? WHERE id = ?",
+                    (JOB_DONE, encode_results(ops, results), job_id),
+                )
             await conn.execute("COMMIT")
         except BaseException:
             try:
@@ -223,8 +253,9 @@ class SQLiteStore(RegistrationStore):
             raise
         return results
 
-    async def apply(self, ops: Sequence[Operation], job_id: Optional[str] = None
-                    ) -> Optional[List[Applied]]:
+    async def apply(
+        self, ops: Sequence[Operation], job_id: Optional[str] = None
+    ) -> Optional[List[Applied]]:
         """See :meth:`RegistrationStore.apply`; answered within ``2 × storage_timeout``.
 
         The transaction runs in aiosqlite's thread and cannot be cut short:
@@ -258,24 +289,40 @@ class SQLiteStore(RegistrationStore):
                 await self._open(self._writer).execute(
                     "INSERT INTO jobs (id, owner, status, operations, created_at) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (job_id, owner, JOB_QUEUED, encode_operations(ops), now_us()))
+                    (job_id, owner, JOB_QUEUED, encode_operations(ops), now_us()),
+                )
+
         await self._call(create())
 
     @staticmethod
     def _job(row: Any) -> Job:
-        return Job(row[0], row[1], row[2], decode_operations(row[3]),
-                   json.loads(row[4]) if row[4] is not None else None)
+        return Job(
+            row[0],
+            row[1],
+            row[2],
+            decode_operations(row[3]),
+            json.loads(row[4]) if row[4] is not None else None,
+        )
 
     async def get_job(self, job_id: str) -> Optional[Job]:
-        rows = await self._call(self._fetchall(
-            self._reader, "SELECT id, owner, status, operations, results FROM jobs WHERE id = ?",
-            (job_id,)))
+        rows = await self._call(
+            self._fetchall(
+                self._reader,
+                "SELECT id, owner, status, operations, results FROM jobs WHERE id = ?",
+                (job_id,),
+            )
+        )
         return self._job(rows[0]) if rows else None
 
     async def pending_jobs(self) -> List[Job]:
-        rows = await self._call(self._fetchall(
-            self._reader, "SELECT id, owner, status, operations, results FROM jobs "
-                          "WHERE status = ? ORDER BY created_at", (JOB_QUEUED,)))
+        rows = await self._call(
+            self._fetchall(
+                self._reader,
+                "SELECT id, owner, status, operations, results FROM jobs "
+                "WHERE status = ? ORDER BY created_at",
+                (JOB_QUEUED,),
+            )
+        )
         return [self._job(r) for r in rows]
 
     async def heartbeat(self) -> None:
@@ -283,4 +330,4 @@ class SQLiteStore(RegistrationStore):
 
 
 def load_from_config(settings) -> SQLiteStore:
-    return SQLiteStore(settings.storage[len("sqlite:///"):], timeout=settings.storage_timeout)
+    return SQLiteStore(settings.storage[len("sqlite:///") :], timeout=settings.storage_timeout)

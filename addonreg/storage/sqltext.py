@@ -21,8 +21,18 @@ from typing import Any, Optional
 
 from . import STATUS_NAME, BackendError, Key, Record
 
-__all__ = ["sql_text", "key_list", "row_values", "batch_time", "from_us", "to_us", "Row",
-           "packed", "unpack", "SCHEMA"]
+__all__ = [
+    "sql_text",
+    "key_list",
+    "row_values",
+    "batch_time",
+    "from_us",
+    "to_us",
+    "Row",
+    "packed",
+    "unpack",
+    "SCHEMA",
+]
 
 SCHEMA = [  # registrations: see mysql.py's docstring
     """CREATE TABLE IF NOT EXISTS registrations (
@@ -96,9 +106,12 @@ or an SQL expression)."""
 def row_values(rows: Sequence[Row], when: str) -> str:
     """``VALUES`` rows for ``registrations``; ``when`` is the batch's time (an SQL expression)."""
     _hashes(row[1] for row in rows)
-    return ",".join([f"({sql_text(addon_id)},X'{sha}',{sql_text(version)},"
-                     f"{status},{serial},{when})"
-                     for addon_id, sha, version, status, serial in rows])
+    return ",".join(
+        [
+            f"({sql_text(addon_id)},X'{sha}',{sql_text(version)},{status},{serial},{when})"
+            for addon_id, sha, version, status, serial in rows
+        ]
+    )
 
 
 _INLINE_TIME_ROWS = 200  # up to this many rows the time is in each row; above, set once
@@ -124,9 +137,11 @@ def packed(order: str = "") -> str:
     so no sql_mode changes them. ``version`` is last: CONCAT_WS skips a NULL,
     so a NULL version is a missing sixth field.
     """
-    return ("COUNT(*), GROUP_CONCAT(CONCAT(CONCAT_WS('\t', HEX(addon_id), LOWER(HEX(sha256)), "
-            "status, serial, TIMESTAMPDIFF(MICROSECOND, '1970-01-01', updated_at), HEX(version)),"
-            f" '\n'){order} SEPARATOR '')")
+    return (
+        "COUNT(*), GROUP_CONCAT(CONCAT(CONCAT_WS('\t', HEX(addon_id), LOWER(HEX(sha256)), "
+        "status, serial, TIMESTAMPDIFF(MICROSECOND, '1970-01-01', updated_at), HEX(version)),"
+        f" '\n'){order} SEPARATOR '')"
+    )
 
 
 GROUP_CONCAT_MAX_LEN = 1 << 26  # 64 MiB per session: pages of records stay far below it
@@ -141,12 +156,21 @@ def unpack(row: Sequence[Any]) -> list[Record]:
     if not count:
         return []
     if text is None or text.count("\n") != count:
-        raise BackendError(f"MySQL cut a page of {count} records short: raise "
-                           "max_allowed_packet (or group_concat_max_len) on the server")
+        raise BackendError(
+            f"MySQL cut a page of {count} records short: raise "
+            "max_allowed_packet (or group_concat_max_len) on the server"
+        )
     records, fromhex = [], bytes.fromhex
     for line in text[:-1].split("\n"):
         f = line.split("\t")
-        records.append(Record(fromhex(f[0]).decode("ascii"), f[1],
-                              fromhex(f[5]).decode() if len(f) > 5 else None,
-                              STATUS_NAME[int(f[2])], int(f[3]), int(f[4])))
+        records.append(
+            Record(
+                fromhex(f[0]).decode("ascii"),
+                f[1],
+                fromhex(f[5]).decode() if len(f) > 5 else None,
+                STATUS_NAME[int(f[2])],
+                int(f[3]),
+                int(f[4]),
+            )
+        )
     return records

@@ -53,7 +53,11 @@ class StorageTests:
         record = await store.get("fx@example.com", sha(1))
         assert record == applied.record
         assert (record.addon_id, record.sha256, record.version, record.status) == (
-            "fx@example.com", sha(1), "1.0", REGISTERED)
+            "fx@example.com",
+            sha(1),
+            "1.0",
+            REGISTERED,
+        )
         assert record.serial >= 1
         assert before - 1_000_000 <= record.updated_at <= now_us() + 1_000_000
 
@@ -114,21 +118,28 @@ class StorageTests:
         # backend may guess and must then fall back to the full rules.
         [first] = await store.apply([reg("a@b", 1, "1")])
         results = await store.apply([reg("a@b", 2), reg("a@b", 1, "1"), reg("a@b", 3, "3")])
-        assert [(a.created, a.changed) for a in results] == [(True, True), (False, False),
-                                                              (True, True)]
+        assert [(a.created, a.changed) for a in results] == [
+            (True, True),
+            (False, False),
+            (True, True),
+        ]
         assert results[1].record == first.record
         assert [results[0].record.serial, results[2].record.serial] == [
-            first.record.serial + 1, first.record.serial + 2]
+            first.record.serial + 1,
+            first.record.serial + 2,
+        ]
         [changed] = await store.apply([reg("a@b", 1, "2")])
         assert changed.changed and changed.record.serial == first.record.serial + 3
         fresh = await store.apply([reg("a@b", n) for n in range(4, 9)])
         assert all(a.created for a in fresh)
-        assert [a.record.serial for a in fresh] == list(range(first.record.serial + 4,
-                                                               first.record.serial + 9))
+        assert [a.record.serial for a in fresh] == list(
+            range(first.record.serial + 4, first.record.serial + 9)
+        )
         assert await store.last_serial() == first.record.serial + 8
         # a@b/1's first serial was superseded by its new version's
         assert [r.serial for r in await store.changes(0, 100)] == list(
-            range(first.record.serial + 1, first.record.serial + 9))
+            range(first.record.serial + 1, first.record.serial + 9)
+        )
 
     async def test_quotes_and_escapes_are_stored_verbatim(self, store):
         odd = ["o'brien\\%s@x", 'q"uote@x', "pct%%d@x"]
@@ -184,8 +195,10 @@ class StorageTests:
 
     async def test_snapshot_in_pages_is_every_record_once(self, store):
         ids = ["a@b", "{8a9f}", "a.b_c-d+e@x.y", "z" * 255]
-        await store.apply([reg(ids[n % 4], n, ["1", None, "β 2.0", "v" * 255][n % 4])
-                           for n in range(23)] + [rev("a@b", 4)])
+        await store.apply(
+            [reg(ids[n % 4], n, ["1", None, "β 2.0", "v" * 255][n % 4]) for n in range(23)]
+            + [rev("a@b", 4)]
+        )
         pages = [page async for page in store.snapshot(page=5)]
         assert [len(p) for p in pages][:-1] == [5] * (len(pages) - 1)
         records = [r for page in pages for r in page]
@@ -230,8 +243,9 @@ class StorageTests:
         assert sum(a.created for a in results) == count
         assert [a.record.serial for a in results] == list(range(1, count + 1))
         feed = await store.changes(0, 20000)
-        assert [(r.key, r.serial) for r in feed] == [(a.record.key, a.record.serial)
-                                                     for a in results]
+        assert [(r.key, r.serial) for r in feed] == [
+            (a.record.key, a.record.serial) for a in results
+        ]
         assert await store.last_serial() == count
 
     async def test_large_batch_with_a_known_file_at_its_end(self, store):
@@ -256,13 +270,26 @@ class StorageTests:
         job = await store.get_job("j1")
         assert job.status == "done" and await store.pending_jobs() == []
         assert job.results == [
-            {"addon_id": "a@b", "sha256": sha(1), "status": "registered",
-             "serial": results[0].record.serial},
-            {"addon_id": "a@b", "sha256": sha(1), "status": "revoked",
-             "serial": results[1].record.serial},
+            {
+                "addon_id": "a@b",
+                "sha256": sha(1),
+                "status": "registered",
+                "serial": results[0].record.serial,
+            },
+            {
+                "addon_id": "a@b",
+                "sha256": sha(1),
+                "status": "revoked",
+                "serial": results[1].record.serial,
+            },
             {"addon_id": "x@y", "sha256": sha(2), "status": "unknown", "serial": None},
-            {"addon_id": "a@b", "sha256": sha(3), "status": "registered",
-             "serial": results[3].record.serial}]
+            {
+                "addon_id": "a@b",
+                "sha256": sha(3),
+                "status": "registered",
+                "serial": results[3].record.serial,
+            },
+        ]
 
     async def test_a_job_is_applied_once(self, store):
         await store.create_job("j2", "amo", [reg("a@b", 1)])

@@ -50,8 +50,9 @@ async def processes(tmp_path) -> AsyncIterator[Callable]:
     made: List[Process] = []
     channel = with_channel(REDIS_URL)
 
-    async def make(kind: str, start: bool = True, url: Optional[str] = None,
-                   **options: Any) -> Process:
+    async def make(
+        kind: str, start: bool = True, url: Optional[str] = None, **options: Any
+    ) -> Process:
         if kind == "feed-mysql":
             need_mysql()
             if not made:

@@ -18,8 +18,10 @@ async def test_a_burst_longer_than_a_page_arrives_whole(processes):
     _, rec_b, _ = await processes("feed-sqlite", page=7)
     ops = [Operation("register", "burst@example.com", sha(n)) for n in range(100)]
     await commit(a, ops)
-    await rec_b.wait(lambda: {r.key for r in rec_b.applied} >= {op.key for op in ops},
-                     "all 100 changes, 7 a page")
+    await rec_b.wait(
+        lambda: {r.key for r in rec_b.applied} >= {op.key for op in ops},
+        "all 100 changes, 7 a page",
+    )
     serials = [r.serial for r in rec_b.applied]
     assert serials == sorted(serials)
 
@@ -42,8 +44,10 @@ async def test_storage_cut_and_back_loses_nothing():
     need_mysql()
     reset_mysql()
     proxy = await TCPProxy("127.0.0.1", 3306).start()
-    stores = [MySQLStore(MYSQL_URL), MySQLStore(MYSQL_URL.replace(":3306", f":{proxy.port}"),
-                                                timeout=0.5)]
+    stores = [
+        MySQLStore(MYSQL_URL),
+        MySQLStore(MYSQL_URL.replace(":3306", f":{proxy.port}"), timeout=0.5),
+    ]
     for store in stores:
         await store.open()
         await store.create_schema()
@@ -55,8 +59,10 @@ async def test_storage_cut_and_back_loses_nothing():
         await rec.wait(lambda: rec.states[-1] is False, "B knows it cannot follow")
         written = await stores[0].apply([Operation("register", "cut@example.com", sha(1))])
         await proxy.start()
-        await rec.wait(lambda: rec.states[-1] is True and written[0].record in rec.applied,
-                       "B back, with the change made meanwhile")
+        await rec.wait(
+            lambda: rec.states[-1] is True and written[0].record in rec.applied,
+            "B back, with the change made meanwhile",
+        )
         assert rec.resets == 0 and bus.stats()["feed_errors"] >= 1
     finally:
         await bus.close()

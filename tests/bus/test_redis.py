@@ -32,10 +32,16 @@ def test_encode_decode_round_trip():
     assert decode(KEY, payload) == (b"o" * 16, [record(1).key, record(2).key])
 
 
-@pytest.mark.parametrize("payload", [
-    b"", b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"o": b"x", "s": 1}),
-    msgpack.packb({"o": b"x", "s": 1, "r": [["a@b", b"short", None, 1, 1, 1]], "m": b""}),
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"\xc1",
+        msgpack.packb([1, 2]),
+        msgpack.packb({"o": b"x", "s": 1}),
+        msgpack.packb({"o": b"x", "s": 1, "r": [["a@b", b"short", None, 1, 1, 1]], "m": b""}),
+    ],
+)
 def test_decode_refuses_malformed(payload):
     with pytest.raises(MessageError):
         decode(KEY, payload)
@@ -52,9 +58,16 @@ def test_decode_refuses_a_wrong_or_missing_mac():
 
 def test_parse_url():
     assert parse_url("redis://h:1/2?channel=c&timeout=0.5") == (
-        "redis://h:1/2", {"channel": "c", "timeout": 0.5})
-    for bad in ("redis://h:1/0?chanel=x", "redis://h:1/0?timeout=0", "redis://h:1/db",
-                "redis://h:port/0", "redis://h:1/0?channel="):
+        "redis://h:1/2",
+        {"channel": "c", "timeout": 0.5},
+    )
+    for bad in (
+        "redis://h:1/0?chanel=x",
+        "redis://h:1/0?timeout=0",
+        "redis://h:1/db",
+        "redis://h:port/0",
+        "redis://h:1/0?channel=",
+    ):
         with pytest.raises(ValueError):
             parse_url(bad)
 
@@ -63,8 +76,7 @@ def test_load_bus_picks_the_bus():
     store = object()
     assert isinstance(load_bus(make_settings(pubsub="local://"), store), LocalBus)
     assert isinstance(load_bus(make_settings(pubsub="feed://"), store), FeedBus)
-    assert isinstance(load_bus(make_settings(pubsub="feed://"), store, subscribe=False),
-                      LocalBus)
+    assert isinstance(load_bus(make_settings(pubsub="feed://"), store, subscribe=False), LocalBus)
     bus = load_bus(make_settings(pubsub="redis://127.0.0.1:1/3?channel=c1&timeout=0.5"), store)
     assert isinstance(bus, RedisBus) and (bus.channel, bus.timeout) == ("c1", 0.5)
     with pytest.raises(ValueError):
@@ -75,12 +87,14 @@ async def test_forged_and_malformed_messages_change_nothing(processes):
     """F7: a message that fails its MAC is ignored and counted (metrics)."""
     bus, rec, _ = await processes("redis", backstop=30)
     raw = bus._commands
-    forged = encode(b"guessed-key-guessed-key-guessed!", b"evil", 1,
-                    [record(1)._replace(serial=2 ** 62)])
+    forged = encode(
+        b"guessed-key-guessed-key-guessed!", b"evil", 1, [record(1)._replace(serial=2**62)]
+    )
     for payload in (forged, b"\x00garbage"):
         await raw.publish(bus.channel, payload)
-    await commit(await processes("redis", backstop=30), [Operation("register", "z@y.example",
-                                                                   sha(9))])
+    await commit(
+        await processes("redis", backstop=30), [Operation("register", "z@y.example", sha(9))]
+    )
     await rec.wait(lambda: ("z@y.example", sha(9)) in rec.forgotten, "a real change heard")
     assert rec.applied == [] and rec.forgotten == [("z@y.example", sha(9))]
     assert bus.stats()["rejected"] == 1 and bus.stats()["malformed"] == 1
@@ -123,8 +137,9 @@ async def test_a_frozen_redis_costs_at_most_the_backstop(processes, private_redi
     try:
         key = ("frozen@example.com", sha(3))
         await commit(a, [Operation("register", *key)])
-        await rec_b.wait(lambda: rec_b.heard(key), "the change through the feed",
-                         timeout=5)  # liveness; the contract's 1 s is measured in bench/
+        await rec_b.wait(
+            lambda: rec_b.heard(key), "the change through the feed", timeout=5
+        )  # liveness; the contract's 1 s is measured in bench/
         assert key not in rec_b.forgotten  # it came from storage, not from Redis
     finally:
         private_redis.resume()

@@ -33,8 +33,15 @@ from addonreg.storage import REGISTERED, REVOKED
 from tests.faults.load import NO_ANSWER, Answer, Key
 from tests.faults.servers import PrivateMariaDB
 
-__all__ = ["NOT_WRITTEN", "OUTCOME_UNKNOWN", "violations", "stored_states", "summary",
-           "assert_consistent", "writes_refused_after"]
+__all__ = [
+    "NOT_WRITTEN",
+    "OUTCOME_UNKNOWN",
+    "violations",
+    "stored_states",
+    "summary",
+    "assert_consistent",
+    "writes_refused_after",
+]
 
 NOT_WRITTEN = frozenset({201, 202, 203})
 """errnos of a 503 that promise nothing was written (docs/errors.md)."""
@@ -63,8 +70,13 @@ def _outcome(answer: Answer) -> str:
     return "no answer" if answer.status == NO_ANSWER else "unexpected"
 
 
-def violations(answers: Sequence[Answer], stored: Mapping[Key, str],
-               seeded: Mapping[Key, str], liveness: float, origin: float = 0.0) -> List[str]:
+def violations(
+    answers: Sequence[Answer],
+    stored: Mapping[Key, str],
+    seeded: Mapping[Key, str],
+    liveness: float,
+    origin: float = 0.0,
+) -> List[str]:
     """Each broken promise of the module docstring, one line each (times from ``origin``)."""
     found: List[str] = []
     writes: Dict[Key, List[Answer]] = collections.defaultdict(list)
@@ -73,8 +85,10 @@ def violations(answers: Sequence[Answer], stored: Mapping[Key, str],
             found.append(f"liveness bound {liveness} s: {answer.describe(origin)}")
         if answer.is_write:
             if _outcome(answer) == "unexpected":
-                found.append(f"a write answered neither acknowledged, nor not written, nor "
-                             f"outcome unknown: {answer.describe(origin)}")
+                found.append(
+                    f"a write answered neither acknowledged, nor not written, nor "
+                    f"outcome unknown: {answer.describe(origin)}"
+                )
             for key in answer.keys:
                 writes[key].append(answer)
         else:
@@ -99,17 +113,22 @@ def _read_violations(answer: Answer, seeded: Mapping[Key, str], origin: float) -
     if answer.status == 503 or answer.status == NO_ANSWER:
         return
     if not answer.states:
-        yield f"a read of seeded files answered neither their state nor 503: " \
-              f"{answer.describe(origin)}"
+        yield (
+            f"a read of seeded files answered neither their state nor 503: "
+            f"{answer.describe(origin)}"
+        )
         return
     for key, state in zip(answer.keys, answer.states):
         if state != seeded[key]:
-            yield (f"a read answered {state!r} for a file {seeded[key]} before the fault "
-                   f"({_name(key)}): {answer.describe(origin)}")
+            yield (
+                f"a read answered {state!r} for a file {seeded[key]} before the fault "
+                f"({_name(key)}): {answer.describe(origin)}"
+            )
 
 
-def _file_problem(key: Key, history: List[Answer],
-                  stored: str) -> Optional[Tuple[str, Optional[Answer]]]:
+def _file_problem(
+    key: Key, history: List[Answer], stored: str
+) -> Optional[Tuple[str, Optional[Answer]]]:
     """What is wrong with ``key`` being ``stored`` after ``history`` (its writes), and the
     request to blame; None when nothing is."""
     history.sort(key=lambda a: a.sent)
@@ -128,8 +147,10 @@ def _file_problem(key: Key, history: List[Answer],
         return f"{stored} in storage, written by a request answered 'not written'", not_written[-1]
     acknowledged = [a for a in history if _outcome(a) == "acknowledged"]
     if acknowledged:
-        return (f"{stored} in storage, but acknowledged as {_state(acknowledged[-1], key)}",
-                acknowledged[-1])
+        return (
+            f"{stored} in storage, but acknowledged as {_state(acknowledged[-1], key)}",
+            acknowledged[-1],
+        )
     return f"{stored} in storage, expected one of {sorted(allowed)}", None
 
 
@@ -140,25 +161,40 @@ def _state(answer: Answer, key: Key) -> str:
 
 def summary(answers: Sequence[Answer]) -> str:
     """Counts of (kind, status, errno), for a failure message."""
-    counts: Counter = collections.Counter(
-        (a.kind, a.status, a.errno) for a in answers)
-    return ", ".join(f"{kind} {status}{f'/{errno}' if errno else ''}: {n}"
-                     for (kind, status, errno), n in sorted(counts.items(), key=str))
+    counts: Counter = collections.Counter((a.kind, a.status, a.errno) for a in answers)
+    return ", ".join(
+        f"{kind} {status}{f'/{errno}' if errno else ''}: {n}"
+        for (kind, status, errno), n in sorted(counts.items(), key=str)
+    )
 
 
-def assert_consistent(answers: Sequence[Answer], db: PrivateMariaDB, seeded: Mapping[Key, str],
-                      liveness: float, origin: float = 0.0) -> None:
+def assert_consistent(
+    answers: Sequence[Answer],
+    db: PrivateMariaDB,
+    seeded: Mapping[Key, str],
+    liveness: float,
+    origin: float = 0.0,
+) -> None:
     """Fail with every violation (the first 15 in full) and the answers' summary."""
     found = violations(answers, stored_states(db), seeded, liveness, origin)
     if found:
         shown = "\n  ".join(found[:15])
-        raise AssertionError(f"{len(found)} violation(s) among {len(answers)} answers "
-                             f"(times from the fault's start):\n  {shown}\n"
-                             f"answers: {summary(answers)}")
+        raise AssertionError(
+            f"{len(found)} violation(s) among {len(answers)} answers "
+            f"(times from the fault's start):\n  {shown}\n"
+            f"answers: {summary(answers)}"
+        )
 
 
-def writes_refused_after(answers: Sequence[Answer], since: float,
-                         process: Optional[int] = None) -> List[Answer]:
+def writes_refused_after(
+    answers: Sequence[Answer], since: float, process: Optional[int] = None
+) -> List[Answer]:
     """Writes sent at or after ``since`` (on ``process``, or any) that were not acknowledged."""
-    return [a for a in answers if a.is_write and a.sent >= since
-            and (process is None or a.process == process) and _outcome(a) != "acknowledged"]
+    return [
+        a
+        for a in answers
+        if a.is_write
+        and a.sent >= since
+        and (process is None or a.process == process)
+        and _outcome(a) != "acknowledged"
+    ]

@@ -76,17 +76,18 @@ def links() -> Iterator[Callable[[int], LinkProxy]]:
 
 
 @pytest.fixture
-def deployment(server_process: Callable[..., ServerProcess],
-               mariadb: PrivateMariaDB) -> Deployment:
+def deployment(server_process: Callable[..., ServerProcess], mariadb: PrivateMariaDB) -> Deployment:
     """Factory: ``deployment(pubsub=None, storage=None)`` starts one process over the
     private MariaDB (or ``storage``, a URL through a link) and ``pubsub`` (default local)."""
 
     def start(pubsub: Optional[str] = None, storage: Optional[str] = None) -> ServerProcess:
-        return server_process({
-            "ADDONREG_STORAGE": storage or mariadb.url(),
-            "ADDONREG_PUBSUB": pubsub or "local://",
-            "ADDONREG_STORAGE_TIMEOUT": str(STORAGE_TIMEOUT),
-            "ADDONREG_HAWK_CREDENTIALS": ",".join(f"{k}:{v}" for k, v in CREDS.items()),
-        })
+        return server_process(
+            {
+                "ADDONREG_STORAGE": storage or mariadb.url(),
+                "ADDONREG_PUBSUB": pubsub or "local://",
+                "ADDONREG_STORAGE_TIMEOUT": str(STORAGE_TIMEOUT),
+                "ADDONREG_HAWK_CREDENTIALS": ",".join(f"{k}:{v}" for k, v in CREDS.items()),
+            }
+        )
 
     return start

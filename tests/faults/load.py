@@ -43,8 +43,17 @@ from addonreg.storage import REGISTERED, REVOKED
 from addonreg.storage.testing import sha
 from tests.conftest import Writer
 
-__all__ = ["Answer", "Key", "MixedLoad", "seed_files", "WRITES", "READS", "FULL_MIX",
-           "NEW_FILES_MIX", "NO_ANSWER"]
+__all__ = [
+    "Answer",
+    "Key",
+    "MixedLoad",
+    "seed_files",
+    "WRITES",
+    "READS",
+    "FULL_MIX",
+    "NEW_FILES_MIX",
+    "NO_ANSWER",
+]
 
 Key = Tuple[str, str]
 """A file: (addon_id, sha256)."""
@@ -86,10 +95,13 @@ class Answer:
     def describe(self, origin: float = 0.0) -> str:
         """One line, with times relative to ``origin`` (e.g. when the fault began)."""
         what = f"{self.kind} {self.keys[0][0]}/{self.keys[0][1][:8]}" + (
-            f" (+{len(self.keys) - 1})" if len(self.keys) > 1 else "")
+            f" (+{len(self.keys) - 1})" if len(self.keys) > 1 else ""
+        )
         errno = f" errno {self.errno}" if self.errno is not None else ""
-        return (f"{what} on process {self.process}: {self.status}{errno}, sent at "
-                f"{self.sent - origin:+.2f} s, answered after {self.seconds:.2f} s")
+        return (
+            f"{what} on process {self.process}: {self.status}{errno}, sent at "
+            f"{self.sent - origin:+.2f} s, answered after {self.seconds:.2f} s"
+        )
 
 
 class _Deadline:
@@ -129,13 +141,15 @@ async def seed_files(base: str, count: int, revoke_every: int = 4) -> Dict[Key, 
     """Register ``count`` files through ``base`` and revoke every ``revoke_every``-th;
     their states."""
     keys = [("seed@faults.test", sha(f"seed-{n}")) for n in range(count)]
-    states = {key: REVOKED if n % revoke_every == 0 else REGISTERED
-              for n, key in enumerate(keys)}
+    states = {key: REVOKED if n % revoke_every == 0 else REGISTERED for n, key in enumerate(keys)}
     writer = Writer(base)
     try:
         for op, wanted in (("register", None), ("revoke", REVOKED)):
-            ops = [{"op": op, "addon_id": a, "sha256": h} for (a, h), state in states.items()
-                   if wanted is None or state == wanted]
+            ops = [
+                {"op": op, "addon_id": a, "sha256": h}
+                for (a, h), state in states.items()
+                if wanted is None or state == wanted
+            ]
             response = await writer.signed("POST", "/v1/registrations", {"operations": ops})
             if response.code != 200:
                 raise AssertionError(f"seeding failed: {response.code} {response.body[:300]!r}")
@@ -144,8 +158,7 @@ async def seed_files(base: str, count: int, revoke_every: int = 4) -> Dict[Key, 
     return states
 
 
-FULL_MIX: Mapping[str, float] = {"put": 0.3, "delete": 0.1, "bulk": 0.1, "get": 0.3,
-                                 "lookup": 0.2}
+FULL_MIX: Mapping[str, float] = {"put": 0.3, "delete": 0.1, "bulk": 0.1, "get": 0.3, "lookup": 0.2}
 """How often each kind of request is sent (weights)."""
 NEW_FILES_MIX: Mapping[str, float] = {"put": 0.35, "bulk": 0.15, "get": 0.3, "lookup": 0.2}
 """No revocation: every write registers new files only (the store's one-round-trip path)."""
@@ -156,10 +169,19 @@ class MixedLoad:
     states; ``mix``: weights of the request kinds; ``pause``: each client's rest between
     requests (keeps the CPU for the servers)."""
 
-    def __init__(self, bases: Sequence[str], seeded: Mapping[Key, str], *, clients: int = 8,
-                 mix: Mapping[str, float] = FULL_MIX, timeout: float = 10.0,
-                 pause: float = 0.005, max_seconds: float = 60.0, max_requests: int = 50_000,
-                 seed: int = 1) -> None:
+    def __init__(
+        self,
+        bases: Sequence[str],
+        seeded: Mapping[Key, str],
+        *,
+        clients: int = 8,
+        mix: Mapping[str, float] = FULL_MIX,
+        timeout: float = 10.0,
+        pause: float = 0.005,
+        max_seconds: float = 60.0,
+        max_requests: int = 50_000,
+        seed: int = 1,
+    ) -> None:
         if not set(mix) <= set(WRITES + READS):
             raise ValueError(f"unknown request kinds in {mix}")
         self.bases = list(bases)
@@ -179,8 +201,7 @@ class MixedLoad:
         # A writer (an HTTP client) per client, and one per process for recovery probes:
         # Tornado's client queues past 10 requests at once, and the queue would count
         # as the server's time.
-        self._writers = [_writer(self.bases[i % len(self.bases)], timeout)
-                         for i in range(clients)]
+        self._writers = [_writer(self.bases[i % len(self.bases)], timeout) for i in range(clients)]
         self._probe_writers = [_writer(base, timeout) for base in self.bases]
         self._tasks: List[asyncio.Task] = []
         self._stopping = False
@@ -191,8 +212,10 @@ class MixedLoad:
 
     def start(self) -> "MixedLoad":
         self.started = time.monotonic()
-        self._tasks = [asyncio.create_task(self._client(i), name=f"load-client-{i}")
-                       for i in range(self.clients)]
+        self._tasks = [
+            asyncio.create_task(self._client(i), name=f"load-client-{i}")
+            for i in range(self.clients)
+        ]
         return self
 
     async def stop(self) -> List[Answer]:
@@ -207,8 +230,9 @@ class MixedLoad:
 
     def acknowledged(self, since: float = 0.0) -> int:
         """Writes acknowledged (2xx) among those sent since ``since``."""
-        return sum(1 for a in self.answers
-                   if a.is_write and 200 <= a.status < 300 and a.sent >= since)
+        return sum(
+            1 for a in self.answers if a.is_write and 200 <= a.status < 300 and a.sent >= since
+        )
 
     async def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> float:
         """Poll ``condition`` while the load runs; the seconds it took (fails past ``timeout``)."""
@@ -242,7 +266,8 @@ class MixedLoad:
                     raise AssertionError(
                         f"liveness bound: process {process} did not recover within {within} s "
                         f"of the fault healing; last answers: {put.describe(started)}; "
-                        f"{get.describe(started)}")
+                        f"{get.describe(started)}"
+                    )
                 await asyncio.sleep(0.05)
 
         await asyncio.gather(*(one(p) for p in range(len(self.bases))))
@@ -264,8 +289,11 @@ class MixedLoad:
             return addon_id, sha(f"{index}-{counter}")
 
         deadline = self.started + self.max_seconds
-        while not self._stopping and time.monotonic() < deadline \
-                and len(self.answers) < self.max_requests:
+        while (
+            not self._stopping
+            and time.monotonic() < deadline
+            and len(self.answers) < self.max_requests
+        ):
             kind = rng.choices(self.kinds, self.weights)[0]
             if kind == "delete" and not registered:
                 kind = "put"
@@ -290,8 +318,9 @@ class MixedLoad:
                 answer = await self._write(writer, process, "bulk", keys, states)
                 if answer.status == 200:
                     registered.extend(keys[:3])
-                elif revoked is not None and answer.status == 503 \
-                        and answer.errno in (201, 202, 203):
+                elif (
+                    revoked is not None and answer.status == 503 and answer.errno in (201, 202, 203)
+                ):
                     registered.append(revoked)
             elif kind == "get":
                 await self._read_one(writer, process, rng.choice(self._seeded_keys))
@@ -301,9 +330,14 @@ class MixedLoad:
 
     # Requests ----------------------------------------------------------------------
 
-    async def _send(self, kind: str, process: int, keys: Sequence[Key],
-                    request: Callable[[], Awaitable[HTTPResponse]],
-                    states: Callable[[HTTPResponse], Sequence[str]]) -> Answer:
+    async def _send(
+        self,
+        kind: str,
+        process: int,
+        keys: Sequence[Key],
+        request: Callable[[], Awaitable[HTTPResponse]],
+        states: Callable[[HTTPResponse], Sequence[str]],
+    ) -> Answer:
         sent = time.monotonic()
         ticket = next(self._tickets)
         self.pending[ticket] = Answer(kind, process, tuple(keys), (), 0, None, sent, sent)
@@ -319,18 +353,32 @@ class MixedLoad:
         else:
             data = _decoded(response) if response.code >= 400 else None
             errno = data.get("errno") if isinstance(data, dict) else None
-            answer = Answer(kind, process, tuple(keys), tuple(states(response)), response.code,
-                            errno, sent, answered)
+            answer = Answer(
+                kind,
+                process,
+                tuple(keys),
+                tuple(states(response)),
+                response.code,
+                errno,
+                sent,
+                answered,
+            )
         self.answers.append(answer)
         return answer
 
-    async def _write(self, writer: Writer, process: int, kind: str, keys: Sequence[Key],
-                     states: Sequence[str]) -> Answer:
+    async def _write(
+        self, writer: Writer, process: int, kind: str, keys: Sequence[Key], states: Sequence[str]
+    ) -> Answer:
         if kind == "bulk":
-            ops = [{"op": "register" if s == REGISTERED else "revoke", "addon_id": a,
-                    "sha256": h} for (a, h), s in zip(keys, states)]
-            request = lambda: writer.signed("POST", "/v1/registrations",  # noqa: E731
-                                            {"operations": ops})
+            ops = [
+                {"op": "register" if s == REGISTERED else "revoke", "addon_id": a, "sha256": h}
+                for (a, h), s in zip(keys, states)
+            ]
+            request = lambda: writer.signed(
+                "POST",
+                "/v1/registrations",  # noqa: E731
+                {"operations": ops},
+            )
         else:
             method = "PUT" if kind == "put" else "DELETE"
             request = lambda: writer.signed(method, _file_path(keys[0]))  # noqa: E731
@@ -340,8 +388,8 @@ class MixedLoad:
         def states(response: HTTPResponse) -> Sequence[str]:
             state = _STATE_OF_STATUS.get(response.code)
             return (state,) if state else ()
-        return await self._send("get", process, [key], lambda: writer.get(_file_path(key)),
-                                states)
+
+        return await self._send("get", process, [key], lambda: writer.get(_file_path(key)), states)
 
     async def _lookup(self, writer: Writer, process: int, keys: Sequence[Key]) -> Answer:
         files = [{"addon_id": a, "sha256": h} for a, h in keys]
@@ -350,5 +398,7 @@ class MixedLoad:
             if response.code != 200:
                 return ()
             return [item["status"] for item in json.loads(response.body)["results"]]
-        return await self._send("lookup", process, keys,
-                                lambda: writer.post("/v1/lookup", {"files": files}), states)
+
+        return await self._send(
+            "lookup", process, keys, lambda: writer.post("/v1/lookup", {"files": files}), states
+        )

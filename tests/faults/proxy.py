@@ -71,8 +71,12 @@ class LinkProxy:
         """Listen (on the same port as before, after a cut) and pass everything."""
         if self._thread is None:
             ready = threading.Event()
-            self._thread = threading.Thread(target=self._run_loop, args=(ready,),
-                                            name=f"link-proxy-{self.target[1]}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run_loop,
+                args=(ready,),
+                name=f"link-proxy-{self.target[1]}",
+                daemon=True,
+            )
             self._thread.start()
             ready.wait()
         self._call(self._listen())
@@ -84,8 +88,11 @@ class LinkProxy:
         keep every connection open."""
         if direction not in ("both", "to_client", "to_server"):
             raise ValueError(f"no direction {direction!r}")
-        self._call(self._set_flowing(to_server=direction == "to_client",
-                                     to_client=direction == "to_server"))
+        self._call(
+            self._set_flowing(
+                to_server=direction == "to_client", to_client=direction == "to_server"
+            )
+        )
         self.state = "stall" if direction == "both" else f"stall {direction}"
 
     def cut(self) -> None:
@@ -162,16 +169,19 @@ class LinkProxy:
                 writer.transport.abort()  # the target refuses: so does the link
                 return
             self._transports.add(up_writer.transport)
-            await asyncio.gather(self._pipe(reader, up_writer, self._to_server),
-                                 self._pipe(up_reader, writer, self._to_client))
+            await asyncio.gather(
+                self._pipe(reader, up_writer, self._to_server),
+                self._pipe(up_reader, writer, self._to_client),
+            )
         except asyncio.CancelledError:
             pass
         finally:
             self._tasks.discard(task)
             self._transports.discard(writer.transport)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    flowing: asyncio.Event) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event
+    ) -> None:
         try:
             while True:
                 await flowing.wait()

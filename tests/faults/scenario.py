@@ -41,24 +41,36 @@ class Run:
     answers: List[Answer] = dataclasses.field(default_factory=list)
 
 
-async def under_load(processes: Sequence[ServerProcess], db: PrivateMariaDB,
-                     fault: Callable[[Run], Awaitable[None]], *, clients: int = 6,
-                     mix: Mapping[str, float] = FULL_MIX) -> Run:
+async def under_load(
+    processes: Sequence[ServerProcess],
+    db: PrivateMariaDB,
+    fault: Callable[[Run], Awaitable[None]],
+    *,
+    clients: int = 6,
+    mix: Mapping[str, float] = FULL_MIX,
+) -> Run:
     """The scenario of the module docstring; ``fault(run)`` injects the fault and heals it."""
     seeded = await seed_files(processes[0].base, SEEDED)
-    load = MixedLoad([p.base for p in processes], seeded, clients=clients, mix=mix,
-                     timeout=CLIENT_TIMEOUT).start()
+    load = MixedLoad(
+        [p.base for p in processes], seeded, clients=clients, mix=mix, timeout=CLIENT_TIMEOUT
+    ).start()
     run = Run(load, seeded)
-    await load.wait_for(lambda: load.acknowledged() >= WARM_WRITES, 30,
-                        f"{WARM_WRITES} writes acknowledged before the fault")
+    await load.wait_for(
+        lambda: load.acknowledged() >= WARM_WRITES,
+        30,
+        f"{WARM_WRITES} writes acknowledged before the fault",
+    )
     run.fault_started = time.monotonic()
     try:
         await fault(run)
         run.healed = time.monotonic()
         run.recovery_seconds = await load.recovery(RECOVERY)
         recovered = time.monotonic()
-        await load.wait_for(lambda: load.acknowledged(since=recovered) >= WARM_WRITES, 30,
-                            f"{WARM_WRITES} writes acknowledged after the recovery")
+        await load.wait_for(
+            lambda: load.acknowledged(since=recovered) >= WARM_WRITES,
+            30,
+            f"{WARM_WRITES} writes acknowledged after the recovery",
+        )
     finally:
         run.answers = await load.stop()
     assert_consistent(run.answers, db, seeded, LIVENESS, run.fault_started)

@@ -41,8 +41,15 @@ import redis
 
 from tests.conftest import REQUIRE_SERVICES, free_port
 
-__all__ = ["PrivateServer", "PrivateMariaDB", "PrivateRedis", "make_pristine_datadir",
-           "need_programs", "find_program", "DATABASE"]
+__all__ = [
+    "PrivateServer",
+    "PrivateMariaDB",
+    "PrivateRedis",
+    "make_pristine_datadir",
+    "need_programs",
+    "find_program",
+    "DATABASE",
+]
 
 DATABASE = "addonreg"
 """The database the pristine datadir holds (empty; ``addonreg serve`` makes the tables)."""
@@ -110,13 +117,20 @@ class PrivateServer:
             raise RuntimeError(f"{self!r} is already running")
         started = time.monotonic()
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=self.workdir)
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+            )
         while not self.answers():
             if self.proc.poll() is not None or time.monotonic() - started > timeout:
                 self.kill9()
-                raise RuntimeError(f"{self.name} did not start within {timeout} s:\n"
-                                   + self.log.read_text(errors="replace")[-3000:])
+                raise RuntimeError(
+                    f"{self.name} did not start within {timeout} s:\n"
+                    + self.log.read_text(errors="replace")[-3000:]
+                )
             time.sleep(0.02)
         return time.monotonic() - started
 
@@ -174,9 +188,15 @@ def make_pristine_datadir(path: Path) -> Path:
     (``--auth-root-authentication-method=normal``: the default, unix_socket
     authentication, admits only local socket clients).
     """
-    install = [find_program("mariadb-install-db") or "mariadb-install-db", "--no-defaults",
-               f"--datadir={path}", "--auth-root-authentication-method=normal",
-               "--skip-test-db", *_as_root(), *_INNODB]
+    install = [
+        find_program("mariadb-install-db") or "mariadb-install-db",
+        "--no-defaults",
+        f"--datadir={path}",
+        "--auth-root-authentication-method=normal",
+        "--skip-test-db",
+        *_as_root(),
+        *_INNODB,
+    ]
     result = subprocess.run(install, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         raise RuntimeError("mariadb-install-db failed:\n" + result.stdout + result.stderr)
@@ -210,19 +230,39 @@ class PrivateMariaDB(PrivateServer):
         return f"mysql://root@127.0.0.1:{port or self.port}/{DATABASE}"
 
     def command(self) -> List[str]:
-        return [find_program("mariadbd") or "mariadbd", "--no-defaults",
-                f"--datadir={self.datadir}", f"--port={self.port}",
-                f"--socket={self._socket_dir}/sock", f"--pid-file={self._socket_dir}/pid",
-                "--bind-address=127.0.0.1", "--skip-networking=0", *_as_root(), *_INNODB,
-                "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=1",
-                "--skip-log-bin", "--max-connections=200", "--skip-name-resolve"]
+        return [
+            find_program("mariadbd") or "mariadbd",
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            f"--port={self.port}",
+            f"--socket={self._socket_dir}/sock",
+            f"--pid-file={self._socket_dir}/pid",
+            "--bind-address=127.0.0.1",
+            "--skip-networking=0",
+            *_as_root(),
+            *_INNODB,
+            "--innodb-buffer-pool-size=64M",
+            "--innodb-flush-log-at-trx-commit=1",
+            "--skip-log-bin",
+            "--max-connections=200",
+            "--skip-name-resolve",
+        ]
 
-    def connect(self, database: Optional[str] = DATABASE,
-                timeout: float = 2) -> pymysql.connections.Connection:
+    def connect(
+        self, database: Optional[str] = DATABASE, timeout: float = 2
+    ) -> pymysql.connections.Connection:
         """A pymysql connection as root (autocommit); the caller closes it."""
-        return pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="",
-                               database=database, autocommit=True, connect_timeout=timeout,
-                               read_timeout=timeout, write_timeout=timeout)
+        return pymysql.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user="root",
+            password="",
+            database=database,
+            autocommit=True,
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            write_timeout=timeout,
+        )
 
     def answers(self) -> bool:
         try:
@@ -252,9 +292,23 @@ class PrivateRedis(PrivateServer):
     name = "redis"
 
     def command(self) -> List[str]:
-        return [find_program("redis-server") or "redis-server", "--port", str(self.port),
-                "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--daemonize", "no", "--dir", str(self.workdir), "--protected-mode", "no"]
+        return [
+            find_program("redis-server") or "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--protected-mode",
+            "no",
+        ]
 
     def url(self, port: Optional[int] = None) -> str:
         """A pub/sub URL on this server (or on ``port``, a link in front of it), with a
@@ -262,8 +316,9 @@ class PrivateRedis(PrivateServer):
         return f"redis://127.0.0.1:{port or self.port}/0?channel=faults-{self.port}"
 
     def answers(self) -> bool:
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1,
-                             socket_connect_timeout=1)
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, socket_timeout=1, socket_connect_timeout=1
+        )
         try:
             return bool(client.ping())
         except (redis.exceptions.RedisError, OSError):

@@ -22,8 +22,15 @@ SEEDED = {("seed@faults.test", "0" * 64): REGISTERED}
 F1, F2 = ("a@faults.test", "1" * 64), ("a@faults.test", "2" * 64)
 
 
-def write(kind: str, key, state: str, status: int, errno: Optional[int] = None,
-          sent: float = 0.0, seconds: float = 0.01) -> Answer:
+def write(
+    kind: str,
+    key,
+    state: str,
+    status: int,
+    errno: Optional[int] = None,
+    sent: float = 0.0,
+    seconds: float = 0.01,
+) -> Answer:
     return Answer(kind, 0, (key,), (state,), status, errno, sent, sent + seconds)
 
 
@@ -94,8 +101,9 @@ def echo_port() -> Iterator[int]:
     server.close()
 
 
-async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                   data: bytes, timeout: float = 1.0) -> bytes:
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes, timeout: float = 1.0
+) -> bytes:
     writer.write(data)
     await writer.drain()
     return await asyncio.wait_for(reader.readexactly(len(data)), timeout)

@@ -27,7 +27,8 @@ pytestmark = [pytest.mark.mysql, pytest.mark.subprocess]
 
 
 async def test_mariadb_killed_between_commit_and_answer(
-        deployment: Deployment, mariadb: PrivateMariaDB, links: Callable[[int], LinkProxy]):
+    deployment: Deployment, mariadb: PrivateMariaDB, links: Callable[[int], LinkProxy]
+):
     """``kill -9`` at the worst moment, made certain rather than left to chance.
 
     Each process reaches MariaDB through a link. The links stop carrying
@@ -44,8 +45,12 @@ async def test_mariadb_killed_between_commit_and_answer(
 
     def committed(keys) -> bool:
         addon_id, digest = keys[0]
-        return bool(mariadb.query("SELECT 1 FROM registrations WHERE addon_id = %s "
-                                  "AND sha256 = UNHEX(%s)", (addon_id, digest)))
+        return bool(
+            mariadb.query(
+                "SELECT 1 FROM registrations WHERE addon_id = %s AND sha256 = UNHEX(%s)",
+                (addon_id, digest),
+            )
+        )
 
     async def crash(run: Run) -> None:
         for link in db_links:
@@ -54,12 +59,18 @@ async def test_mariadb_killed_between_commit_and_answer(
         def each_process_has_a_committed_write_unanswered() -> bool:
             # Waiting a quarter of storage_timeout: its answer is held by the link,
             # not merely on its way (a write takes milliseconds here).
-            held = [a for a in list(run.load.pending.values())
-                    if a.is_write and time.monotonic() - a.sent > STORAGE_TIMEOUT / 4]
+            held = [
+                a
+                for a in list(run.load.pending.values())
+                if a.is_write and time.monotonic() - a.sent > STORAGE_TIMEOUT / 4
+            ]
             return {a.process for a in held if committed(a.keys)} == {0, 1}
 
-        await run.load.wait_for(each_process_has_a_committed_write_unanswered, LIVENESS,
-                                "a committed write of each process waiting for its answer")
+        await run.load.wait_for(
+            each_process_has_a_committed_write_unanswered,
+            LIVENESS,
+            "a committed write of each process waiting for its answer",
+        )
         mariadb.kill9()
         for link in db_links:
             link.cut()
@@ -70,12 +81,16 @@ async def test_mariadb_killed_between_commit_and_answer(
     await under_load(processes, mariadb, crash, mix=NEW_FILES_MIX)
 
 
-@pytest.mark.parametrize("stall", [
-    pytest.param(3 * STORAGE_TIMEOUT, id="3x-storage-timeout"),
-    pytest.param(LIVENESS + 1, id="past-the-liveness-bound"),
-])
-async def test_mariadb_stalled_and_resumed(deployment: Deployment, mariadb: PrivateMariaDB,
-                                           stall: float):
+@pytest.mark.parametrize(
+    "stall",
+    [
+        pytest.param(3 * STORAGE_TIMEOUT, id="3x-storage-timeout"),
+        pytest.param(LIVENESS + 1, id="past-the-liveness-bound"),
+    ],
+)
+async def test_mariadb_stalled_and_resumed(
+    deployment: Deployment, mariadb: PrivateMariaDB, stall: float
+):
     processes = [deployment(), deployment()]
 
     async def pause_and_resume(run: Run) -> None:

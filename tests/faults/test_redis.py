@@ -44,8 +44,7 @@ def file_path(key: Key) -> str:
     return f"/v1/addons/{key[0]}/files/{key[1]}"
 
 
-async def answers_within(client: Client, key: Key, status: int, within: float,
-                         what: str) -> float:
+async def answers_within(client: Client, key: Key, status: int, within: float, what: str) -> float:
     """Poll ``GET`` of ``key`` until it answers ``status``; the seconds it took."""
     started = time.monotonic()
     while True:
@@ -57,21 +56,29 @@ async def answers_within(client: Client, key: Key, status: int, within: float,
         await asyncio.sleep(0.02)
 
 
-async def test_redis_killed_and_restarted(deployment: Deployment, mariadb: PrivateMariaDB,
-                                          private_redis: PrivateRedis):
+async def test_redis_killed_and_restarted(
+    deployment: Deployment, mariadb: PrivateMariaDB, private_redis: PrivateRedis
+):
     processes = [deployment(pubsub=private_redis.url()) for _ in range(2)]
 
     async def kill_and_restart(run: Run) -> None:
         private_redis.kill9()
         await run.load.wait_for(
-            lambda: any(a.is_write and a.status == 503 and a.sent >= run.fault_started
-                        for a in run.load.answers), 10, "a write refused with Redis down")
+            lambda: any(
+                a.is_write and a.status == 503 and a.sent >= run.fault_started
+                for a in run.load.answers
+            ),
+            10,
+            "a write refused with Redis down",
+        )
         await asyncio.to_thread(private_redis.start)  # empty: no nonce survives, no channel
 
     run = await under_load(processes, mariadb, kill_and_restart)
     refused = writes_refused_after(run.answers, run.healed + REDIS_RECOVERY)
-    assert not refused, (f"{len(refused)} write(s) refused more than {REDIS_RECOVERY} s after "
-                         f"Redis answered again, e.g. {refused[0].describe(run.healed)}")
+    assert not refused, (
+        f"{len(refused)} write(s) refused more than {REDIS_RECOVERY} s after "
+        f"Redis answered again, e.g. {refused[0].describe(run.healed)}"
+    )
 
     # Again with no traffic while Redis is down: the processes' connections to it are
     # all dead when the next write comes, and it must be taken all the same.
@@ -83,14 +90,20 @@ async def test_redis_killed_and_restarted(deployment: Deployment, mariadb: Priva
             response = await writer.signed("PUT", file_path((f"quiet{n}@faults.test", sha(n))))
         finally:
             writer.close()
-        assert response.code == 201, (f"the first write on process {n} after a quiet Redis "
-                                      f"restart: {response.code} {response.body[:200]!r}")
+        assert response.code == 201, (
+            f"the first write on process {n} after a quiet Redis "
+            f"restart: {response.code} {response.body[:200]!r}"
+        )
 
 
 @pytest.mark.parametrize("fault", ["stall", "cut"])
 async def test_a_process_cut_off_from_redis_sees_writes_within_1_s(
-        deployment: Deployment, mariadb: PrivateMariaDB, private_redis: PrivateRedis,
-        links: Callable[[int], LinkProxy], fault: str):
+    deployment: Deployment,
+    mariadb: PrivateMariaDB,
+    private_redis: PrivateRedis,
+    links: Callable[[int], LinkProxy],
+    fault: str,
+):
     link = links(private_redis.port)
     a: ServerProcess = deployment(pubsub=private_redis.url())
     b: ServerProcess = deployment(pubsub=private_redis.url(link.port))
@@ -105,11 +118,21 @@ async def test_a_process_cut_off_from_redis_sees_writes_within_1_s(
         getattr(link, fault)()
         try:
             assert (await wa.signed("PUT", file_path(unknown))).code == 201
-            await answers_within(wb, unknown, 200, STALE_BOUND,
-                                 f"B with its Redis link {fault}: a file registered on A")
+            await answers_within(
+                wb,
+                unknown,
+                200,
+                STALE_BOUND,
+                f"B with its Redis link {fault}: a file registered on A",
+            )
             assert (await wa.signed("DELETE", file_path(registered))).code == 200
-            await answers_within(wb, registered, 410, STALE_BOUND,
-                                 f"B with its Redis link {fault}: a file revoked on A")
+            await answers_within(
+                wb,
+                registered,
+                410,
+                STALE_BOUND,
+                f"B with its Redis link {fault}: a file revoked on A",
+            )
         finally:
             link.restore()
 

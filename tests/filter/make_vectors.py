@@ -36,11 +36,14 @@ def registry() -> List[tuple]:
 
 
 def changes(recs: List[tuple]) -> List[tuple]:
-    out = [(GUID, "01" * 32, "revoked"),                      # revoked after the base
-           (GUID, "02" * 32, "revoked"), (GUID, "02" * 32, "registered"),  # and back: unchanged
-           ("whole@revoked.example", "0a" * 32, "registered"),  # re-registered
-           ("new@later.example", "aa" * 32, "registered"),     # new after the base
-           ("new@later.example", "bb" * 32, "revoked")]        # new, revoked
+    out = [
+        (GUID, "01" * 32, "revoked"),  # revoked after the base
+        (GUID, "02" * 32, "revoked"),
+        (GUID, "02" * 32, "registered"),  # and back: unchanged
+        ("whole@revoked.example", "0a" * 32, "registered"),  # re-registered
+        ("new@later.example", "aa" * 32, "registered"),  # new after the base
+        ("new@later.example", "bb" * 32, "revoked"),
+    ]  # new, revoked
     out += [(a, s, "revoked") for a, s, st in recs if a == "a3@synth.example"]  # revoked whole
     return out
 
@@ -58,11 +61,14 @@ def write(directory: str) -> Dict[str, Any]:
         state[(a, s)] = st
     queries = list(state)
     queries += [(f"unknown{i}@nowhere.example", f"{i + 7:064x}") for i in range(60)]
-    queries += [(GUID, "ff" * 32), ("a3@synth.example", "cd" * 32), ("new@later.example", "AB" * 32)]
+    queries += [
+        (GUID, "ff" * 32),
+        ("a3@synth.example", "cd" * 32),
+        ("new@later.example", "AB" * 32),
+    ]
     with open(os.path.join(directory, "filter", "latest.json"), "rb") as f:
         index = f.read()
-    reader = FilterReader.from_index(index, lambda p: _read(directory, p),
-                                     [TEST_KEY.public_key()])
+    reader = FilterReader.from_index(index, lambda p: _read(directory, p), [TEST_KEY.public_key()])
     # Unknown files that pass the membership layer (1 in 256): "registered" is no proof.
     ground = [("ground@nowhere.example", f"{i:064x}") for i in range(1, 20000)]
     queries += [q for q, a in zip(ground, reader.status_many(ground)) if a == "registered"][:3]
@@ -71,14 +77,24 @@ def write(directory: str) -> Dict[str, Any]:
         expected = reader.status(addon_id, sha)
         if (addon_id, sha) in state:
             assert expected == state[(addon_id, sha)]
-        cases.append({"addon_id": addon_id, "sha256": sha,
-                      "addon_key": addon_key(addon_id).hex(),
-                      "file_key": file_key(addon_id, sha).hex(),
-                      "known": (addon_id, sha) in state, "expected": expected})
-    doc = {"comment": "Answers of the reference reader for filter/latest.json (serial 150) "
-                      "checked with public_key; see docs/filter.md, 'Test vectors'.",
-           "public_key": base64.b64encode(TEST_KEY.public_key().public_bytes_raw()).decode(),
-           "serial": reader.serial, "base_serial": reader.base_serial, "cases": cases}
+        cases.append(
+            {
+                "addon_id": addon_id,
+                "sha256": sha,
+                "addon_key": addon_key(addon_id).hex(),
+                "file_key": file_key(addon_id, sha).hex(),
+                "known": (addon_id, sha) in state,
+                "expected": expected,
+            }
+        )
+    doc = {
+        "comment": "Answers of the reference reader for filter/latest.json (serial 150) "
+        "checked with public_key; see docs/filter.md, 'Test vectors'.",
+        "public_key": base64.b64encode(TEST_KEY.public_key().public_bytes_raw()).decode(),
+        "serial": reader.serial,
+        "base_serial": reader.base_serial,
+        "cases": cases,
+    }
     with open(os.path.join(directory, "cases.json"), "w") as f:
         json.dump(doc, f, indent=1, sort_keys=True)
         f.write("\n")

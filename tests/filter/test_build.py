@@ -81,13 +81,13 @@ def test_delta_semantics():
     base = build_base(base_recs, 5)
     h = lambda i: "%064x" % i  # noqa: E731
     changes = [
-        ("c@x", h(100), "registered"),          # registered after the base
+        ("c@x", h(100), "registered"),  # registered after the base
         ("c@x", h(101), "registered"),
-        ("c@x", h(101), "revoked"),             # new, then revoked
-        ("a@x", h(1), "revoked"),               # revoked after the base
+        ("c@x", h(101), "revoked"),  # new, then revoked
+        ("a@x", h(1), "revoked"),  # revoked after the base
         ("a@x", h(2), "revoked"),
-        ("a@x", h(2), "registered"),            # revoked then re-registered: unchanged
-        ("b@x", h(50), "registered"),           # re-registered after a base revocation
+        ("a@x", h(2), "registered"),  # revoked then re-registered: unchanged
+        ("b@x", h(50), "registered"),  # re-registered after a base revocation
     ]
     delta = build_delta(base, changes, 9)
     r = FilterReader.from_bytes(base.data, delta.data)
@@ -102,7 +102,9 @@ def test_delta_semantics():
 
 
 def test_addon_revoked_after_base_costs_one_key():
-    recs = [(f"a{j}@x", "%064x" % (j * 1000 + i), "registered") for j in range(200) for i in range(20)]
+    recs = [
+        (f"a{j}@x", "%064x" % (j * 1000 + i), "registered") for j in range(200) for i in range(20)
+    ]
     base = build_base(recs, 1)
     delta = build_delta(base, [(a, s, "revoked") for a, s, _ in recs if a == "a7@x"], 2)
     assert [(s.kind, s.n_positive) for s in delta.file.stages] == [(fmt.ADDON, 1)]
@@ -111,13 +113,16 @@ def test_addon_revoked_after_base_costs_one_key():
     assert r.status("a8@x", "%064x" % 8005) == "registered"
 
 
-@pytest.mark.parametrize("recs", [
-    [],
-    [("a@x", "%064x" % 1, "registered")],
-    [("a@x", "%064x" % 1, "revoked")],
-    [("a@x", "%064x" % i, "revoked") for i in range(300)],
-    [("a@x", "%064x" % i, "revoked" if i % 2 else "registered") for i in range(300)],
-])
+@pytest.mark.parametrize(
+    "recs",
+    [
+        [],
+        [("a@x", "%064x" % 1, "registered")],
+        [("a@x", "%064x" % 1, "revoked")],
+        [("a@x", "%064x" % i, "revoked") for i in range(300)],
+        [("a@x", "%064x" % i, "revoked" if i % 2 else "registered") for i in range(300)],
+    ],
+)
 def test_small_and_extreme_registries(recs):
     base = build_base(recs, 3)
     r = FilterReader.from_bytes(base.data)
@@ -143,8 +148,9 @@ def test_membership_layer():
     assert 0.99 < share < 0.999  # 1 - 2^-8
     # A file registered after the base is never "not-in-filter" with the delta.
     delta = build_delta(base, [("late@x", "%064x" % 1, "registered")], 2)
-    assert FilterReader.from_bytes(base.data, delta.data).status("late@x", "%064x" % 1) \
-        == "registered"
+    assert (
+        FilterReader.from_bytes(base.data, delta.data).status("late@x", "%064x" % 1) == "registered"
+    )
     assert len(base.data) < 20_000 * 8 * 1.1 / 8 + 2000
 
 
@@ -152,7 +158,9 @@ def test_conflicting_duplicates_refused():
     with pytest.raises(ValueError):
         build_base([("a@x", "%064x" % 1, "registered"), ("a@x", "%064x" % 1, "revoked")], 1)
     # Same record twice, any case and the sha256: prefix: one file.
-    b = build_base([("a@x", "ab" * 32, "registered"), ("a@x", "sha256:" + "AB" * 32, "registered")], 1)
+    b = build_base(
+        [("a@x", "ab" * 32, "registered"), ("a@x", "sha256:" + "AB" * 32, "registered")], 1
+    )
     assert b.file.n_files == 1
     with pytest.raises(ValueError):
         build_base([("a@x", "zz" * 32, "registered")], 1)
@@ -169,6 +177,7 @@ def test_delta_needs_a_superset_and_a_later_serial(base_100k):
 
 def test_verify_refuses_a_wrong_filter(keys_100k, base_100k):
     from addonreg.filter import verify
+
     desired = keys_100k.status.copy()
     desired[12345] = 3 - desired[12345]
     with pytest.raises(BuildError):
@@ -190,16 +199,17 @@ def test_layers_numpy_and_python_agree():
 
 def test_truncated_or_padded_files_refused(base_100k):
     from addonreg.filter import FormatError
+
     for bad in (base_100k.data[:-1], base_100k.data + b"\0", b"XXXXXXXX" + base_100k.data[8:]):
         with pytest.raises(FormatError):
             FilterFile.from_bytes(bad)
 
 
-
 def test_keyset_apply_equals_hashing_the_new_registry(records_100k, keys_100k, changes_100k):
     applied = keys_100k.apply(changes_100k)
-    fresh = KeySet.from_records([(a, s, st) for (a, s), st in
-                                 current(records_100k, changes_100k).items()])
+    fresh = KeySet.from_records(
+        [(a, s, st) for (a, s), st in current(records_100k, changes_100k).items()]
+    )
     for name in ("k0", "k1", "a0", "a1", "status"):
         assert (getattr(applied, name) == getattr(fresh, name)).all(), name
 
@@ -210,7 +220,9 @@ def test_keyset_locate_with_equal_first_words():
     k1 = np.array([0, 1, 2, 7, 0], dtype=u)
     z = np.zeros(5, dtype=u)
     ks = KeySet(k0, k1, z, z, np.ones(5, dtype=np.uint8))
-    got = ks.locate(np.array([5, 5, 5, 5, 9, 10, 0], dtype=u), np.array([7, 2, 1, 3, 0, 0, 0], dtype=u))
+    got = ks.locate(
+        np.array([5, 5, 5, 5, 9, 10, 0], dtype=u), np.array([7, 2, 1, 3, 0, 0, 0], dtype=u)
+    )
     assert got.tolist() == [3, 2, 1, -1, 4, -1, -1]
 
 
@@ -220,11 +232,12 @@ def test_file_keys_use_every_word_of_the_hash():
     for word in range(4):
         for v in range(1, 200):
             raw = bytearray(32)
-            raw[8 * word:8 * word + 8] = v.to_bytes(8, "little")
+            raw[8 * word : 8 * word + 8] = v.to_bytes(8, "little")
             hashes.append(raw.hex())
     hashes += [f"{i:02x}" * 32 for i in range(256)]
     pairs = [(a, h) for a in ("a@x", "b@x") for h in hashes]
     _, _, f0, f1 = keys.hash_pairs(pairs)
     assert len({(x, y) for x, y in zip(f0.tolist(), f1.tolist())}) == len(pairs)
-    assert keys.file_key("a@x", hashes[5]) == \
-        int(f0[5]).to_bytes(8, "little") + int(f1[5]).to_bytes(8, "little")
+    assert keys.file_key("a@x", hashes[5]) == int(f0[5]).to_bytes(8, "little") + int(
+        f1[5]
+    ).to_bytes(8, "little")

@@ -56,8 +56,9 @@ def _get(root):
 
 def test_reader_checks_and_answers(published, key, records_100k, changes_100k):
     root, w = published
-    r = FilterReader.from_index((root / "filter/latest.json").read_bytes(), _get(root),
-                                [key.public_key()])
+    r = FilterReader.from_index(
+        (root / "filter/latest.json").read_bytes(), _get(root), [key.public_key()]
+    )
     assert r.serial == 2000 and r.base_serial == 1000
     assert r.built_at == r.index["delta"]["built_at"] > r.index["base"]["built_at"]
     state = current(records_100k, changes_100k)
@@ -75,8 +76,9 @@ def test_tampered_file_refused(published, key, which):
         bad[offset] ^= 0x01
         path.write_bytes(bytes(bad))
         with pytest.raises(FilterRejected, match="does not match"):
-            FilterReader.from_index((root / "filter/latest.json").read_bytes(), _get(root),
-                                    [key.public_key()])
+            FilterReader.from_index(
+                (root / "filter/latest.json").read_bytes(), _get(root), [key.public_key()]
+            )
     path.write_bytes(bytes(data))
 
 
@@ -118,16 +120,19 @@ def test_wrong_key_refused_and_rotation(published, key):
 
 
 def test_key_formats(key):
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     raw = base64.b64encode(SEED).decode()
     for form in (pem, pem.decode(), raw, raw.encode()):
         assert key_id(load_private_key(form)) == key_id(key)
     pub = key.public_key()
-    pub_pem = pub.public_bytes(serialization.Encoding.PEM,
-                               serialization.PublicFormat.SubjectPublicKeyInfo)
-    pub_raw = base64.b64encode(pub.public_bytes(serialization.Encoding.Raw,
-                                                serialization.PublicFormat.Raw))
+    pub_pem = pub.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    pub_raw = base64.b64encode(
+        pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
     for form in (pub_pem, pub_raw, pub_raw.decode()):
         assert key_id(load_public_key(form)) == key_id(key)
     with pytest.raises(ValueError):
@@ -165,11 +170,13 @@ def test_writer_directory_and_idempotence(tmp_path, key, records_100k, changes_1
         assert (tmp_path / entry["path"]).stat().st_size == entry["size"]
 
 
-def test_writer_new_base_when_delta_too_big_or_base_too_old(tmp_path, key, records_100k,
-                                                            changes_100k):
+def test_writer_new_base_when_delta_too_big_or_base_too_old(
+    tmp_path, key, records_100k, changes_100k
+):
     now = [1_700_000_000.0]
-    w = FilterWriter(str(tmp_path), key, clock=lambda: now[0], max_delta_ratio=0.01,
-                     max_base_age=3600)
+    w = FilterWriter(
+        str(tmp_path), key, clock=lambda: now[0], max_delta_ratio=0.01, max_base_age=3600
+    )
     w.publish_base(records_100k, 1000)
     idx = w.update(changes_100k, 2000)  # ~1.8 KB delta > 1 % of the base
     assert idx["delta"] is None and idx["base"]["serial"] == 2000
@@ -188,8 +195,9 @@ class _ChangingStore(SQLiteStore):
     async def snapshot(self, page=10_000):
         pages = [p async for p in super().snapshot(page=3)]
         yield pages[0]
-        await self.apply([Operation("revoke", "a@x", sha(0)),
-                          Operation("register", "b@x", sha(99), None)])
+        await self.apply(
+            [Operation("revoke", "a@x", sha(0)), Operation("register", "b@x", sha(99), None)]
+        )
         for rest in pages[1:]:
             yield rest
 
@@ -205,8 +213,11 @@ async def test_a_base_read_from_storage_while_files_change_is_the_registry(tmp_p
         assert await store.last_serial() == 12
     finally:
         await store.close()
-    r = FilterReader.from_index((tmp_path / "out/filter/latest.json").read_bytes(),
-                                _get(tmp_path / "out"), [key.public_key()])
+    r = FilterReader.from_index(
+        (tmp_path / "out/filter/latest.json").read_bytes(),
+        _get(tmp_path / "out"),
+        [key.public_key()],
+    )
     # a@x's first file is read twice (registered, then revoked); b@x only after the scan.
     assert r.serial == 12
     assert [r.status("a@x", sha(n)) for n in range(3)] == ["revoked"] + ["registered"] * 2

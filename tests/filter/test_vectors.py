@@ -20,8 +20,7 @@ def test_vectors_answer_as_recorded():
     doc = _load()
     with open(os.path.join(HERE, "filter", "latest.json"), "rb") as f:
         index = f.read()
-    reader = FilterReader.from_index(
-        index, lambda p: _read(HERE, p), [doc["public_key"]])
+    reader = FilterReader.from_index(index, lambda p: _read(HERE, p), [doc["public_key"]])
     assert reader.serial == doc["serial"] == 150 and reader.base_serial == 100
     for case in doc["cases"]:
         assert addon_key(case["addon_id"]).hex() == case["addon_key"]
@@ -31,8 +30,13 @@ def test_vectors_answer_as_recorded():
     assert reader.status_many(pairs) == [c["expected"] for c in doc["cases"]]
     # The vectors exercise every answer, and unknown files of every kind.
     kinds = collections.Counter((c["known"], c["expected"]) for c in doc["cases"])
-    assert {(True, "registered"), (True, "revoked"), (False, "not-in-filter"),
-            (False, "registered"), (False, "revoked")} <= set(kinds)
+    assert {
+        (True, "registered"),
+        (True, "revoked"),
+        (False, "not-in-filter"),
+        (False, "registered"),
+        (False, "revoked"),
+    } <= set(kinds)
 
 
 def test_vectors_are_what_the_builder_writes(tmp_path):
@@ -43,4 +47,6 @@ def test_vectors_are_what_the_builder_writes(tmp_path):
             rel = os.path.relpath(os.path.join(root, name), HERE)
             with open(os.path.join(HERE, rel), "rb") as a, open(tmp_path / rel, "rb") as b:
                 assert a.read() == b.read(), rel
-    assert sorted(os.listdir(tmp_path / "filter")) == sorted(os.listdir(os.path.join(HERE, "filter")))
+    assert sorted(os.listdir(tmp_path / "filter")) == sorted(
+        os.listdir(os.path.join(HERE, "filter"))
+    )

@@ -30,21 +30,35 @@ def server(tmp_path_factory) -> Iterable[Server]:
             fh.write(json.dumps(row) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADDONREG_")}
     env["ADDONREG_STORAGE"] = storage
-    done = subprocess.run([sys.executable, "-m", "addonreg", "import", "--quiet", str(seed)],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "addonreg", "import", "--quiet", str(seed)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
     # A short shutdown_timeout: BUG-6 would otherwise hold the teardown for 10 s.
-    proc = ServerProcess({"ADDONREG_STORAGE": storage, "ADDONREG_PUBSUB": "local://",
-                          "ADDONREG_SHUTDOWN_TIMEOUT": "1"})
+    proc = ServerProcess(
+        {
+            "ADDONREG_STORAGE": storage,
+            "ADDONREG_PUBSUB": "local://",
+            "ADDONREG_SHUTDOWN_TIMEOUT": "1",
+        }
+    )
     # Keep reading the server's output: a full pipe would block its logging (a hang).
-    drain = threading.Thread(target=lambda: proc.output.extend(iter(proc.proc.stdout.readline, "")),
-                             daemon=True)
+    drain = threading.Thread(
+        target=lambda: proc.output.extend(iter(proc.proc.stdout.readline, "")), daemon=True
+    )
     drain.start()
     client = Http(proc.port, proc)
     try:
         facts = json.loads(client.send(Request("GET", "/v1/")).body)
-        feed = json.loads(client.send(Request("GET", "/v1/changes?since=0&limit=10000")).body)["changes"]
+        feed = json.loads(client.send(Request("GET", "/v1/changes?since=0&limit=10000")).body)[
+            "changes"
+        ]
         records = {(r["addon_id"], r["sha256"]): r for r in feed}
         expected = {(a, s.split(":")[-1].lower()): v for a, s, v in SEEDS}
         assert {k: r["version"] for k, r in records.items()} == expected
@@ -62,7 +76,9 @@ def server(tmp_path_factory) -> Iterable[Server]:
             code = None
         drain.join(5)
         proc.stop()
-    assert code == 0, "server did not exit cleanly after the fuzzing:\n" + "".join(proc.output[-40:])
+    assert code == 0, "server did not exit cleanly after the fuzzing:\n" + "".join(
+        proc.output[-40:]
+    )
 
 
 # Strategies: identifiers --------------------------------------------------------------

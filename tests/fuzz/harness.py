@@ -48,13 +48,21 @@ from tests.conftest import ServerProcess
 TIMEOUT = 10.0  # seconds without an answer = the server hangs: a failure
 
 FUZZ = settings(
-    max_examples=250, deadline=None, database=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.filter_too_much])
+    max_examples=250,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 FUZZ_SMALL = settings(FUZZ, max_examples=150)
 
 
 # Seed data -------------------------------------------------------------------------
+
 
 def _h(n: int) -> str:
     return hashlib.sha256(b"addonreg-fuzz-%d" % n).hexdigest()
@@ -77,14 +85,19 @@ SEED_SHAS = sorted({s.split(":")[-1].lower() for _, s, _ in SEEDS})
 
 # An independent model of the identifier rules ---------------------------------------
 
-_GUID = re.compile(r"\{[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}")
+_GUID = re.compile(
+    r"\{[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}"
+)
 _EMAIL = re.compile(r"[a-zA-Z0-9._-]*@[a-zA-Z0-9._-]+")
 _SHA = re.compile(r"(?:[sS][hH][aA]256:)?([0-9a-fA-F]{64})")
 
 
 def valid_id(value: Any) -> bool:
-    return (type(value) is str and 1 <= len(value) <= 255
-            and (_GUID.fullmatch(value) is not None or _EMAIL.fullmatch(value) is not None))
+    return (
+        type(value) is str
+        and 1 <= len(value) <= 255
+        and (_GUID.fullmatch(value) is not None or _EMAIL.fullmatch(value) is not None)
+    )
 
 
 def norm_sha(value: Any) -> Optional[str]:
@@ -95,6 +108,7 @@ def norm_sha(value: Any) -> Optional[str]:
 
 
 # HTTP ------------------------------------------------------------------------------
+
 
 @dataclass
 class Request:
@@ -114,10 +128,15 @@ class Request:
 
     def describe(self) -> str:
         body = self.body if self.chunks is None else b"".join(self.chunks)
-        text = (f"{self.method} {self.url!r}\n  headers={list(self.headers)!r}"
-                + (f"\n  chunks={[len(c) for c in self.chunks]}" if self.chunks is not None else "")
-                + ("" if body is None else f"\n  body={body[:1500]!r}"
-                   + ("..." if len(body) > 1500 else "")))
+        text = (
+            f"{self.method} {self.url!r}\n  headers={list(self.headers)!r}"
+            + (f"\n  chunks={[len(c) for c in self.chunks]}" if self.chunks is not None else "")
+            + (
+                ""
+                if body is None
+                else f"\n  body={body[:1500]!r}" + ("..." if len(body) > 1500 else "")
+            )
+        )
         return text
 
 
@@ -148,8 +167,12 @@ class Http:
     def _send(self, req: Request) -> Response:
         conn = self.conn
         names = {k.lower() for k, _ in req.headers}
-        conn.putrequest(req.method, req.url, skip_host="host" in names,
-                        skip_accept_encoding="accept-encoding" in names)
+        conn.putrequest(
+            req.method,
+            req.url,
+            skip_host="host" in names,
+            skip_accept_encoding="accept-encoding" in names,
+        )
         for name, value in req.headers:
             conn.putheader(name, value)
         body = req.body
@@ -199,8 +222,8 @@ class Http:
                 alive = self.proc.proc.poll() is None
                 raise AssertionError(
                     f"no answer ({exc!r}; server {'alive' if alive else 'DEAD'}) to\n"
-                    f"{req.describe()}\nserver log tail:\n"
-                    + "".join(self.proc.output[-30:])) from None
+                    f"{req.describe()}\nserver log tail:\n" + "".join(self.proc.output[-30:])
+                ) from None
         raise AssertionError("unreachable")
 
     def _alive(self) -> bool:
@@ -222,8 +245,18 @@ class EarlyClose(Exception):
 # Checks ----------------------------------------------------------------------------
 
 # errno by status, from docs/errors.md
-ERRNOS = {400: {106, 107, 108}, 401: {104, 105}, 404: {111}, 405: {115}, 406: {116},
-          410: {114}, 413: {113, 117}, 415: {109}, 500: {999}, 503: {201, 202}}
+ERRNOS = {
+    400: {106, 107, 108},
+    401: {104, 105},
+    404: {111},
+    405: {115},
+    406: {116},
+    410: {114},
+    413: {113, 117},
+    415: {109},
+    500: {999},
+    503: {201, 202},
+}
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 
 
@@ -254,8 +287,12 @@ def _unencodable(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return any(_unencodable(v) for v in value)
     if isinstance(value, dict):
-        return any(not isinstance(k, (str, int, float, bool, type(None))) or _unencodable(k)
-                   or _unencodable(v) for k, v in value.items())
+        return any(
+            not isinstance(k, (str, int, float, bool, type(None)))
+            or _unencodable(k)
+            or _unencodable(v)
+            for k, v in value.items()
+        )
     return False
 
 
@@ -279,8 +316,9 @@ def check_error_body(req: Request, resp: Response) -> Dict[str, Any]:
     assert isinstance(body, dict), f"error body is not an object{where}"
     assert body.get("code") == resp.status, f"'code' is not the status{where}"
     assert type(body.get("errno")) is int, f"'errno' is not an int{where}"
-    assert body["errno"] in ERRNOS.get(resp.status, {body["errno"]}), \
+    assert body["errno"] in ERRNOS.get(resp.status, {body["errno"]}), (
         f"errno {body['errno']} is not documented for {resp.status}{where}"
+    )
     assert type(body.get("error")) is str and body["error"], f"bad 'error'{where}"
     assert type(body.get("message")) is str and body["message"], f"bad 'message'{where}"
     assert "details" not in body or isinstance(body["details"], dict), f"bad 'details'{where}"
@@ -319,12 +357,14 @@ def check_safe(req: Request, resp: Response) -> Any:
         raise AssertionError(f"2xx body does not parse ({exc!r}){where}")
 
 
-def expect_error(req: Request, resp: Response, statuses: Iterable[int],
-                 errnos: Optional[Iterable[int]] = None) -> Dict[str, Any]:
+def expect_error(
+    req: Request, resp: Response, statuses: Iterable[int], errnos: Optional[Iterable[int]] = None
+) -> Dict[str, Any]:
     statuses = set(statuses)
     body = check_safe(req, resp)
-    assert resp.status in statuses, \
+    assert resp.status in statuses, (
         f"expected {sorted(statuses)}, got\n{req.describe()}\n-> {resp.status} {resp.body[:600]!r}"
+    )
     if errnos is not None and req.method != "HEAD":
         assert body["errno"] in set(errnos), (req.describe(), body)
     return body or {}
@@ -332,11 +372,13 @@ def expect_error(req: Request, resp: Response, statuses: Iterable[int],
 
 # The server --------------------------------------------------------------------------
 
+
 class Server:
     """The running server and what the tests know about its data."""
 
-    def __init__(self, proc: ServerProcess, http: Http, feed: List[Dict[str, Any]],
-                 facts: Dict[str, Any]) -> None:
+    def __init__(
+        self, proc: ServerProcess, http: Http, feed: List[Dict[str, Any]], facts: Dict[str, Any]
+    ) -> None:
         self.proc = proc
         self.http = http
         self.feed = feed  # every record, by serial
@@ -363,7 +405,9 @@ def check_negotiated(req: Request, resp: Response, accept: Optional[str]) -> Non
     """A body in MessagePack exactly when Accept asks for it."""
     wanted = codec_wants_msgpack(accept)
     got = media_type(resp.header("Content-Type")) == "application/msgpack"
-    assert got == wanted, f"Accept {accept!r} answered in {resp.header('Content-Type')}\n{req.describe()}"
+    assert got == wanted, (
+        f"Accept {accept!r} answered in {resp.header('Content-Type')}\n{req.describe()}"
+    )
 
 
 def codec_wants_msgpack(accept: Optional[str]) -> bool:

@@ -30,9 +30,16 @@ def test_any_request_is_answered_safely(server: Server, req: Request) -> None:
     if resp.status == 0:
         return
     if req.method == "GET" and req.path in GET_200:
-        if resp.status == 400 and "multipart/form-data" in (req.header("Content-Type") or "").lower():
+        if (
+            resp.status == 400
+            and "multipart/form-data" in (req.header("Content-Type") or "").lower()
+        ):
             return  # Tornado parses form bodies of non-streaming handlers: a bad one is a 400
-        assert resp.status == 200 and isinstance(body, dict), (req.describe(), resp.status, resp.body)
+        assert resp.status == 200 and isinstance(body, dict), (
+            req.describe(),
+            resp.status,
+            resp.body,
+        )
         if req.path == "/__version__":
             assert set(body) >= {"source", "version", "commit", "build"}, body
         if req.path == "/__heartbeat__":
@@ -58,11 +65,20 @@ def test_bodies_of_every_post_endpoint(server: Server, path: str, data: st.DataO
 
 
 @FUZZ_SMALL
-@given(host=st.one_of(
-    st.text(st.sampled_from(string.ascii_letters + string.digits + "-._~!$&'()*+;=[]:"),
-            min_size=1, max_size=40),
-    st.builds(lambda h, p: f"{h}:{p}", st.sampled_from(["example.com", "[::1]", "127.0.0.1", "a"]),
-              st.text(string.digits, max_size=100))))
+@given(
+    host=st.one_of(
+        st.text(
+            st.sampled_from(string.ascii_letters + string.digits + "-._~!$&'()*+;=[]:"),
+            min_size=1,
+            max_size=40,
+        ),
+        st.builds(
+            lambda h, p: f"{h}:{p}",
+            st.sampled_from(["example.com", "[::1]", "127.0.0.1", "a"]),
+            st.text(string.digits, max_size=100),
+        ),
+    )
+)
 def test_host_header(server: Server, host: str) -> None:
     """Any Host that HTTP allows: GET /v1/ answers 200 and names itself under that host."""
     req = Request("GET", "/v1/", [("Host", host)])

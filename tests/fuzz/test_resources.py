@@ -50,9 +50,12 @@ def _check_record(record: Any, expected: Dict[str, Any], req: Request) -> None:
     assert record == expected, f"{req.describe()}\n-> {record!r}\n   expected {expected!r}"
 
 
-seeded_keys = st.builds(lambda key, p, upper: (key[0], p + (key[1].upper() if upper else key[1])),
-                        st.sampled_from([(a, s.split(":")[-1].lower()) for a, s, _ in SEEDS]),
-                        sha_prefixes, st.booleans())
+seeded_keys = st.builds(
+    lambda key, p, upper: (key[0], p + (key[1].upper() if upper else key[1])),
+    st.sampled_from([(a, s.split(":")[-1].lower()) for a, s, _ in SEEDS]),
+    sha_prefixes,
+    st.booleans(),
+)
 
 
 @st.composite
@@ -63,11 +66,15 @@ def file_segments(draw) -> Tuple[str, str]:
 
 
 @FUZZ
-@given(segments=file_segments(),
-       method=st.sampled_from(["GET", "GET", "HEAD"]), query=junk_query,
-       accept=st.sampled_from(ACCEPTS))
-def test_file_resource(server: Server, segments: Tuple[str, str], method: str, query: str,
-                       accept: Optional[str]) -> None:
+@given(
+    segments=file_segments(),
+    method=st.sampled_from(["GET", "GET", "HEAD"]),
+    query=junk_query,
+    accept=st.sampled_from(ACCEPTS),
+)
+def test_file_resource(
+    server: Server, segments: Tuple[str, str], method: str, query: str, accept: Optional[str]
+) -> None:
     """``GET``/``HEAD /v1/addons/{addon_id}/files/{sha256}``: 200, 404 or 400 as the model says."""
     id_seg, sha_seg = segments
     headers = [] if accept is None else [("Accept", accept)]
@@ -137,9 +144,15 @@ def lookup_model(body: Any, records: Dict, max_lookup: int) -> Tuple[set, Any]:
     files = body["files"]
     if not files:
         return {400}, None
-    bad = [i for i, item in enumerate(files)
-           if not (isinstance(item, dict) and valid_id(item.get("addon_id"))
-                   and norm_sha(item.get("sha256")) is not None)]
+    bad = [
+        i
+        for i, item in enumerate(files)
+        if not (
+            isinstance(item, dict)
+            and valid_id(item.get("addon_id"))
+            and norm_sha(item.get("sha256")) is not None
+        )
+    ]
     if len(files) > max_lookup:
         return ({413, 400} if bad else {413}), None
     if bad:
@@ -148,9 +161,14 @@ def lookup_model(body: Any, records: Dict, max_lookup: int) -> Tuple[set, Any]:
     for item in files:
         key = (item["addon_id"], norm_sha(item["sha256"]))
         record = records.get(key)
-        results.append({"addon_id": key[0], "sha256": key[1],
-                        "status": record["status"] if record else "unknown",
-                        "version": record["version"] if record else None})
+        results.append(
+            {
+                "addon_id": key[0],
+                "sha256": key[1],
+                "status": record["status"] if record else "unknown",
+                "version": record["version"] if record else None,
+            }
+        )
     return {200}, results
 
 
@@ -174,8 +192,9 @@ def _lookup(server: Server, body: Any, as_msgpack: bool, accept: Optional[str]) 
     if server.too_large(req, resp):
         return
     got = check_safe(req, resp)
-    assert resp.status in statuses, \
+    assert resp.status in statuses, (
         f"expected {sorted(statuses)}\n{req.describe()}\n-> {resp.status} {resp.body[:600]!r}"
+    )
     check_negotiated(req, resp, accept)
     if resp.status == 400 and isinstance(expected, set):
         index = got.get("details", {}).get("index")
@@ -183,10 +202,13 @@ def _lookup(server: Server, body: Any, as_msgpack: bool, accept: Optional[str]) 
     if resp.status == 200:
         assert "Accept" in (resp.header("Vary") or ""), req.describe()
         assert isinstance(got, dict) and isinstance(got.get("results"), list), got
-        results = [{k: r.get(k) for k in ("addon_id", "sha256", "status", "version")}
-                   for r in got["results"]]
-        assert results == expected, \
+        results = [
+            {k: r.get(k) for k in ("addon_id", "sha256", "status", "version")}
+            for r in got["results"]
+        ]
+        assert results == expected, (
             f"{req.describe()}\n-> {got['results'][:5]!r}...\n   expected {expected[:5]!r}..."
+        )
 
 
 @FUZZ
@@ -231,8 +253,11 @@ def test_original_api(server: Server, data: st.DataObject, path: str) -> None:
         return isinstance(item, dict) and "id" in item and "sha256" in item
 
     def answer(item: Dict) -> Dict:
-        return {"id": item["id"], "sha256": item["sha256"],
-                "registered": _registered(server.records, item["id"], item["sha256"])}
+        return {
+            "id": item["id"],
+            "sha256": item["sha256"],
+            "registered": _registered(server.records, item["id"], item["sha256"]),
+        }
 
     if path == "/addon":
         if not item_ok(body):
@@ -243,7 +268,9 @@ def test_original_api(server: Server, data: st.DataObject, path: str) -> None:
         return
     items = body.get("addons")
     if not isinstance(items, list) or not all(item_ok(i) for i in items):
-        allowed = {400, 413} if isinstance(items, list) and len(items) > server.max_lookup else {400}
+        allowed = (
+            {400, 413} if isinstance(items, list) and len(items) > server.max_lookup else {400}
+        )
         assert resp.status in allowed, where
         return
     if len(items) > server.max_lookup:
@@ -273,12 +300,21 @@ def number_kind(value: Optional[str], lowest: int, highest: int) -> Any:
 
 
 @FUZZ
-@given(since=st.none() | number_texts, limit=st.none() | number_texts,
-       extra=st.lists(st.tuples(st.sampled_from(["SINCE", "x", "since[]", "limit "]), any_text),
-                      max_size=2),
-       order=st.booleans())
-def test_changes_feed(server: Server, since: Optional[str], limit: Optional[str],
-                      extra: List[Tuple[str, str]], order: bool) -> None:
+@given(
+    since=st.none() | number_texts,
+    limit=st.none() | number_texts,
+    extra=st.lists(
+        st.tuples(st.sampled_from(["SINCE", "x", "since[]", "limit "]), any_text), max_size=2
+    ),
+    order=st.booleans(),
+)
+def test_changes_feed(
+    server: Server,
+    since: Optional[str],
+    limit: Optional[str],
+    extra: List[Tuple[str, str]],
+    order: bool,
+) -> None:
     """``GET /v1/changes?since=&limit=``: the feed after ``since``, at most ``limit``, or 400."""
     params = [(k, v) for k, v in (("since", since), ("limit", limit)) if v is not None] + extra
     if order:
@@ -294,11 +330,13 @@ def test_changes_feed(server: Server, since: Optional[str], limit: Optional[str]
     except UnicodeEncodeError:
         assert resp.status == 400, where  # not UTF-8 once decoded
         return
-    s = number_kind(since, 0, 2 ** 63 - 1)
+    s = number_kind(since, 0, 2**63 - 1)
     n = number_kind(limit, 1, 10000)
     if "bad" in (s, n) or "out" in (s, n):
         assert resp.status == 400, where
-        assert got["errno"] == 107 and got.get("details", {}).get("field") in ("since", "limit"), where
+        assert got["errno"] == 107 and got.get("details", {}).get("field") in ("since", "limit"), (
+            where
+        )
         return
     if "unclear" in (s, n):
         assert resp.status in (200, 400), where

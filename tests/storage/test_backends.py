@@ -57,8 +57,10 @@ class TestMySQLStore(StorageTests):
                 assert count == 10 and len(unpack((count, text))) == 10
                 # Just short of the whole join: only the last record is cut.
                 await cur.execute(f"SET SESSION group_concat_max_len = {len(text) - 2}")
-            with pytest.raises(BackendError, match="cut a page of 10 records short"), \
-                    warnings.catch_warnings():
+            with (
+                pytest.raises(BackendError, match="cut a page of 10 records short"),
+                warnings.catch_warnings(),
+            ):
                 warnings.simplefilter("ignore", pymysql.Warning)  # the server's "was cut"
                 await store._records("registrations", conn=conn)
             conn.close()  # not back into the pool with the small limit

@@ -20,8 +20,23 @@ from tests.conftest import mysql_connect, need_mysql
 
 pytestmark = pytest.mark.mysql
 
-HOSTILE = ["", "'", "\\", "\\'", "''", "\0", "\x1a", "\n\r\t", "%s", "%%", "é ✓ 𝄞",
-           "1.0'; DROP TABLE registrations; --", "o'brien\\%s@x", "_utf8mb4 X'00'", "\\x27"]
+HOSTILE = [
+    "",
+    "'",
+    "\\",
+    "\\'",
+    "''",
+    "\0",
+    "\x1a",
+    "\n\r\t",
+    "%s",
+    "%%",
+    "é ✓ 𝄞",
+    "1.0'; DROP TABLE registrations; --",
+    "o'brien\\%s@x",
+    "_utf8mb4 X'00'",
+    "\\x27",
+]
 
 
 @pytest.fixture(scope="module", params=["", "NO_BACKSLASH_ESCAPES"])
@@ -30,8 +45,10 @@ def db(request):
     conn = mysql_connect()
     with conn.cursor() as cur:
         cur.execute("SET SESSION sql_mode = %s", (request.param,))
-        cur.execute("CREATE TEMPORARY TABLE literals (v VARCHAR(4000) CHARACTER SET utf8mb4 "
-                    "COLLATE utf8mb4_bin NULL)")
+        cur.execute(
+            "CREATE TEMPORARY TABLE literals (v VARCHAR(4000) CHARACTER SET utf8mb4 "
+            "COLLATE utf8mb4_bin NULL)"
+        )
     yield conn
     conn.close()
 
@@ -52,7 +69,9 @@ def test_hostile_text_round_trips(db, text):
     round_trip(db, text)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.text(max_size=300))
 def test_any_text_round_trips(db, text):
     round_trip(db, text)
