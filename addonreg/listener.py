@@ -137,10 +137,10 @@ class BoundedHTTPServer(tornado.httpserver.HTTPServer):
 
     # Tornado's Configurable hands the constructor's arguments to initialize():
     # ours are three more keywords; Tornado's own header limit is 4 x ours (see _Limits).
-    def initialize(
+    def initialize(  # type: ignore[override]
         self,
         *args: Any,
-        max_connections: int = 0,  # type: ignore[override]
+        max_connections: int = 0,
         max_header_size: int = 65536,
         body_timeout: Optional[float] = None,
         idle_connection_timeout: Optional[float] = None,

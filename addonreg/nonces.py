@@ -189,7 +189,7 @@ class RedisNonceStore(NonceStore):
     async def heartbeat(self) -> None:
         try:
             async with asyncio.timeout(self.timeout):
-                await self.client.ping()
+                await self.client.ping()  # type: ignore[misc]  # redis-py 7 types it bool | Awaitable
         except _REDIS_ERRORS as exc:
             raise NonceStoreError(original=exc) from exc
 

@@ -268,7 +268,7 @@ class RedisBus(FeedBus):
             await super().heartbeat()  # the feed
         try:
             async with asyncio.timeout(self.timeout):
-                await self._commands.ping()
+                await self._commands.ping()  # type: ignore[misc]  # redis-py 7 types it bool | Awaitable
         except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
             raise BusError(f"Redis at {self._where} does not answer", original=exc) from None
 

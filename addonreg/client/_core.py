@@ -312,8 +312,8 @@ class LookupLogic(Engine):
                 "registered" if status == 200 else "revoked",
                 data.get("version"),
                 data["serial"],
-                source,
-            )  # type: ignore[arg-type]
+                source,  # type: ignore[arg-type]
+            )
             if status == 200:
                 self._confirmed[key] = _Confirmed(data["serial"], data.get("version"))
             else:
