@@ -20,7 +20,7 @@ import difflib
 import math
 import os
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
@@ -87,23 +87,30 @@ def host(raw: str) -> str:
 def storage_url(raw: str) -> str:
     expected = (
         "memory://, sqlite:///relative/path, sqlite:////absolute/path or "
-        "mysql://user:password@host:port/database[?pool_size=N]"
+        "mysql://user:password@host:port[,host:port…]/database[?pool_size=N]"
     )
     parts = urlsplit(raw)
     ok = parts.scheme == "memory" or (
         parts.scheme == "sqlite" and raw.startswith("sqlite:///") and len(raw) > len("sqlite:///")
     )
     if parts.scheme == "mysql":
-        options = dict(parse_qsl(parts.query, keep_blank_values=True))
+        from .storage.mysql.nodes import parse_url  # the one parser of MySQL URLs
+
         try:
-            parts.port  # raises ValueError on a bad port
-            integer(1, 1000)(options.pop("pool_size", "8"))
-            ok = bool(parts.hostname and parts.path.strip("/")) and not options
-        except ValueError:
-            ok = False
+            parse_url(raw)
+        except ValueError as exc:
+            raise ValueError(f"{expected} ({exc})") from None
+        ok = True
     if not ok:
         raise ValueError(expected)
     return raw
+
+
+def read_storage_url(raw: str) -> str:
+    """``storage_read``: empty (read where writes go) or a ``mysql://`` node list."""
+    if raw and not raw.startswith("mysql://"):
+        raise ValueError("mysql://user:password@host:port[,host:port…]/database, or nothing")
+    return storage_url(raw) if raw else raw
 
 
 def pubsub_url(raw: str) -> str:
@@ -238,6 +245,10 @@ class Settings:
     retry_after: int = _field(5, integer(1, 3600), "Retry-After of a 503, seconds")
     storage_timeout: float = _field(2.0, seconds(0, 60), "longest wait for one storage call")
     storage_pool_size: int = _field(8, integer(1, 1000), "read connections (MySQL)")
+    storage_read: str = _field("", read_storage_url, "where reads go (MySQL nodes)", True)
+    storage_read_max_lag: float = _field(
+        1.0, seconds(0, 3600), "a read node further behind is not read from"
+    )
     heartbeat_timeout: float = _field(2.0, seconds(0, 60), "longest wait for a heartbeat check")
     log_level: str = _field(
         "info", choice("debug", "info", "warning", "error", "critical"), "logging level"
@@ -259,6 +270,11 @@ class Settings:
     filter_max_base_age: float = _field(7 * DAY, seconds(0, 365 * DAY), "base age: a new base")
 
     def __post_init__(self) -> None:
+        if self.storage_read and not self.storage.startswith("mysql://"):
+            raise ConfigError(
+                "setting 'storage_read' needs a mysql:// 'storage' (read nodes of the "
+                "same database)"
+            )
         if urlsplit(self.pubsub).scheme == "redis" and not self.bus_key:
             raise ConfigError(
                 "setting 'bus_key' is required with a redis:// pub/sub "

@@ -331,7 +331,10 @@ class HeartbeatHandler(BaseHandler):
 
     async def get(self) -> None:
         checks = await self.registry.heartbeat()
-        body = {name: "ok" if ok else "error" for name, ok in checks.items()}
+        body: Dict[str, Any] = {name: "ok" if ok else "error" for name, ok in checks.items()}
+        nodes = await self.registry.storage_nodes()
+        if nodes:
+            body["nodes"] = nodes
         self.set_header("Cache-Control", "no-store")
         if all(checks.values()):
             self.finish(media.encode_json(body))

@@ -124,6 +124,21 @@ PUBSUB_RESETS = Counter(
     registry=REGISTRY,
 )
 
+STORAGE_EVENTS = Counter(
+    "addonreg_storage_events",
+    "Multi-node MySQL: failovers (writes moved to another node), read_fallbacks (a read "
+    "went to the write node), causal_waits (a read waited for a node to catch up), "
+    "outcomes_resolved (a commit confirmed on another node after its node was lost)",
+    ["event"],
+    registry=REGISTRY,
+)
+STORAGE_READ_LAG = Gauge(
+    "addonreg_storage_read_lag_seconds",
+    "How far behind the read nodes are, as the engine reports it (the largest)",
+    registry=REGISTRY,
+    multiprocess_mode="max",
+)
+
 _request_children: Dict[Any, Any] = {}
 
 
@@ -182,6 +197,14 @@ class MetricsPump:
             for event, total in stats.items():
                 BUS_EVENTS.labels(event).inc(self._delta(f"bus.{event}", total))
             BUS_CONNECTED.set(1 if self.bus.connected else 0)
+        stats = getattr(self.registry.store, "stats", None)
+        if stats is not None:  # multi-node MySQL
+            counts = stats()
+            for event in ("failovers", "read_fallbacks", "causal_waits", "outcomes_resolved"):
+                STORAGE_EVENTS.labels(event).inc(
+                    self._delta(f"storage.{event}", counts.get(event, 0))
+                )
+            STORAGE_READ_LAG.set(counts.get("read_lag", 0.0))
 
     async def _run(self) -> None:
         while True:

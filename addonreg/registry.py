@@ -283,3 +283,11 @@ class Registry:
         names = list(self.checks)
         results = await asyncio.gather(*(run(self.checks[n]) for n in names))
         return dict(zip(names, results))
+
+    async def storage_nodes(self) -> List[Dict[str, Any]]:
+        """Each storage node, its role and state (none for one-node storage); a node
+        that does not answer within ``heartbeat_timeout`` is shown unreachable."""
+        try:
+            return await asyncio.wait_for(self.store.topology(), self.settings.heartbeat_timeout)
+        except Exception:
+            return [{"node": "?", "role": "write", "reachable": False, "error": "timed out"}]

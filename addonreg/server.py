@@ -30,7 +30,7 @@ from .logs import configure_logging
 from .metrics import MetricsPump, process_exited
 from .nonces import NonceStore, load_nonce_store
 from .registry import Registry
-from .storage import BackendError, RegistrationStore, load_storage
+from .storage import BackendError, DatabaseMissing, RegistrationStore, load_storage
 from .web import InFlight
 
 __all__ = ["Service", "run", "describe_start_failure"]
@@ -174,11 +174,9 @@ def describe_start_failure(settings: Settings, exc: BaseException) -> str:
         )
     if isinstance(exc, OSError):
         return f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
-    original = getattr(exc, "original", None)
-    if original is not None and getattr(original, "args", (None,))[0] == 1049:
-        database = settings.storage.rsplit("/", 1)[-1].split("?")[0]
+    if isinstance(exc, DatabaseMissing):
         return (
-            f"cannot start: the MySQL database {database!r} does not exist; create it with "
+            f"cannot start: {exc}; create it with "
             "`addonreg initdb` (or have an administrator run CREATE DATABASE)"
         )
     if isinstance(exc, BackendError):

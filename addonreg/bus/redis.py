@@ -96,9 +96,9 @@ def encode(key: bytes, origin: bytes, sequence: int, records: Sequence[Record]) 
     )
 
 
-def decode(key: bytes, payload: bytes) -> Tuple[bytes, List[Key]]:
-    """``(origin, keys)`` of a message; :class:`MessageError` when malformed or not
-    authenticated by ``key``."""
+def decode(key: bytes, payload: bytes) -> Tuple[bytes, List[Key], int]:
+    """``(origin, keys, highest serial)`` of a message; :class:`MessageError` when
+    malformed or not authenticated by ``key``."""
     try:
         message = msgpack.unpackb(payload, raw=False)
     except Exception as exc:  # msgpack raises a zoo of types on garbage
@@ -120,10 +120,11 @@ def decode(key: bytes, payload: bytes) -> Tuple[bytes, List[Key]]:
             or not isinstance(row[0], str)
             or not isinstance(row[1], bytes)
             or len(row[1]) != 32
+            or type(row[4]) is not int
         ):
             raise MessageError(f"record {i} is not [addon_id, sha256, …]")
         keys.append((row[0], row[1].hex()))
-    return origin, keys
+    return origin, keys, max((row[4] for row in rows), default=0)
 
 
 def parse_url(url: str) -> Tuple[str, Dict[str, Any]]:
@@ -367,7 +368,7 @@ class RedisBus(FeedBus):
 
     def _handle(self, payload: bytes) -> None:
         try:
-            origin, keys = decode(self.key, payload)
+            origin, keys, serial = decode(self.key, payload)
         except MessageError as exc:
             kind = "rejected" if "MAC" in str(exc) else "malformed"
             self._counts[kind] += 1
@@ -382,6 +383,9 @@ class RedisBus(FeedBus):
             return
         if origin != self.origin:
             self._counts["received"] += len(keys)
+            # Reads must not answer older than this change (a read node behind it
+            # is not read from until it has caught up): see storage.observe.
+            self.store.observe(serial)
             self._forget(keys)
 
 

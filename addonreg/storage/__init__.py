@@ -43,6 +43,7 @@ __all__ = [
     "Job",
     "BackendError",
     "OutcomeUnknown",
+    "DatabaseMissing",
     "RegistrationStore",
     "Key",
     "plan",
@@ -202,6 +203,10 @@ class BackendError(Exception):
         self.original = original
 
 
+class DatabaseMissing(BackendError):
+    """The database the storage URL names does not exist (``addonreg initdb`` creates it)."""
+
+
 class OutcomeUnknown(BackendError):
     """A write's commit was sent but not confirmed in time: it may or may not be committed."""
 
@@ -323,6 +328,14 @@ class RegistrationStore(abc.ABC):
     async def heartbeat(self) -> None:
         """Return when storage answers; raise :class:`BackendError` otherwise."""
 
+    def observe(self, serial: int) -> None:
+        """This process has seen changes up to ``serial`` (its own commit, a message
+        on the bus): no read may answer an older state. One node: nothing to do."""
+
+    async def topology(self) -> List[Dict[str, object]]:
+        """Each configured node, its role and state (``/__heartbeat__``); [] for one."""
+        return []
+
 
 def describe_storage(url: str) -> str:
     """The storage a URL names, for people, without its password:
@@ -331,8 +344,9 @@ def describe_storage(url: str) -> str:
     if parts.scheme == "sqlite":
         return f"SQLite file {os.path.abspath(url[len('sqlite:///') :])}"
     if parts.scheme == "mysql":
-        user = f"{unquote(parts.username)}@" if parts.username else ""
-        return f"MySQL {user}{parts.hostname}:{parts.port or 3306}{parts.path}"
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        user = unquote(userinfo.partition(":")[0])
+        return f"MySQL {user + '@' if user else ''}{hosts}{parts.path}"
     return parts.scheme
 
 

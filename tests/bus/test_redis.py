@@ -29,7 +29,7 @@ def record(n: int) -> Record:
 
 def test_encode_decode_round_trip():
     payload = encode(KEY, b"o" * 16, 7, [record(1), record(2)._replace(status="revoked")])
-    assert decode(KEY, payload) == (b"o" * 16, [record(1).key, record(2).key])
+    assert decode(KEY, payload) == (b"o" * 16, [record(1).key, record(2).key], 2)
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import pytest
 from addonreg.storage import BackendError
 from addonreg.storage.memory import MemoryStore
 from addonreg.storage.mysql import MySQLStore
+from addonreg.storage.mysql.sql import packed, unpack
 from addonreg.storage.sqlite import SQLiteStore
-from addonreg.storage.sqltext import packed, unpack
 from addonreg.storage.testing import StorageTests, reg, rev, sha
 from tests.conftest import MYSQL_URL, need_mysql, reset_mysql
 
@@ -50,7 +50,7 @@ class TestMySQLStore(StorageTests):
 
     async def test_a_page_the_server_cuts_short_is_an_error_not_a_wrong_record(self, store):
         await store.apply([reg("a@b", n, "1.0") for n in range(10)])
-        async with store._read_pool.acquire() as conn:
+        async with (await store.nodes[0].reads()).acquire() as conn:
             async with conn.cursor() as cur:
                 await cur.execute(f"SELECT {packed()} FROM registrations")
                 count, text = await cur.fetchone()
@@ -62,7 +62,9 @@ class TestMySQLStore(StorageTests):
                 warnings.catch_warnings(),
             ):
                 warnings.simplefilter("ignore", pymysql.Warning)  # the server's "was cut"
-                await store._records("registrations", conn=conn)
+                async with conn.cursor() as cur:
+                    await cur.execute(f"SELECT {packed()} FROM registrations")
+                    unpack(await cur.fetchone())
             conn.close()  # not back into the pool with the small limit
         assert len(await store.changes(0, 100)) == 10  # a fresh connection reads them all
 
@@ -71,7 +73,7 @@ class TestMySQLStore(StorageTests):
         await store.apply(batch)
         await store.apply(batch)  # nothing changed: the next such batch skips the transaction
         last = await store.last_serial()
-        holder = await aiomysql.connect(**store._connect_args)
+        holder = await aiomysql.connect(**store.nodes[0].connect_args())
         async with holder.cursor() as cur:  # another writer holds the serial counter
             await cur.execute("BEGIN")
             await cur.execute("SELECT value FROM counters WHERE name = 'serial' FOR UPDATE")

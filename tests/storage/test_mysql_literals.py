@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from addonreg.storage.sqltext import sql_text
+from addonreg.storage.mysql.sql import sql_text
 from tests.conftest import mysql_connect, need_mysql
 
 pytestmark = pytest.mark.mysql

@@ -1,5 +1,5 @@
-"""SQL text for MySQL: the schema, packed reads (:func:`packed`), and batches
-written as literals, the one exception to parameterised SQL.
+"""SQL text for MySQL: packed reads (:func:`packed`), and batches written as
+literals, the one exception to parameterised SQL.
 
 Batches are written as SQL literals built here rather than through the
 driver's per-parameter escaping, which was the largest cost of a bulk write
@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
-from . import STATUS_NAME, BackendError, Key, Record
+from .. import STATUS_NAME, BackendError, Key, Record
 
 __all__ = [
     "sql_text",
@@ -31,34 +31,7 @@ __all__ = [
     "Row",
     "packed",
     "unpack",
-    "SCHEMA",
-]
-
-SCHEMA = [  # registrations: see mysql.py's docstring
-    """CREATE TABLE IF NOT EXISTS registrations (
-        addon_id VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
-        sha256 BINARY(32) NOT NULL,
-        version VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
-        status TINYINT UNSIGNED NOT NULL COMMENT '1 registered, 2 revoked',
-        serial BIGINT UNSIGNED NOT NULL,
-        updated_at DATETIME(6) NOT NULL COMMENT 'UTC',
-        PRIMARY KEY (addon_id, sha256),
-        UNIQUE KEY registrations_serial (serial)
-    ) ENGINE=InnoDB""",
-    """CREATE TABLE IF NOT EXISTS counters (
-        name VARCHAR(32) CHARACTER SET ascii NOT NULL PRIMARY KEY,
-        value BIGINT UNSIGNED NOT NULL
-    ) ENGINE=InnoDB""",
-    "INSERT IGNORE INTO counters (name, value) VALUES ('serial', 0)",
-    """CREATE TABLE IF NOT EXISTS jobs (
-        id CHAR(32) CHARACTER SET ascii NOT NULL PRIMARY KEY,
-        owner VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL,
-        status VARCHAR(8) CHARACTER SET ascii NOT NULL,
-        operations LONGTEXT CHARACTER SET utf8mb4 NOT NULL,
-        results LONGTEXT CHARACTER SET utf8mb4 NULL,
-        created_at DATETIME(6) NOT NULL,
-        KEY jobs_status (status, created_at)
-    ) ENGINE=InnoDB""",
+    "NODE_SERIAL",
 ]
 
 _EPOCH = datetime.datetime(1970, 1, 1)
@@ -144,15 +117,19 @@ def packed(order: str = "") -> str:
     )
 
 
+NODE_SERIAL = "(SELECT value FROM counters WHERE name = 'serial')"
+"""A select-list item: the last serial the answering node has applied, read in the
+same statement as the records, so from the same snapshot (see ``nodes.py``)."""
+
 GROUP_CONCAT_MAX_LEN = 1 << 26  # 64 MiB per session: pages of records stay far below it
 
 
 def unpack(row: Sequence[Any]) -> list[Record]:
-    """The records of a :func:`packed` row. Every record ends in a newline, so a
-    join the server cut short (past ``group_concat_max_len`` or
+    """The records of a :func:`packed` row (columns after those two are ignored).
+    Every record ends in a newline, so a join the server cut short (past ``group_concat_max_len`` or
     ``max_allowed_packet``) has fewer newlines than records: an error, never a
     record read wrong."""
-    count, text = row
+    count, text = row[0], row[1]
     if not count:
         return []
     if text is None or text.count("\n") != count:

@@ -1,0 +1,14 @@
+"""MySQL/MariaDB storage (production), through aiomysql: one server, a MariaDB
+Galera cluster, or a primary with read replicas.
+
+* ``store.py`` — :class:`MySQLStore`: where writes and reads go, never older
+  than seen, truthful outcomes across a failover.
+* ``nodes.py`` — the node list of a storage URL, each node's pools, and what a
+  node says of itself (writable, synced or replicating, lag, serial).
+* ``sql.py`` — SQL text: packed reads, batches written as literals.
+* ``schema.py`` — the tables.
+"""
+
+from .store import MySQLStore, load_from_config
+
+__all__ = ["MySQLStore", "load_from_config"]

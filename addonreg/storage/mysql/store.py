@@ -1,0 +1,885 @@
+"""The MySQL/MariaDB store: one server, a Galera cluster, or a primary with replicas.
+
+* **Writes** go to one node at a time (:attr:`MySQLStore.writer`): the first
+  of the storage URL's node list that answers and accepts writes
+  (``nodes.py``). When it is lost or stops accepting writes, the batch that
+  found out is retried on the next such node if nothing of it was sent for
+  commit; writes return to an earlier node of the list once it accepts
+  writes again (spread over Galera nodes, writes to the one counter row
+  would fail certification). The writer's connection never serves reads.
+* **Reads** (cache misses, add-on lists, the change feed) go to the first
+  healthy node of ``storage_read`` — reachable, replicating, no more than
+  ``max_lag`` seconds behind as the engine reports it — and otherwise to the
+  write node's read pool.
+* **Never older than seen**: :attr:`seen` is the highest serial this process
+  has seen (its own commits, the bus's messages, every read's node serial).
+  Every read returns the node's serial from the same snapshot
+  (:data:`.sql.NODE_SERIAL`); a read from a node behind :attr:`seen` is not
+  used: a Galera node is asked again with a causal read
+  (``wsrep_sync_wait``), a replica is given ``CATCH_UP`` seconds, then the
+  read goes to the write node.
+* **Truthful outcomes across a failover**: each batch writes a marker row
+  (``batches``) in its own transaction. When the commit was sent but not
+  confirmed, the marker is looked for — on the same node behind the counter
+  row's lock, on a Galera node after a causal read — and the batch is
+  answered as it is. :class:`OutcomeUnknown` only where no node can tell
+  (an asynchronous replica without the marker).
+* Serials come from ``counters``, read ``FOR UPDATE`` inside the write
+  transaction: concurrent writers (several processes or hosts) take turns,
+  and serial order is commit order, so a feed reader never sees a serial
+  commit after a larger one.
+* Every driver error, and a call that outlives its timeout, becomes
+  :class:`BackendError`; a connection interrupted mid-call is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Dict, List, Optional, TypeVar
+
+import aiomysql
+import pymysql
+
+from .. import (
+    JOB_DONE,
+    JOB_QUEUED,
+    REGISTERED,
+    STATUS_CODE,
+    Applied,
+    BackendError,
+    DatabaseMissing,
+    Job,
+    Key,
+    Operation,
+    OutcomeUnknown,
+    Record,
+    RegistrationStore,
+    decode_operations,
+    encode_operations,
+    encode_results,
+    now_us,
+    plan,
+)
+from .nodes import DRIVER_ERRORS, Node, NodeState, parse_url
+from .schema import SCHEMA
+from .sql import NODE_SERIAL, batch_time, from_us, key_list, packed, row_values, unpack
+
+__all__ = ["MySQLStore", "load_from_config"]
+
+log = logging.getLogger("addonreg.storage.mysql")
+
+T = TypeVar("T")
+
+_COLUMNS = "addon_id, sha256, version, status, serial, updated_at"
+_JOB_COLUMNS = "id, owner, status, operations, results"
+_CHUNK = 5000  # rows per statement: one statement for a full batch
+_DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
+_NO_DATABASE = 1049  # ER_BAD_DB_ERROR
+CATCH_UP = 0.05  # seconds a replica behind what was seen is waited for, before the write node
+WATCH_INTERVAL = 0.5  # seconds between two looks at the read nodes
+RECHECK_INTERVAL = 5.0  # after a failover, seconds between two looks at earlier nodes
+_PRUNE_EVERY = 1000  # batches between two prunings of old markers
+_MARKER_DAYS = 1
+_CAUSAL = "SET STATEMENT wsrep_sync_wait = 1 FOR "
+
+
+class _Attempt:
+    """One try of a write on one node: whether its COMMIT was sent yet."""
+
+    __slots__ = ("commit_sent",)
+
+    def __init__(self) -> None:
+        self.commit_sent = False
+
+
+class MySQLStore(RegistrationStore):
+    def __init__(
+        self,
+        url: str,
+        pool_size: int = 8,
+        timeout: float = 2.0,
+        read_url: str = "",
+        max_lag: float = 1.0,
+    ) -> None:
+        try:
+            cluster = parse_url(url)
+            readers = parse_url(read_url) if read_url else None
+        except ValueError as exc:
+            raise BackendError(f"bad MySQL URL: {exc}") from None
+        self.pool_size = cluster.pool_size or pool_size
+        self.database = cluster.database
+        self.timeout: Optional[float] = timeout or None
+        self.max_lag = max_lag
+        self.nodes = [Node(cluster, a, self.pool_size, timeout) for a in cluster.nodes]
+        self.read_nodes = (
+            [Node(readers, a, readers.pool_size or self.pool_size, timeout) for a in readers.nodes]
+            if readers
+            else []
+        )
+        self.writer: Optional[Node] = None  # the node writes go to; None: choose again
+        self._last_writer: Optional[Node] = None
+        self.seen = 0
+        self.counts: Dict[str, int] = dict.fromkeys(
+            ("failovers", "read_fallbacks", "causal_waits", "outcomes_resolved"), 0
+        )
+        self._write_lock = asyncio.Lock()
+        self._choosing = asyncio.Lock()
+        self._batches = 0
+        self._watcher: Optional[asyncio.Task] = None
+        self._closed = False
+        self._expect_new, self._expect_same = True, False  # see _apply
+
+    # Opening, closing --------------------------------------------------------
+
+    async def open(self) -> None:
+        if self.read_nodes:
+            await asyncio.gather(*(node.probe() for node in self.read_nodes))
+        if self.read_nodes or len(self.nodes) > 1:
+            self._watcher = asyncio.get_running_loop().create_task(
+                self._watch(), name="addonreg-mysql-watch"
+            )
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
+        for node in self.nodes + self.read_nodes:
+            await node.close()
+
+    async def _watch(self) -> None:
+        """Look at the read nodes every WATCH_INTERVAL (reachable, replicating, lag),
+        and after a failover at the earlier write nodes every RECHECK_INTERVAL."""
+        rechecked = time.monotonic()
+        while not self._closed:
+            if time.monotonic() - rechecked >= RECHECK_INTERVAL:
+                rechecked = time.monotonic()
+                await self._recheck_writer()
+            for node in self.read_nodes:
+                before = self._healthy(node)
+                await node.probe()
+                if self._healthy(node) != before:
+                    log.warning(
+                        "read node %s %s",
+                        node,
+                        "serves reads again"
+                        if not before
+                        else f"left for the write node ({self._why_unhealthy(node.state)})",
+                    )
+            await asyncio.sleep(WATCH_INTERVAL)
+
+    # Running work on a connection ---------------------------------------------
+
+    async def _run(
+        self,
+        pool: aiomysql.Pool,
+        work: Callable[[aiomysql.Connection], Awaitable[T]],
+        timeout: Optional[float],
+    ) -> T:
+        """Run ``work`` on a pooled connection (had within ``storage_timeout``; the
+        work then gets ``timeout``), every driver failure a BackendError."""
+        try:
+            conn = await asyncio.wait_for(pool.acquire(), self.timeout)
+        except DRIVER_ERRORS as exc:
+            raise BackendError("MySQL unavailable", exc) from exc
+        try:
+            result = await asyncio.wait_for(work(conn), timeout)
+        except BaseException as exc:
+            # Interrupted mid-call: the connection's state is unknown.
+            conn.close()
+            pool.release(conn)
+            if isinstance(exc, DRIVER_ERRORS):
+                raise BackendError("MySQL query failed", exc) from exc
+            raise
+        pool.release(conn)
+        return result
+
+    async def _row(self, node: Node, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The one row of ``sql`` on ``node``'s read pool."""
+
+        async def work(conn: aiomysql.Connection) -> Any:
+            async with conn.cursor() as cur:
+                await cur.execute(sql, params)
+                return await cur.fetchone()
+
+        return await self._run(await node.reads(), work, self.timeout)
+
+    async def _rows(self, node: Node, sql: str, params: Sequence[Any] = ()) -> List[Any]:
+        async def work(conn: aiomysql.Connection) -> List[Any]:
+            async with conn.cursor() as cur:
+                await cur.execute(sql, params)
+                return list(await cur.fetchall())
+
+        return await self._run(await node.reads(), work, self.timeout)
+
+    # Choosing nodes --------------------------------------------------------------
+
+    def observe(self, serial: int) -> None:
+        if serial > self.seen:
+            self.seen = serial
+
+    def _healthy(self, node: Node) -> bool:
+        state = node.state
+        return (
+            state.reachable and state.current and (state.lag is None or state.lag <= self.max_lag)
+        )
+
+    def _why_unhealthy(self, state: NodeState) -> str:
+        if not state.reachable:
+            return f"unreachable: {state.error}"
+        if not state.current:
+            return "not replicating" if not state.galera else "not synced"
+        return f"{state.lag:.1f} s behind (more than {self.max_lag} s)"
+
+    async def _write_node(self) -> Node:
+        """The node writes go to: the current one, or the first of the list that
+        answers and accepts writes."""
+        if self.writer is not None:
+            return self.writer
+        async with self._choosing:
+            if self.writer is not None:
+                return self.writer
+            for candidate in self.nodes:
+                if (await candidate.probe()).writable:
+                    self._switch_writer(candidate)
+                    return candidate
+            if all(n.state.code == _NO_DATABASE for n in self.nodes):
+                raise DatabaseMissing(f"MySQL database {self.database!r} does not exist")
+            raise BackendError(
+                "no MySQL node accepts writes ("
+                + "; ".join(f"{n}: {self._refusal(n.state)}" for n in self.nodes)
+                + ")"
+            )
+
+    def _switch_writer(self, node: Node) -> None:
+        if self._last_writer is not None and node is not self._last_writer:
+            self.counts["failovers"] += 1
+            log.warning("writes go to MySQL node %s (were on %s)", node, self._last_writer)
+        self.writer = self._last_writer = node
+
+    async def _recheck_writer(self) -> None:
+        """After a failover: back to an earlier node of the list once it accepts writes."""
+        current = self.writer
+        if current is None or current is self.nodes[0]:
+            return
+        for candidate in self.nodes[: self.nodes.index(current)]:
+            if (await candidate.probe()).writable:
+                if self.writer is current:  # nobody moved it meanwhile
+                    self._switch_writer(candidate)
+                return
+
+    @staticmethod
+    def _refusal(state: NodeState) -> str:
+        if not state.reachable:
+            return state.error
+        return "not synced" if state.galera and not state.current else "read-only"
+
+    def _lose_writer(self, node: Node, exc: BaseException) -> None:
+        if self.writer is node:
+            self.writer = None
+            log.warning("MySQL node %s lost for writes: %s", node, exc)
+
+    # Reads ----------------------------------------------------------------
+
+    def _read_node(self) -> Optional[Node]:
+        for node in self.read_nodes:
+            if self._healthy(node):
+                return node
+        return None
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The one row of ``sql`` (whose last column is the node's serial), from the
+        read node when it has caught up with :attr:`seen`, else the write node."""
+        node = self._read_node()
+        if node is not None:
+            try:
+                row = await self._row(node, sql, params)
+                if row[-1] is None or row[-1] < self.seen:
+                    row = await self._catch_up(node, sql, params)
+            except BackendError as exc:
+                node.state = NodeState(False, error=str(exc.original or exc))
+                log.warning("read node %s failed, reading from the write node: %s", node, exc)
+                row = None
+            if row is not None:
+                self.observe(row[-1])
+                return row
+            self.counts["read_fallbacks"] += 1
+        node = await self._write_node()
+        row = await self._row(node, sql, params)
+        if row[-1] is not None and row[-1] < self.seen:
+            if node.state.galera:
+                self.counts["causal_waits"] += 1
+                row = await self._row(node, _CAUSAL + sql, params)
+            if row[-1] < self.seen:
+                # The write node has less than this process saw: history was lost
+                # (an asynchronous replica promoted). It is the truth from now on;
+                # the feed sees it went back and drops the cache.
+                log.warning(
+                    "the write node %s is at serial %d, behind serial %d seen here: "
+                    "changes were lost in a failover",
+                    node,
+                    row[-1],
+                    self.seen,
+                )
+                self.seen = row[-1]
+        if row[-1] is not None:
+            self.observe(row[-1])
+        return row
+
+    async def _catch_up(self, node: Node, sql: str, params: Sequence[Any]) -> Optional[Any]:
+        """``sql`` again on a read node behind :attr:`seen`: a causal read on Galera,
+        a short wait on a replica; None if it is still behind."""
+        self.counts["causal_waits"] += 1
+        if node.state.galera:
+            row = await self._row(node, _CAUSAL + sql, params)
+            return row if row[-1] is not None and row[-1] >= self.seen else None
+        deadline = time.monotonic() + CATCH_UP
+        while time.monotonic() < deadline:
+            await asyncio.sleep(CATCH_UP / 5)
+            (serial,) = await self._row(node, "SELECT value FROM counters WHERE name = 'serial'")
+            if serial >= self.seen:
+                row = await self._row(node, sql, params)
+                return row if row[-1] >= self.seen else None
+        return None
+
+    async def _records(
+        self, source: str, params: Sequence[Any] = (), order: str = ""
+    ) -> List[Record]:
+        """The records of ``SELECT … FROM source`` (see :func:`.sql.packed`)."""
+        return unpack(
+            await self._read(f"SELECT {packed(order)}, {NODE_SERIAL} FROM {source}", params)
+        )
+
+    async def get(self, addon_id: str, sha256: str) -> Optional[Record]:
+        found = await self._records(
+            "registrations WHERE addon_id = %s AND sha256 = UNHEX(%s)", (addon_id, sha256)
+        )
+        return found[0] if found else None
+
+    async def get_many(self, keys: Iterable[Key]) -> Dict[Key, Record]:
+        keys = list(dict.fromkeys(keys))
+        found: Dict[Key, Record] = {}
+        for i in range(0, len(keys), _CHUNK):
+            where = f"registrations WHERE (addon_id, sha256) IN ({key_list(keys[i : i + _CHUNK])})"
+            for record in await self._records(where):
+                found[record.key] = record
+        return found
+
+    async def list_files(self, addon_id: str) -> List[Record]:
+        return await self._records(
+            "registrations WHERE addon_id = %s", (addon_id,), " ORDER BY sha256"
+        )
+
+    async def changes(self, since: int, limit: int) -> List[Record]:
+        return await self._records(
+            "(SELECT * FROM registrations WHERE serial > %s ORDER BY serial LIMIT %s) page",
+            (since, limit),
+            " ORDER BY serial",
+        )
+
+    async def snapshot(self, page: int = 10_000) -> AsyncIterator[List[Record]]:
+        """In primary-key order, a range scan, where the feed's serial order would
+        look up every row at random (1M rows: 3–4 s against 16 s)."""
+        after: Key = ("", "")
+        while True:
+            records = await self._records(
+                "(SELECT * FROM registrations WHERE addon_id > %s OR (addon_id = %s AND "
+                "sha256 > UNHEX(%s)) ORDER BY addon_id, sha256 LIMIT %s) page",
+                (after[0], after[0], after[1], page),
+            )
+            if not records:
+                return
+            yield records
+            after = max(r.key for r in records)
+
+    async def last_serial(self) -> int:
+        row = await self._read(f"SELECT {NODE_SERIAL}")
+        return int(row[0] or 0)
+
+    @staticmethod
+    def _job(row: Sequence[Any]) -> Job:
+        return Job(
+            row[0],
+            row[1],
+            row[2],
+            decode_operations(row[3]),
+            json.loads(row[4]) if row[4] is not None else None,
+        )
+
+    # Jobs are read where they are written: a 202's job is found at once.
+    async def get_job(self, job_id: str) -> Optional[Job]:
+        rows = await self._rows(
+            await self._write_node(), f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)
+        )
+        return self._job(rows[0]) if rows else None
+
+    async def pending_jobs(self) -> List[Job]:
+        rows = await self._rows(
+            await self._write_node(),
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = %s ORDER BY created_at",
+            (JOB_QUEUED,),
+        )
+        return [self._job(r) for r in rows]
+
+    async def heartbeat(self) -> None:
+        await self._row(await self._write_node(), "SELECT 1")
+
+    async def topology(self) -> List[Dict[str, Any]]:
+        """Each configured node: its role, whether it answers, what it says (probed now);
+        nothing for one server with no read node (the storage check says it all)."""
+        every = self.nodes + self.read_nodes
+        if len(every) == 1:
+            return []
+        states = await asyncio.gather(*(node.probe() for node in every))
+        shown = []
+        for node, state in zip(every, states):
+            role = "read" if node in self.read_nodes else "write"
+            entry: Dict[str, Any] = {"node": str(node), "role": role, **state.as_dict()}
+            if role == "write":
+                entry["current"] = node is self.writer
+            else:
+                entry["serving"] = self._healthy(node)
+            shown.append(entry)
+        return shown
+
+    def stats(self) -> Dict[str, Any]:
+        lags = [n.state.lag for n in self.read_nodes if n.state.lag is not None]
+        return dict(self.counts, read_lag=max(lags) if lags else 0.0, seen=self.seen)
+
+    # Schema -----------------------------------------------------------------
+
+    async def create_database(self) -> bool:
+        """``CREATE DATABASE`` when missing (on the write node; a cluster replicates
+        it); BackendError naming the fix when not allowed."""
+        node = await self._first_answering()
+        args = node.connect_args(db=None)
+        name = str(node.connect_args()["db"])
+        try:
+            conn = await aiomysql.connect(**args)
+        except DRIVER_ERRORS as exc:
+            raise BackendError("MySQL unavailable", exc) from exc
+        try:
+            async with conn.cursor() as cur:
+                if await cur.execute("SHOW DATABASES LIKE %s", (name,)):
+                    return False
+                await cur.execute(
+                    f"CREATE DATABASE `{name.replace('`', '``')}` "
+                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                )
+                return True
+        except pymysql.err.MySQLError as exc:
+            raise BackendError(
+                f"cannot create database {name!r} (have an administrator run "
+                f"CREATE DATABASE, then addonreg initdb again)",
+                exc,
+            ) from exc
+        finally:
+            conn.close()
+
+    async def _first_answering(self) -> Node:
+        """Before the database exists no node can say it accepts writes: the first
+        node that is not read-only, or the first node."""
+        for node in self.nodes:
+            try:
+                conn = await aiomysql.connect(**node.connect_args(db=None))
+            except DRIVER_ERRORS:
+                continue
+            try:
+                async with conn.cursor() as cur:
+                    await cur.execute("SELECT @@read_only")
+                    if not (await cur.fetchone())[0]:
+                        return node
+            except pymysql.err.MySQLError:
+                continue
+            finally:
+                conn.close()
+        return self.nodes[0]
+
+    async def create_schema(self) -> None:
+        async def work(conn: aiomysql.Connection) -> None:
+            async with conn.cursor() as cur:
+                with warnings.catch_warnings():
+                    # "table already exists" notes are expected: it is idempotent.
+                    warnings.simplefilter("ignore")
+                    for statement in SCHEMA:
+                        await cur.execute(statement)
+
+        async with self._write_lock:
+            node = await self._write_node()
+            await self._run(await node.writer(), work, max(self.timeout or 30, 30))
+
+    # Writes -------------------------------------------------------------------
+
+    async def _write(
+        self,
+        work: Callable[..., Awaitable[T]],
+        recover: Callable[[aiomysql.Connection, Node, bool], Awaitable[Optional[T]]],
+        what: str,
+    ) -> T:
+        """``work`` on the write node's connection, within ``2 × storage_timeout``.
+
+        A failure before the COMMIT was sent is retried on the next node that
+        accepts writes (nothing was written); when no node does, BackendError.
+        A failure after it is resolved by ``recover`` (see :meth:`_resolve`).
+        """
+        async with self._write_lock:
+            budget = 2 * (self.timeout or 30)
+            deadline = time.monotonic() + budget
+            tries = 0
+            while True:
+                node = await self._write_node()
+                attempt = _Attempt()
+                try:
+                    result = await self._run(
+                        await node.writer(),
+                        functools.partial(work, attempt=attempt),
+                        max(deadline - time.monotonic(), 0.001),
+                    )
+                except BackendError as exc:
+                    self._lose_writer(node, exc)
+                    if attempt.commit_sent:
+                        return await self._resolve(node, exc, recover, what, deadline)
+                    tries += 1
+                    if tries > len(self.nodes) or time.monotonic() >= deadline:
+                        raise
+                    continue
+                await self._maybe_prune(node)
+                return result
+
+    async def _resolve(
+        self,
+        failed: Node,
+        exc: BackendError,
+        recover: Callable[[aiomysql.Connection, Node, bool], Awaitable[Optional[T]]],
+        what: str,
+        deadline: float,
+    ) -> T:
+        """A commit sent but not confirmed: ask a node that can tell. The same node
+        (its connection blipped) or a Galera node answers for certain; an
+        asynchronous replica only when it has the batch's marker."""
+        unknown = OutcomeUnknown(f"MySQL did not confirm the {what}", exc.original)
+        remaining = max(deadline - time.monotonic(), 0.0) + (self.timeout or 30)
+        try:
+            async with asyncio.timeout(remaining):
+                node = await self._write_node()
+                same = node is failed
+
+                async def ask(conn: aiomysql.Connection) -> Optional[T]:
+                    return await recover(conn, node, same)
+
+                result = await self._run(await node.writer(), ask, remaining)
+        except (BackendError, TimeoutError):
+            raise unknown from exc
+        if result is None:
+            raise BackendError(f"MySQL did not commit the {what}", exc.original) from exc
+        self.counts["outcomes_resolved"] += 1
+        log.warning("the %s on %s was committed (confirmed on %s)", what, failed, node)
+        return result
+
+    async def _maybe_prune(self, node: Node) -> None:
+        self._batches += 1
+        if self._batches % _PRUNE_EVERY:
+            return
+
+        async def work(conn: aiomysql.Connection) -> None:
+            async with conn.cursor() as cur:
+                await cur.execute(
+                    "DELETE FROM batches WHERE created_at < %s LIMIT 10000",
+                    (from_us(now_us() - _MARKER_DAYS * 86_400_000_000),),
+                )
+
+        try:
+            await self._run(await node.writer(), work, self.timeout)
+        except BackendError as exc:
+            log.info("pruning batch markers failed (next time, then): %s", exc)
+
+    async def apply(
+        self, ops: Sequence[Operation], job_id: Optional[str] = None
+    ) -> Optional[List[Applied]]:
+        """See :meth:`RegistrationStore.apply`; the commit gets ``2 × storage_timeout``,
+        and its fate is told truthfully (see :meth:`_write`)."""
+        marker = os.urandom(16)
+
+        async def work(conn: aiomysql.Connection, attempt: _Attempt) -> Optional[List[Applied]]:
+            return await self._apply(conn, attempt, ops, job_id, marker)
+
+        async def recover(
+            conn: aiomysql.Connection, node: Node, same: bool
+        ) -> Optional[List[Applied]]:
+            return await self._recover_batch(conn, node, same, ops, marker)
+
+        results = await self._write(work, recover, "commit")
+        if results:
+            self.observe(max((a.record.serial for a in results if a.record), default=0))
+        return results
+
+    async def _apply(
+        self,
+        conn: aiomysql.Connection,
+        attempt: _Attempt,
+        ops: Sequence[Operation],
+        job_id: Optional[str],
+        marker: bytes,
+    ) -> Optional[List[Applied]]:
+        """The optimistic paths, when the last batch says they will do, then the general one."""
+        try:
+            if job_id is None and self._expect_same:
+                # A batch that changes nothing (a re-import) needs no transaction:
+                # every no-op takes effect at the instant of one consistent read.
+                current = await self._current(conn, ops)
+                results, changed, _ = plan(ops, current, 0, now_us())
+                if not changed:
+                    return results
+            distinct = len({op.key for op in ops}) == len(ops)
+            if (
+                job_id is None
+                and self._expect_new
+                and distinct
+                and all(op.op == "register" for op in ops)
+            ):
+                new = await self._apply_new(conn, attempt, ops, marker)
+                if new is not None:
+                    return new
+            return await self._apply_general(conn, attempt, ops, job_id, marker)
+        except BaseException:
+            conn.close()  # rolls back on the server; the pool drops it
+            raise
+
+    async def _current(
+        self, conn: aiomysql.Connection, ops: Sequence[Operation], lock: str = ""
+    ) -> Dict[Key, Record]:
+        """The stored records of the operations' files, read on ``conn``."""
+        keys = list(dict.fromkeys(op.key for op in ops))
+        found: Dict[Key, Record] = {}
+        async with conn.cursor() as cur:
+            for i in range(0, len(keys), _CHUNK):
+                await cur.execute(
+                    f"SELECT {packed()} FROM registrations WHERE (addon_id, sha256) IN "
+                    f"({key_list(keys[i : i + _CHUNK])})"
+                )
+                for record in unpack(await cur.fetchone()):
+                    found[record.key] = record
+        return found
+
+    async def _apply_new(
+        self, conn: aiomysql.Connection, attempt: _Attempt, ops: Sequence[Operation], marker: bytes
+    ) -> Optional[List[Applied]]:
+        """Registrations of distinct files, guessed all new (most are, and a PUT's
+        answer waits for its batch's round trips): ONE round trip, a multi-statement
+        ``UPDATE counters SET value = LAST_INSERT_ID(value + n)`` (the counter's
+        lock and n serials, the new value back in the OK packet, the rows' serials
+        written as ``LAST_INSERT_ID() - k``), a plain ``INSERT`` of every row, the
+        batch's marker, ``COMMIT``. A file already there fails the INSERT
+        (duplicate key), the server runs nothing after it, and None sends the
+        caller on."""
+        n = len(ops)
+        now = now_us()
+        set_time, when = batch_time(now, n)
+        statements = ["BEGIN"] + ([set_time] if set_time else [])
+        counter = len(statements)  # the statement whose OK packet carries the serial
+        statements.append(
+            f"UPDATE counters SET value = LAST_INSERT_ID(value + {n}) WHERE name = 'serial'"
+        )
+        code = STATUS_CODE[REGISTERED]
+        rows = [
+            (op.addon_id, op.sha256, op.version, code, f"LAST_INSERT_ID()-{n - k}")
+            for k, op in enumerate(ops, 1)
+        ]
+        for i in range(0, n, _CHUNK):
+            statements.append(
+                f"INSERT INTO registrations ({_COLUMNS}) VALUES "
+                + row_values(rows[i : i + _CHUNK], when)
+            )
+        statements.append(_marker_insert(marker, "c" * n, when))
+        statements.append("COMMIT")
+        # One packet when the batch fits one INSERT; a larger one goes a statement
+        # at a time (no packet past max_allowed_packet).
+        packets = [";".join(statements)] if n <= _CHUNK else statements
+        taken = done = 0
+        async with conn.cursor() as cur:
+            try:
+                for packet in packets:
+                    attempt.commit_sent = packet.endswith("COMMIT")
+                    await cur.execute(packet)
+                    more = True
+                    while more:  # one result per statement
+                        if done == counter:
+                            taken = cur.lastrowid  # the counter's new value: the last serial
+                        done += 1
+                        more = bool(await cur.nextset())
+            except pymysql.err.IntegrityError as exc:
+                if exc.args[0] != _DUPLICATE_KEY:
+                    raise
+                # The server stops a multi-statement at its first error: no COMMIT ran.
+                attempt.commit_sent = False
+                await conn.rollback()
+                self._expect_new = False
+                return None
+        base = taken - n
+        return [
+            Applied(
+                Record(op.addon_id, op.sha256, op.version, REGISTERED, base + k, now),
+                created=True,
+                changed=True,
+            )
+            for k, op in enumerate(ops, 1)
+        ]
+
+    async def _apply_general(
+        self,
+        conn: aiomysql.Connection,
+        attempt: _Attempt,
+        ops: Sequence[Operation],
+        job_id: Optional[str],
+        marker: bytes,
+    ) -> Optional[List[Applied]]:
+        """Read the batch's files, plan (:func:`plan`), write the changes, commit."""
+        await conn.begin()
+        async with conn.cursor() as cur:
+            if job_id is not None:
+                await cur.execute("SELECT status FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+                row = await cur.fetchone()
+                if row is None or row[0] != JOB_QUEUED:
+                    await conn.rollback()
+                    return None
+            # The counter's row lock serialises writers until COMMIT, so the plain
+            # read after it sees every earlier commit (and takes no gap locks).
+            await cur.execute("SELECT value FROM counters WHERE name = 'serial' FOR UPDATE")
+            last = int((await cur.fetchone())[0])
+            current = await self._current(conn, ops)
+            now = now_us()
+            results, changed, new_last = plan(ops, current, last, now)
+            # Would an optimistic path have done? Try it next time if so.
+            self._expect_new, self._expect_same = not current, not changed
+            if not changed and job_id is None:
+                await conn.rollback()  # nothing to write: nothing to confirm either
+                return results
+            set_time, when = batch_time(now, len(changed))
+            if set_time:
+                await cur.execute(set_time)
+            if changed:
+                rows = [
+                    (r.addon_id, r.sha256, r.version, STATUS_CODE[r.status], r.serial)
+                    for r in changed.values()
+                ]
+                for i in range(0, len(rows), _CHUNK):
+                    await cur.execute(
+                        f"INSERT INTO registrations ({_COLUMNS}) VALUES "
+                        + row_values(rows[i : i + _CHUNK], when)
+                        + " ON DUPLICATE KEY UPDATE version = VALUES(version), "
+                        "status = VALUES(status), serial = VALUES(serial), "
+                        "updated_at = VALUES(updated_at)"
+                    )
+                await cur.execute(
+                    "UPDATE counters SET value = %s WHERE name = 'serial'", (new_last,)
+                )
+            if job_id is not None:
+                await cur.execute(
+                    "UPDATE jobs SET status = %s, results = %s WHERE id = %s",
+                    (JOB_DONE, encode_results(ops, results), job_id),
+                )
+            await cur.execute(_marker_insert(marker, _outcome(results), when))
+        attempt.commit_sent = True
+        await conn.commit()
+        return results
+
+    async def _recover_batch(
+        self,
+        conn: aiomysql.Connection,
+        node: Node,
+        same: bool,
+        ops: Sequence[Operation],
+        marker: bytes,
+    ) -> Optional[List[Applied]]:
+        """The batch's results if its marker is on ``node``; None if it certainly is
+        not committed; BackendError if this node cannot tell."""
+        outcome = await _find_marker(
+            conn, node, same, "SELECT outcome FROM batches WHERE id = %s", marker
+        )
+        if outcome is None:
+            return None
+        current = await self._current(conn, ops)
+        return [
+            Applied(current.get(op.key), created=flag == "c", changed=flag != "-")
+            for op, flag in zip(ops, outcome[0])
+        ]
+
+    async def create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:
+        """Store a queued job: one autocommitted INSERT on the writer connection."""
+
+        async def work(conn: aiomysql.Connection, attempt: _Attempt) -> None:
+            attempt.commit_sent = True  # autocommit: once sent, its fate is unknown till answered
+            async with conn.cursor() as cur:
+                await cur.execute(
+                    "INSERT INTO jobs (id, owner, status, operations, created_at) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    (job_id, owner, JOB_QUEUED, encode_operations(ops), from_us(now_us())),
+                )
+
+        async def recover(conn: aiomysql.Connection, node: Node, same: bool) -> Optional[bool]:
+            found = await _find_marker(conn, node, same, "SELECT 1 FROM jobs WHERE id = %s", job_id)
+            return True if found is not None else None
+
+        await self._write(work, recover, "job")
+
+
+def _marker_insert(marker: bytes, outcome: str, when: str) -> str:
+    return (
+        f"INSERT INTO batches (id, outcome, created_at) VALUES (X'{marker.hex()}', '{outcome}', "
+        f"{when})"
+    )
+
+
+def _outcome(results: Sequence[Applied]) -> str:
+    """Each operation's outcome as one letter: c created, u changed, - the same."""
+    return "".join("c" if a.created else "u" if a.changed else "-" for a in results)
+
+
+async def _find_marker(
+    conn: aiomysql.Connection, node: Node, same: bool, sql: str, marker: Any
+) -> Optional[Any]:
+    """The marker's row, or None when the node can say for certain it is not
+    committed; BackendError when it cannot say.
+
+    * The same node: behind the counter row's lock, which the unconfirmed
+      transaction held until it committed or rolled back.
+    * A Galera node: after a causal read, it has applied every transaction the
+      cluster certified — and a transaction the cluster did not certify did
+      not commit anywhere.
+    * An asynchronous replica: the marker proves the commit; its absence
+      proves nothing (the old primary may have committed and not sent it).
+    """
+    async with conn.cursor() as cur:
+        if same:
+            await conn.begin()
+            await cur.execute("SELECT value FROM counters WHERE name = 'serial' FOR UPDATE")
+            await cur.execute(sql, (marker,))
+            row = await cur.fetchone()
+            await conn.rollback()
+            return row
+        if node.state.galera:
+            await cur.execute(_CAUSAL + sql, (marker,))
+            return await cur.fetchone()
+        await cur.execute(sql, (marker,))
+        row = await cur.fetchone()
+    if row is None:
+        raise BackendError(f"node {node} cannot tell whether the write committed")
+    return row
+
+
+def load_from_config(settings: Any) -> MySQLStore:
+    return MySQLStore(
+        settings.storage,
+        pool_size=settings.storage_pool_size,
+        timeout=settings.storage_timeout,
+        read_url=getattr(settings, "storage_read", ""),
+        max_lag=getattr(settings, "storage_read_max_lag", 1.0),
+    )
