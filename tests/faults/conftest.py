@@ -3,6 +3,13 @@
 * ``pristine_datadir`` (session) — made once, copied by each ``mariadb``.
 * ``mariadb`` / ``private_redis`` — a running private server, gone after
   the test (:mod:`tests.faults.servers`).
+* ``galera_cluster`` / ``replica_set_module`` (module) — one 3-node Galera
+  cluster, one primary with a GTID replica (:mod:`tests.faults.clusters`),
+  started once per test module and shared by its tests; ``galera`` /
+  ``replica_set`` — the same, healed before each test (killed nodes
+  restarted, replication running and caught up; rebuilt on the same ports
+  after a promotion or a lost quorum). Skipped without galera-4, rsync or
+  mariadbd, failed instead under ``ADDONREG_REQUIRE_SERVICES=1``.
 * ``links`` — factory of :class:`~tests.faults.proxy.LinkProxy` links, all
   closed after the test.
 * ``deployment`` — factory of ``addonreg serve`` processes (conftest's
@@ -23,6 +30,7 @@ from typing import Callable, Iterator, List, Optional
 import pytest
 
 from tests.conftest import CREDS, ServerProcess
+from tests.faults.clusters import GaleraCluster, ReplicaSet, need_galera, need_replication
 from tests.faults.proxy import LinkProxy
 from tests.faults.servers import PrivateMariaDB, PrivateRedis, make_pristine_datadir, need_programs
 
@@ -58,6 +66,36 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     need_programs("redis-server")
     with PrivateRedis(tmp_path) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def galera_cluster(request: pytest.FixtureRequest) -> Iterator[GaleraCluster]:
+    """A 3-node Galera cluster for the test module (killed and removed after it)."""
+    need_galera()
+    with GaleraCluster(request.getfixturevalue("pristine_datadir")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def galera(galera_cluster: GaleraCluster) -> GaleraCluster:
+    """The module's Galera cluster, every node running and synced."""
+    galera_cluster.heal()
+    return galera_cluster
+
+
+@pytest.fixture(scope="module")
+def replica_set_module(request: pytest.FixtureRequest) -> Iterator[ReplicaSet]:
+    """A primary with one asynchronous GTID replica for the test module."""
+    need_replication()
+    with ReplicaSet(request.getfixturevalue("pristine_datadir")) as replicas:
+        yield replicas
+
+
+@pytest.fixture
+def replica_set(replica_set_module: ReplicaSet) -> ReplicaSet:
+    """The module's replica set, replicating and caught up (asynchronous)."""
+    replica_set_module.heal()
+    return replica_set_module
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional, TypeVar
+from typing import List, Optional, Sequence, TypeVar
 
 import pymysql
 import pytest
@@ -47,6 +47,7 @@ __all__ = [
     "PrivateRedis",
     "make_pristine_datadir",
     "need_programs",
+    "unavailable",
     "find_program",
     "DATABASE",
 ]
@@ -71,10 +72,14 @@ def need_programs(*names: str) -> None:
     """Skip (or fail, under ``ADDONREG_REQUIRE_SERVICES=1``) when a program is missing."""
     missing = [name for name in names if find_program(name) is None]
     if missing:
-        reason = f"fault tests need {', '.join(missing)} (not installed)"
-        if REQUIRE_SERVICES:
-            pytest.fail(reason + " (ADDONREG_REQUIRE_SERVICES=1: not skipping)")
-        pytest.skip(reason)
+        unavailable(f"fault tests need {', '.join(missing)} (not installed)")
+
+
+def unavailable(reason: str) -> None:
+    """Skip the test for ``reason``, or fail it under ``ADDONREG_REQUIRE_SERVICES=1``."""
+    if REQUIRE_SERVICES:
+        pytest.fail(reason + " (ADDONREG_REQUIRE_SERVICES=1: not skipping)")
+    pytest.skip(reason)
 
 
 def _as_root() -> List[str]:
@@ -111,11 +116,10 @@ class PrivateServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, timeout: float = 30) -> float:
-        """Start (again), on the same port and data; the seconds until it answered."""
+    def spawn(self) -> None:
+        """Start the process and return at once (:meth:`start` also waits for it to answer)."""
         if self.running:
             raise RuntimeError(f"{self!r} is already running")
-        started = time.monotonic()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 self.command(),
@@ -124,6 +128,18 @@ class PrivateServer:
                 stdin=subprocess.DEVNULL,
                 cwd=self.workdir,
             )
+
+    def start(self, timeout: float = 30) -> float:
+        """Start (again), on the same port and data; the seconds until it answered."""
+        started = time.monotonic()
+        self.spawn()
+        self.wait_answers(started, timeout)
+        return time.monotonic() - started
+
+    def wait_answers(self, started: float, timeout: float) -> None:
+        """Wait until the spawned process answers; killed, with its log in the error,
+        when it exits or ``timeout`` seconds after ``started`` (a liveness bound)."""
+        assert self.proc is not None
         while not self.answers():
             if self.proc.poll() is not None or time.monotonic() - started > timeout:
                 self.kill9()
@@ -132,7 +148,6 @@ class PrivateServer:
                     + self.log.read_text(errors="replace")[-3000:]
                 )
             time.sleep(0.02)
-        return time.monotonic() - started
 
     def _signal(self, sig: signal.Signals) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -211,18 +226,32 @@ class PrivateMariaDB(PrivateServer):
 
     name = "mariadb"
 
-    def __init__(self, workdir: Path, datadir: Path) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        datadir: Path,
+        options: Sequence[str] = (),
+        socket_dir: Optional[Path] = None,
+    ) -> None:
+        """``options`` come last on the command line, so they override the defaults
+        (``--log-bin`` after ``--skip-log-bin`` turns the binary log on); ``socket_dir``
+        holds the socket and pid file (default: a short directory of its own under
+        ``/tmp``, removed by :meth:`close`)."""
         super().__init__(workdir)
         self.datadir = datadir
+        self.options = list(options)
         # A unix socket path must stay under ~100 bytes; pytest's tmp paths can be long.
-        self._socket_dir = tempfile.mkdtemp(prefix="fh-mdb-")
+        self._own_socket_dir = socket_dir is None
+        self._socket_dir = str(socket_dir) if socket_dir else tempfile.mkdtemp(prefix="fh-mdb-")
 
     @classmethod
-    def from_pristine(cls, pristine: Path, workdir: Path) -> "PrivateMariaDB":
+    def from_pristine(
+        cls, pristine: Path, workdir: Path, options: Sequence[str] = ()
+    ) -> "PrivateMariaDB":
         """A server over a fresh copy of ``pristine`` (a copy is quicker than an install)."""
         datadir = workdir / "datadir"
         shutil.copytree(pristine, datadir, symlinks=True)
-        return cls(workdir, datadir)
+        return cls(workdir, datadir, options)
 
     def url(self, port: Optional[int] = None) -> str:
         """The storage URL of ``addonreg serve`` for this server (or for ``port``, a link
@@ -246,16 +275,17 @@ class PrivateMariaDB(PrivateServer):
             "--skip-log-bin",
             "--max-connections=200",
             "--skip-name-resolve",
+            *self.options,
         ]
 
     def connect(
-        self, database: Optional[str] = DATABASE, timeout: float = 2
+        self, database: Optional[str] = DATABASE, timeout: float = 2, user: str = "root"
     ) -> pymysql.connections.Connection:
-        """A pymysql connection as root (autocommit); the caller closes it."""
+        """A pymysql connection as ``user`` (autocommit); the caller closes it."""
         return pymysql.connect(
             host="127.0.0.1",
             port=self.port,
-            user="root",
+            user=user,
             password="",
             database=database,
             autocommit=True,
@@ -283,7 +313,8 @@ class PrivateMariaDB(PrivateServer):
 
     def close(self) -> None:
         super().close()
-        shutil.rmtree(self._socket_dir, ignore_errors=True)
+        if self._own_socket_dir:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
 
 
 class PrivateRedis(PrivateServer):
