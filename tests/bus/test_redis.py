@@ -162,3 +162,16 @@ async def test_close_sends_what_is_queued(processes):
     await a.close()  # at once: the 50 messages are still queued
     await rec_b.wait(lambda: len(rec_b.forgotten) == 50, "everything sent before closing")
     assert a.stats()["published"] == 50 and a.stats()["publish_errors"] == 0
+
+
+async def test_a_message_tells_the_store_the_serial_it_carries(processes):
+    """Reads must not answer older than a change heard of: the bus hands the message's
+    highest serial to storage (``observe``) before the files are forgotten."""
+    need_redis()
+    a, _, _ = await processes("redis", backstop=30)
+    _, rec_b, store_b = await processes("redis", backstop=30)
+    observed: list = []
+    store_b.observe = observed.append  # the hook a multi-node MySQL store implements
+    await a.publish([record(5), record(9)])
+    await rec_b.wait(lambda: len(rec_b.forgotten) == 2, "both files forgotten")
+    assert observed == [9]

@@ -566,7 +566,9 @@ class MySQLStore(RegistrationStore):
         (its connection blipped) or a Galera node answers for certain; an
         asynchronous replica only when it has the batch's marker."""
         unknown = OutcomeUnknown(f"MySQL did not confirm the {what}", exc.original)
-        remaining = max(deadline - time.monotonic(), 0.0) + (self.timeout or 30)
+        # The node that can tell may be waiting for its cluster to re-form (Galera:
+        # evs.suspect_timeout after a kill): up to 2 x storage_timeout more.
+        remaining = max(deadline - time.monotonic(), 0.0) + 2 * (self.timeout or 30)
         try:
             async with asyncio.timeout(remaining):
                 node = await self._write_node()
