@@ -25,7 +25,7 @@ import pytest
 from addonreg.storage import Operation
 from addonreg.storage.mysql import MySQLStore
 from addonreg.storage.testing import sha
-from tests.conftest import CREDS, Client, ServerProcess, body, wait_until
+from tests.conftest import CREDS, Client, ServerProcess, Writer, body, wait_until
 from tests.faults.checker import NOT_WRITTEN, OUTCOME_UNKNOWN
 from tests.faults.clusters import GaleraCluster
 from tests.faults.conftest import STORAGE_TIMEOUT
@@ -210,3 +210,26 @@ async def test_a_read_node_killed_reads_go_on(galera, cluster_process):
         await wait_until(serving, "the read node serving again", timeout=20)
     finally:
         client.close()
+
+
+async def test_a_process_reading_from_node_1_sends_the_write_node_nothing(galera, cluster_process):
+    """Misses and the change feed (polled every 25 ms) all go to node 1."""
+    process = cluster_process(galera.url(), read=galera.node_url(1))
+    writer = Writer(process.base)
+    try:
+        for n in range(5):
+            r = await writer.signed("PUT", f"/v1/addons/q{n}@b/files/{sha(n)}", body={})
+            assert r.code in (200, 201), r.body
+        before = [selects(galera, i) for i in range(3)]
+        feed_polls_before = selects(galera, 1)
+        for n in range(30):
+            r = await writer.get(f"/v1/addons/m{n}@b/files/{sha(n)}")  # misses
+            assert r.code == 404
+        await wait_until(
+            lambda: selects(galera, 1) - feed_polls_before > 100, "the feed polling node 1", 10
+        )
+        after = [selects(galera, i) for i in range(3)]
+        assert after[0] == before[0], "the write node served a read"
+        assert after[2] == before[2]
+    finally:
+        writer.close()

@@ -163,3 +163,26 @@ async def test_a_serial_heard_of_keeps_reads_off_a_replica_behind_it(replica_set
     finally:
         for store in (writer, reader):
             await store.close()
+
+
+async def test_the_primary_lost_reads_go_on_from_the_replica(replica_set: ReplicaSet):
+    """No node accepts writes (the primary dead, the replica not promoted): reads are
+    answered by the replica, which holds every change the process has seen."""
+    store = MySQLStore(
+        replica_set.url(),
+        pool_size=2,
+        timeout=STORAGE_TIMEOUT,
+        read_url=replica_set.read_url(),
+    )
+    await store.open()
+    try:
+        await store.create_schema()
+        [applied] = await store.apply([Operation("register", "lost@b", sha(3), "1")])
+        replica_set.wait_caught_up()
+        replica_set.kill_primary()
+        record = await store.get("lost@b", sha(3))
+        assert record is not None and record.serial == applied.record.serial
+        assert await store.get("lost@b", sha(4)) is None
+        assert [r.sha256 for r in await store.list_files("lost@b")] == [sha(3)]
+    finally:
+        await store.close()

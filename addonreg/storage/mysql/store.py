@@ -312,7 +312,16 @@ class MySQLStore(RegistrationStore):
                 self.observe(row[-1])
                 return row
             self.counts["read_fallbacks"] += 1
-        node = await self._write_node()
+        try:
+            node = await self._write_node()
+        except BackendError:
+            # No write node (a primary lost, a replica not yet promoted): a read node
+            # that is reachable and holds every change this process has seen still
+            # answers truthfully, though it hears of nothing new.
+            row = await self._read_without_writer(sql, params)
+            if row is None:
+                raise
+            return row
         row = await self._row(node, sql, params)
         if row[-1] is not None and row[-1] < self.seen:
             if node.state.galera:
@@ -333,6 +342,17 @@ class MySQLStore(RegistrationStore):
         if row[-1] is not None:
             self.observe(row[-1])
         return row
+
+    async def _read_without_writer(self, sql: str, params: Sequence[Any]) -> Optional[Any]:
+        for node in self.read_nodes:
+            try:
+                row = await self._row(node, sql, params)
+            except BackendError:
+                continue
+            if row[-1] is not None and row[-1] >= self.seen:
+                self.observe(row[-1])
+                return row
+        return None
 
     async def _catch_up(self, node: Node, sql: str, params: Sequence[Any]) -> Optional[Any]:
         """``sql`` again on a read node behind :attr:`seen`: a causal read on Galera,
