@@ -1,8 +1,8 @@
 """The cluster harness checked on its own (:mod:`tests.faults.clusters`), no addonreg.
 
 A Galera cluster forms with three nodes, replicates a write to the others,
-and takes back a node killed with ``kill -9`` with what was written
-meanwhile. A GTID replica applies the primary's writes, lags while its SQL
+takes back a node killed with ``kill -9`` with what was written meanwhile,
+and holds addonreg's schema and writes (two processes on two nodes). A GTID replica applies the primary's writes, lags while its SQL
 thread is stopped and catches up when it starts, refuses the service
 account's writes while ``read_only`` and takes them once promoted by the
 runbook's steps; semi-synchronous replication falls back to asynchronous
@@ -18,10 +18,13 @@ import uuid
 import pymysql
 import pytest
 
+from addonreg.storage.testing import sha
+from tests.conftest import Writer, wait_until
 from tests.faults.clusters import APP_USER, GaleraCluster, ReplicaSet, poll
+from tests.faults.conftest import LIVENESS, Deployment
 from tests.faults.servers import PrivateMariaDB
 
-pytestmark = pytest.mark.mysql
+pytestmark = [pytest.mark.mysql, pytest.mark.subprocess]
 
 TABLE = "CREATE TABLE IF NOT EXISTS harness (k VARCHAR(64) PRIMARY KEY, v INT NOT NULL)"
 
@@ -82,6 +85,26 @@ def test_a_node_killed_and_started_again_has_the_rows_written_meanwhile(galera: 
     assert all(stored(galera.nodes[2], key) for key in [before, *meanwhile])
 
 
+async def test_addonreg_serves_from_two_galera_nodes(galera: GaleraCluster, serve: Deployment):
+    """The service's schema and writes work on Galera (InnoDB, primary keys): a
+    registration through a process on node 0 is answered by a process on node 1."""
+    a, b = serve(galera.node_url(0)), serve(galera.node_url(1))
+    wa, wb = Writer(a.base), Writer(b.base)
+    try:
+        path = f"/v1/addons/galera@harness.test/files/{sha(uuid.uuid4())}"
+        assert (await wa.signed("PUT", path, {"version": "1"})).code == 201
+
+        async def registered_on_b() -> bool:
+            return (await wb.get(path)).code == 200
+
+        await wait_until(registered_on_b, "the process on node 1 answers it", LIVENESS)
+        rows = galera.nodes[2].query("SELECT COUNT(*) FROM registrations")
+        assert rows[0][0] >= 1
+    finally:
+        wa.close()
+        wb.close()
+
+
 # -- a primary with a replica
 
 
@@ -93,6 +116,8 @@ def test_the_replica_applies_the_primarys_writes(replica_set: ReplicaSet):
 
 
 def test_a_stopped_sql_thread_lags_and_catches_up_when_started(replica_set: ReplicaSet):
+    insert(replica_set.primary)  # the table, on both
+    replica_set.wait_caught_up()
     replica_set.stop_sql_thread()
     key = insert(replica_set.primary)
     # Received (the IO thread runs) but not applied.
