@@ -20,7 +20,7 @@ import pytest
 
 from addonreg.storage.testing import sha
 from tests.conftest import Writer, wait_until
-from tests.faults.clusters import APP_USER, GaleraCluster, ReplicaSet, poll
+from tests.faults.clusters import APP_USER, QUORUM, GaleraCluster, ReplicaSet, poll
 from tests.faults.conftest import LIVENESS, Deployment
 from tests.faults.servers import PrivateMariaDB
 
@@ -76,7 +76,7 @@ def test_a_node_killed_and_started_again_has_the_rows_written_meanwhile(galera: 
     before = insert(galera.nodes[0])
     galera.kill(2)
     assert not galera.nodes[2].running
-    galera.wait_synced(timeout=15)  # the survivors form a component of two
+    galera.wait_synced(timeout=QUORUM)  # the survivors form a component of two
     assert galera.status(0)["wsrep_cluster_size"] == "2"
     meanwhile = [insert(galera.nodes[i % 2], i) for i in range(10)]
     galera.start_node(2)
