@@ -1,7 +1,8 @@
 """Private MariaDB clusters on loopback: a Galera cluster; a primary with a GTID replica.
 
 Both are built from :class:`~tests.faults.servers.PrivateMariaDB` servers of
-the tests' own (own datadirs, free ports, never the shared 3306), and both
+the tests' own (own datadirs, free ports below the ephemeral range: see
+:func:`quiet_ports`; never the shared 3306), and both
 start from the session's pristine datadir
 (:func:`~tests.faults.servers.make_pristine_datadir`: root over TCP with
 no password, an empty ``addonreg`` database).
@@ -15,8 +16,10 @@ no password, an empty ``addonreg`` database).
   ``kill -9`` and started again receives what it missed from another node's
   write-set cache (IST). Timeouts of group communication are shortened for
   tests (:data:`GALERA_PROVIDER_OPTIONS`): the survivors of a killed node
-  form a new primary component in about ``evs.suspect_timeout`` (2 s)
-  instead of the default 5 s; writes on them stall meanwhile.
+  form a new primary component in 3.0-3.4 s here instead of about 5 s with
+  the defaults; writes on them stall meanwhile. ``heal()`` restarts killed
+  nodes (or builds a new cluster on the same ports when no primary
+  component is left).
 * :class:`ReplicaSet` — a primary with a binary log and one replica
   following it by GTID (``MASTER_USE_GTID=slave_pos``), ``read_only``,
   optionally semi-synchronous (``AFTER_SYNC``). Offers the replica's SQL
