@@ -697,10 +697,21 @@ class ReplicaSet:
         """``kill -9`` the primary."""
         self.primary.kill9()
 
-    def promote(self) -> None:
-        """The runbook's promotion of the replica: ``STOP SLAVE; RESET SLAVE ALL;
-        SET GLOBAL read_only=0``. The caller has chosen it (the replica with the
-        highest GTID) and stopped writes to the old primary (or it is dead)."""
+    def promote(self, timeout: float = LIVENESS) -> None:
+        """The runbook's promotion of the replica. The caller has chosen it (the
+        replica with the highest GTID received) and stopped writes to the old
+        primary (or it is dead).
+
+        First the replica applies everything it received (``START SLAVE
+        SQL_THREAD``, then ``MASTER_GTID_WAIT`` up to ``Gtid_IO_Pos``): a
+        semi-synchronous primary acknowledges a commit once the replica has it
+        in its relay log, applied or not, and ``RESET SLAVE ALL`` deletes the
+        relay log. Then ``STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only=0``.
+        """
+        received = self.replica_status().get("Gtid_IO_Pos", "")
+        self.replica.query("START SLAVE SQL_THREAD", database=None)  # a note if running
+        if received:
+            self._gtid_wait(received, timeout)
         for sql in ("STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only=0"):
             self.replica.query(sql, database=None)
         self.promoted = True
@@ -765,7 +776,10 @@ class ReplicaSet:
 
     def wait_caught_up(self, timeout: float = LIVENESS) -> None:
         """Wait until the replica has applied everything the primary has written."""
-        target = self.primary_gtid()
+        self._gtid_wait(self.primary_gtid(), timeout)
+
+    def _gtid_wait(self, target: str, timeout: float) -> None:
+        # Up to ``target`` applied on the replica, or TimeoutError.
         conn = self.replica.connect(database=None, timeout=timeout + 5)
         try:
             with conn.cursor() as cur:

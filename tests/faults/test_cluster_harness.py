@@ -1,13 +1,14 @@
-"""The cluster harness checked on its own (:mod:`tests.faults.clusters`), no addonreg.
+"""The cluster harness checked on its own (:mod:`tests.faults.clusters`).
 
 A Galera cluster forms with three nodes, replicates a write to the others,
 takes back a node killed with ``kill -9`` with what was written meanwhile,
-and holds addonreg's schema and writes (two processes on two nodes). A GTID replica applies the primary's writes, lags while its SQL
-thread is stopped and catches up when it starts, refuses the service
-account's writes while ``read_only`` and takes them once promoted by the
-runbook's steps; semi-synchronous replication falls back to asynchronous
-when the replica stops acknowledging. A scenario on a cluster is only as
-good as these.
+and holds addonreg's schema and writes (two processes on two nodes). A GTID
+replica applies the primary's writes, lags while its SQL thread is stopped
+and catches up when it starts, refuses the service account's writes while
+``read_only`` and takes them once promoted by the runbook's steps, keeping
+what it had received but not applied; semi-synchronous replication falls
+back to asynchronous when the replica stops acknowledging. A scenario on a
+cluster is only as good as these.
 """
 
 from __future__ import annotations
@@ -158,6 +159,25 @@ def test_the_promoted_replica_takes_the_service_accounts_writes(replica_set: Rep
             assert sorted(row[0] for row in cur.fetchall()) == sorted([key, "promoted"])
     finally:
         app.close()
+
+
+def test_promotion_keeps_a_write_the_replica_received_but_had_not_applied(
+    replica_set: ReplicaSet,
+):
+    """Semi-sync acknowledges a commit once it is in the replica's relay log; the
+    promotion applies the relay log before ``RESET SLAVE ALL`` deletes it."""
+    insert(replica_set.primary)  # the table, on both
+    replica_set.wait_caught_up()
+    replica_set.set_semi_sync(True)
+    replica_set.stop_sql_thread()
+    key = insert(replica_set.primary)
+    assert replica_set.semi_sync_status() == "ON"  # acknowledged by the replica
+    assert replica_set.replica_status()["Gtid_IO_Pos"] == replica_set.primary_gtid()
+    assert not stored(replica_set.replica, key)
+
+    replica_set.kill_primary()
+    replica_set.promote()
+    assert stored(replica_set.replica, key)
 
 
 def test_semi_sync_falls_back_to_async_when_the_replica_stops_acknowledging(
