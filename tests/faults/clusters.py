@@ -1,7 +1,8 @@
 """Private MariaDB clusters on loopback: a Galera cluster; a primary with a GTID replica.
 
 Both are built from :class:`~tests.faults.servers.PrivateMariaDB` servers of
-the tests' own (own datadirs, free ports, never the shared 3306), and both
+the tests' own (own datadirs, free ports below the ephemeral range: see
+:func:`quiet_ports`; never the shared 3306), and both
 start from the session's pristine datadir
 (:func:`~tests.faults.servers.make_pristine_datadir`: root over TCP with
 no password, an empty ``addonreg`` database).
@@ -15,8 +16,10 @@ no password, an empty ``addonreg`` database).
   ``kill -9`` and started again receives what it missed from another node's
   write-set cache (IST). Timeouts of group communication are shortened for
   tests (:data:`GALERA_PROVIDER_OPTIONS`): the survivors of a killed node
-  form a new primary component in about ``evs.suspect_timeout`` (2 s)
-  instead of the default 5 s; writes on them stall meanwhile.
+  form a new primary component in 3.0-3.4 s here instead of about 5 s with
+  the defaults; writes on them stall meanwhile. ``heal()`` restarts killed
+  nodes (or builds a new cluster on the same ports when no primary
+  component is left).
 * :class:`ReplicaSet` — a primary with a binary log and one replica
   following it by GTID (``MASTER_USE_GTID=slave_pos``), ``read_only``,
   optionally semi-synchronous (``AFTER_SYNC``). Offers the replica's SQL
@@ -44,8 +47,10 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -54,7 +59,6 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Type
 
 import pymysql
 
-from tests.conftest import free_port
 from tests.faults.servers import (
     _INNODB,
     DATABASE,
@@ -65,14 +69,18 @@ from tests.faults.servers import (
 )
 
 __all__ = [
+    "APP_USER",
     "GALERA_PROVIDER",
     "GALERA_PROVIDER_OPTIONS",
     "GaleraCluster",
     "GaleraNode",
+    "LIVENESS",
+    "QUORUM",
     "ReplicaSet",
     "need_galera",
     "need_replication",
     "poll",
+    "quiet_ports",
 ]
 
 GALERA_PROVIDER = "/usr/lib/galera/libgalera_smm.so"
@@ -112,9 +120,9 @@ APP_GRANTS = (
     f"GRANT SLAVE MONITOR, BINLOG MONITOR ON *.* TO '{APP_USER}'@'127.0.0.1'",
 )
 
-QUORUM = 15.0
+QUORUM = 10.0
 """Liveness bound of the survivors of a kill forming a new primary component, in
-seconds (about evs.suspect_timeout + evs.inactive_timeout at most; 2-3 s here)."""
+seconds (3.0-3.4 s measured here with :data:`GALERA_PROVIDER_OPTIONS`)."""
 
 MYSQL_USER = "mysql"
 """The user the Galera nodes run as when the tests run as root."""
@@ -148,6 +156,38 @@ def poll(
         if time.monotonic() > deadline:
             raise TimeoutError(f"not within {timeout} s (liveness bound): {what}")
         time.sleep(every)
+
+
+def quiet_ports(n: int) -> List[int]:
+    """``n`` distinct loopback ports free now, below the ephemeral range.
+
+    ``free_port()`` (``bind(0)``) hands out ephemeral ports, which any
+    outgoing connection on the machine may also take; a cluster node binds
+    its IST and SST ports only when it rejoins, maybe minutes later. Ports
+    below ``ip_local_port_range`` are taken only by listeners that chose them.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    candidates = list(range(max(1024, low - 12000), low))
+    random.shuffle(candidates)
+    held: List[socket.socket] = []
+    try:
+        for port in candidates:
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)  # held until all are chosen: distinct
+            if len(held) == n:
+                return [s.getsockname()[1] for s in held]
+    finally:
+        for sock in held:
+            sock.close()
+    raise RuntimeError(f"not {n} free ports below {low}")
 
 
 def need_galera() -> None:
@@ -188,6 +228,15 @@ def _give_to_node_user(path: Path) -> None:
             os.chown(os.path.join(parent, name), user.pw_uid, user.pw_gid, follow_symlinks=False)
 
 
+def _log_tails(servers: Sequence[PrivateMariaDB], size: int = 2000) -> str:
+    """The end of each server's log, for an error that would otherwise lose it."""
+    parts = []
+    for server in servers:
+        text = server.log.read_text(errors="replace") if server.log.exists() else "(no log)"
+        parts.append(f"--- {server!r} {server.log}:\n{text[-size:]}")
+    return "\n".join(parts)
+
+
 def _variables(server: PrivateMariaDB, sql: str) -> Dict[str, str]:
     """``SHOW … VARIABLES/STATUS`` rows as a dict."""
     return {name: value for name, value in server.query(sql, database=None)}
@@ -202,14 +251,13 @@ class GaleraNode(PrivateMariaDB):
 
     name = "galera"
 
-    def __init__(self, workdir: Path, index: int) -> None:
+    def __init__(self, workdir: Path, index: int, ports: Sequence[int]) -> None:
+        """``ports``: SQL, group communication, IST, SST."""
         workdir.mkdir()
         super().__init__(workdir, workdir / "datadir", socket_dir=workdir)
         self.datadir.mkdir()
         self.index = index
-        self.gcomm_port = free_port()
-        self.ist_port = free_port()
-        self.sst_port = free_port()
+        self.port, self.gcomm_port, self.ist_port, self.sst_port = ports
         self.config = workdir / "node.cnf"
         self.bootstrap = False
         self.start_position: Optional[str] = None
@@ -327,14 +375,13 @@ class GaleraCluster:
     def _build(self, n: int, like: Sequence[GaleraNode] = ()) -> None:
         # New directories and nodes; on the ports of ``like`` when given.
         self.root = _owned_dir("addonreg-galera-")
-        self.nodes = [GaleraNode(self.root / f"node{i}", i) for i in range(n)]
-        for node, old in zip(self.nodes, like):
-            node.port, node.gcomm_port, node.ist_port, node.sst_port = (
-                old.port,
-                old.gcomm_port,
-                old.ist_port,
-                old.sst_port,
-            )
+        if like:
+            ports = [p for n in like for p in (n.port, n.gcomm_port, n.ist_port, n.sst_port)]
+        else:
+            ports = quiet_ports(4 * n)
+        self.nodes = [
+            GaleraNode(self.root / f"node{i}", i, ports[4 * i : 4 * i + 4]) for i in range(n)
+        ]
         name = f"addonreg-test-{self.nodes[0].gcomm_port}"
         for node in self.nodes:
             node.write_config(name, [n.gcomm_port for n in self.nodes])
@@ -436,7 +483,8 @@ class GaleraCluster:
     def __enter__(self) -> "GaleraCluster":
         try:
             self.start()
-        except BaseException:
+        except BaseException as exc:
+            exc.add_note(_log_tails(self.nodes))
             self.close()
             raise
         return self
@@ -468,12 +516,16 @@ class GaleraCluster:
             raise TimeoutError("no node is running")
         expected = len(self.running()) if size is None else size
         targets = [self.nodes[i] for i in indices]
-        poll(
-            lambda: all(node.synced(expected) for node in targets),
-            f"nodes {indices} synced in a primary component of {expected}",
-            timeout=timeout,
-            alive=lambda: all(node.running for node in targets),
-        )
+        try:
+            poll(
+                lambda: all(node.synced(expected) for node in targets),
+                f"nodes {indices} synced in a primary component of {expected}",
+                timeout=timeout,
+                alive=lambda: all(node.running for node in targets),
+            )
+        except (RuntimeError, TimeoutError) as exc:
+            exc.add_note(_log_tails(targets))
+            raise
         return time.monotonic() - started
 
 
@@ -518,7 +570,7 @@ class ReplicaSet:
             common += ["--rpl-semi-sync-master-enabled=1", "--rpl-semi-sync-slave-enabled=1"]
         self.primary = self._server("primary", [*common, "--server-id=1"])
         self.replica = self._server("replica", [*common, "--server-id=2", "--read-only=1"])
-        for server, port in zip((self.primary, self.replica), ports):
+        for server, port in zip((self.primary, self.replica), ports or quiet_ports(2)):
             server.port = port
         self.promoted = False
 
@@ -623,7 +675,8 @@ class ReplicaSet:
     def __enter__(self) -> "ReplicaSet":
         try:
             self.start()
-        except BaseException:
+        except BaseException as exc:
+            exc.add_note(_log_tails([self.primary, self.replica]))
             self.close()
             raise
         return self
@@ -644,10 +697,21 @@ class ReplicaSet:
         """``kill -9`` the primary."""
         self.primary.kill9()
 
-    def promote(self) -> None:
-        """The runbook's promotion of the replica: ``STOP SLAVE; RESET SLAVE ALL;
-        SET GLOBAL read_only=0``. The caller has chosen it (the replica with the
-        highest GTID) and stopped writes to the old primary (or it is dead)."""
+    def promote(self, timeout: float = LIVENESS) -> None:
+        """The runbook's promotion of the replica. The caller has chosen it (the
+        replica with the highest GTID received) and stopped writes to the old
+        primary (or it is dead).
+
+        First the replica applies everything it received (``START SLAVE
+        SQL_THREAD``, then ``MASTER_GTID_WAIT`` up to ``Gtid_IO_Pos``): a
+        semi-synchronous primary acknowledges a commit once the replica has it
+        in its relay log, applied or not, and ``RESET SLAVE ALL`` deletes the
+        relay log. Then ``STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only=0``.
+        """
+        received = self.replica_status().get("Gtid_IO_Pos", "")
+        self.replica.query("START SLAVE SQL_THREAD", database=None)  # a note if running
+        if received:
+            self._gtid_wait(received, timeout)
         for sql in ("STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only=0"):
             self.replica.query(sql, database=None)
         self.promoted = True
@@ -712,7 +776,10 @@ class ReplicaSet:
 
     def wait_caught_up(self, timeout: float = LIVENESS) -> None:
         """Wait until the replica has applied everything the primary has written."""
-        target = self.primary_gtid()
+        self._gtid_wait(self.primary_gtid(), timeout)
+
+    def _gtid_wait(self, target: str, timeout: float) -> None:
+        # Up to ``target`` applied on the replica, or TimeoutError.
         conn = self.replica.connect(database=None, timeout=timeout + 5)
         try:
             with conn.cursor() as cur:

@@ -12,6 +12,8 @@
   mariadbd, failed instead under ``ADDONREG_REQUIRE_SERVICES=1``.
 * ``links`` — factory of :class:`~tests.faults.proxy.LinkProxy` links, all
   closed after the test.
+* ``serve`` — factory of ``addonreg serve`` processes over any storage URL
+  (a cluster's node list, read nodes), as ``deployment`` configures them.
 * ``deployment`` — factory of ``addonreg serve`` processes (conftest's
   ``server_process``) over the private MariaDB and, when given, a pub/sub
   URL, with ``storage_timeout`` = :data:`STORAGE_TIMEOUT`.
@@ -114,18 +116,34 @@ def links() -> Iterator[Callable[[int], LinkProxy]]:
 
 
 @pytest.fixture
-def deployment(server_process: Callable[..., ServerProcess], mariadb: PrivateMariaDB) -> Deployment:
+def serve(server_process: Callable[..., ServerProcess]) -> Deployment:
+    """Factory: ``serve(storage, storage_read=None, pubsub=None)`` starts one process
+    over ``storage`` (any URL: a private server's, a link's, a cluster's node list),
+    reading from ``storage_read`` when given, with ``pubsub`` (default local) and
+    ``storage_timeout`` = :data:`STORAGE_TIMEOUT`."""
+
+    def start(
+        storage: str, storage_read: Optional[str] = None, pubsub: Optional[str] = None
+    ) -> ServerProcess:
+        env = {
+            "ADDONREG_STORAGE": storage,
+            "ADDONREG_PUBSUB": pubsub or "local://",
+            "ADDONREG_STORAGE_TIMEOUT": str(STORAGE_TIMEOUT),
+            "ADDONREG_HAWK_CREDENTIALS": ",".join(f"{k}:{v}" for k, v in CREDS.items()),
+        }
+        if storage_read:
+            env["ADDONREG_STORAGE_READ"] = storage_read
+        return server_process(env)
+
+    return start
+
+
+@pytest.fixture
+def deployment(serve: Deployment, mariadb: PrivateMariaDB) -> Deployment:
     """Factory: ``deployment(pubsub=None, storage=None)`` starts one process over the
     private MariaDB (or ``storage``, a URL through a link) and ``pubsub`` (default local)."""
 
     def start(pubsub: Optional[str] = None, storage: Optional[str] = None) -> ServerProcess:
-        return server_process(
-            {
-                "ADDONREG_STORAGE": storage or mariadb.url(),
-                "ADDONREG_PUBSUB": pubsub or "local://",
-                "ADDONREG_STORAGE_TIMEOUT": str(STORAGE_TIMEOUT),
-                "ADDONREG_HAWK_CREDENTIALS": ",".join(f"{k}:{v}" for k, v in CREDS.items()),
-            }
-        )
+        return serve(storage or mariadb.url(), pubsub=pubsub)
 
     return start

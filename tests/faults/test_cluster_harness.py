@@ -1,13 +1,14 @@
-"""The cluster harness checked on its own (:mod:`tests.faults.clusters`), no addonreg.
+"""The cluster harness checked on its own (:mod:`tests.faults.clusters`).
 
 A Galera cluster forms with three nodes, replicates a write to the others,
-and takes back a node killed with ``kill -9`` with what was written
-meanwhile. A GTID replica applies the primary's writes, lags while its SQL
-thread is stopped and catches up when it starts, refuses the service
-account's writes while ``read_only`` and takes them once promoted by the
-runbook's steps; semi-synchronous replication falls back to asynchronous
-when the replica stops acknowledging. A scenario on a cluster is only as
-good as these.
+takes back a node killed with ``kill -9`` with what was written meanwhile,
+and holds addonreg's schema and writes (two processes on two nodes). A GTID
+replica applies the primary's writes, lags while its SQL thread is stopped
+and catches up when it starts, refuses the service account's writes while
+``read_only`` and takes them once promoted by the runbook's steps, keeping
+what it had received but not applied; semi-synchronous replication falls
+back to asynchronous when the replica stops acknowledging. A scenario on a
+cluster is only as good as these.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ import uuid
 import pymysql
 import pytest
 
-from tests.faults.clusters import APP_USER, GaleraCluster, ReplicaSet, poll
+from addonreg.storage.testing import sha
+from tests.conftest import Writer, wait_until
+from tests.faults.clusters import APP_USER, QUORUM, GaleraCluster, ReplicaSet, poll
+from tests.faults.conftest import LIVENESS, Deployment
 from tests.faults.servers import PrivateMariaDB
 
-pytestmark = pytest.mark.mysql
+pytestmark = [pytest.mark.mysql, pytest.mark.subprocess]
 
 TABLE = "CREATE TABLE IF NOT EXISTS harness (k VARCHAR(64) PRIMARY KEY, v INT NOT NULL)"
 
@@ -73,13 +77,33 @@ def test_a_node_killed_and_started_again_has_the_rows_written_meanwhile(galera: 
     before = insert(galera.nodes[0])
     galera.kill(2)
     assert not galera.nodes[2].running
-    galera.wait_synced(timeout=15)  # the survivors form a component of two
+    galera.wait_synced(timeout=QUORUM)  # the survivors form a component of two
     assert galera.status(0)["wsrep_cluster_size"] == "2"
     meanwhile = [insert(galera.nodes[i % 2], i) for i in range(10)]
     galera.start_node(2)
     assert galera.status(2)["wsrep_cluster_size"] == "3"
     # No causal read: what the node has once synced, it applied while rejoining.
     assert all(stored(galera.nodes[2], key) for key in [before, *meanwhile])
+
+
+async def test_addonreg_serves_from_two_galera_nodes(galera: GaleraCluster, serve: Deployment):
+    """The service's schema and writes work on Galera (InnoDB, primary keys): a
+    registration through a process on node 0 is answered by a process on node 1."""
+    a, b = serve(galera.node_url(0)), serve(galera.node_url(1))
+    wa, wb = Writer(a.base), Writer(b.base)
+    try:
+        path = f"/v1/addons/galera@harness.test/files/{sha(uuid.uuid4())}"
+        assert (await wa.signed("PUT", path, {"version": "1"})).code == 201
+
+        async def registered_on_b() -> bool:
+            return (await wb.get(path)).code == 200
+
+        await wait_until(registered_on_b, "the process on node 1 answers it", LIVENESS)
+        rows = galera.nodes[2].query("SELECT COUNT(*) FROM registrations")
+        assert rows[0][0] >= 1
+    finally:
+        wa.close()
+        wb.close()
 
 
 # -- a primary with a replica
@@ -93,6 +117,8 @@ def test_the_replica_applies_the_primarys_writes(replica_set: ReplicaSet):
 
 
 def test_a_stopped_sql_thread_lags_and_catches_up_when_started(replica_set: ReplicaSet):
+    insert(replica_set.primary)  # the table, on both
+    replica_set.wait_caught_up()
     replica_set.stop_sql_thread()
     key = insert(replica_set.primary)
     # Received (the IO thread runs) but not applied.
@@ -133,6 +159,25 @@ def test_the_promoted_replica_takes_the_service_accounts_writes(replica_set: Rep
             assert sorted(row[0] for row in cur.fetchall()) == sorted([key, "promoted"])
     finally:
         app.close()
+
+
+def test_promotion_keeps_a_write_the_replica_received_but_had_not_applied(
+    replica_set: ReplicaSet,
+):
+    """Semi-sync acknowledges a commit once it is in the replica's relay log; the
+    promotion applies the relay log before ``RESET SLAVE ALL`` deletes it."""
+    insert(replica_set.primary)  # the table, on both
+    replica_set.wait_caught_up()
+    replica_set.set_semi_sync(True)
+    replica_set.stop_sql_thread()
+    key = insert(replica_set.primary)
+    assert replica_set.semi_sync_status() == "ON"  # acknowledged by the replica
+    assert replica_set.replica_status()["Gtid_IO_Pos"] == replica_set.primary_gtid()
+    assert not stored(replica_set.replica, key)
+
+    replica_set.kill_primary()
+    replica_set.promote()
+    assert stored(replica_set.replica, key)
 
 
 def test_semi_sync_falls_back_to_async_when_the_replica_stops_acknowledging(
