@@ -155,7 +155,14 @@ async def test_the_write_node_killed_under_load(galera, cluster_process):
             "a write acknowledged after the kill",
         )
 
-    run = await under_load(processes, CausalReads(galera, 1), kill_write_node, mix=NEW_FILES_MIX)
+    try:
+        run = await under_load(
+            processes, CausalReads(galera, 1), kill_write_node, mix=NEW_FILES_MIX
+        )
+    except BaseException:
+        for n, process in enumerate(processes):  # shown by pytest on failure
+            print(f"--- process {n}:", "".join(process.output[-40:]))
+        raise
     writes_after = [
         a
         for a in run.answers

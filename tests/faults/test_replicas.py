@@ -121,7 +121,12 @@ async def test_the_primary_lost_and_the_replica_promoted(replica_set: ReplicaSet
         # The runbook: the replica with the highest GTID (the only one), promoted.
         replica_set.promote()
 
-    await under_load(processes, replica_set.replica, lose_the_primary, mix=NEW_FILES_MIX)
+    try:
+        await under_load(processes, replica_set.replica, lose_the_primary, mix=NEW_FILES_MIX)
+    except BaseException:
+        for n, process in enumerate(processes):  # shown by pytest on failure
+            print(f"--- process {n}:", "".join(process.output[-40:]))
+        raise
 
 
 async def test_a_serial_heard_of_keeps_reads_off_a_replica_behind_it(replica_set: ReplicaSet):
