@@ -19,8 +19,10 @@ from .web import InFlight
 
 __all__ = ["make_app", "version_info"]
 
-_ADDON = r"([^/]+)"
-_SHA = r"([^/]+)"
+# Empty segments too: the handler answers an empty id or hash 400 (the identifier
+# rules), as any other bad one, not 404 "no such resource".
+_ADDON = r"([^/]*)"
+_SHA = r"([^/]*)"
 
 
 def version_info() -> Dict[str, str]:

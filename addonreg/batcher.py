@@ -23,8 +23,9 @@ Guarantees:
 * Bounded queue: past ``max_queue`` waiting operations a submit is refused
   at once with :class:`QueueFull` (and :class:`ShuttingDown` while draining).
 * A stored job (``Prefer: respond-async``) is committed alone, with its
-  completion; on failure it is retried with backoff, and if the process stops
-  first it stays queued in storage for the next start.
+  completion; on any failure (storage's or a bug's) it is retried with
+  backoff, and if the process stops first it stays queued in storage for the
+  next start. No failure of one batch or job stops the writer.
 
 Not thread-safe: one batcher per event loop.
 """
@@ -276,14 +277,23 @@ class WriteBatcher:
     async def _commit_job(self, job: Job, attempt: int) -> None:
         try:
             await self._apply(job.operations, job.id)
-        except BackendError as exc:
+        except Exception as exc:
+            # Whatever the job met, the writer goes on (the submits behind it must be
+            # answered) and the job stays queued in storage, so reading it tells the
+            # truth; a retry is safe: the job's completion commits with its writes.
             if self._closing:
                 log.warning(
-                    "job %s not finished before shutdown (%s); it stays queued", job.id, exc
+                    "job %s not finished before shutdown (%r); it stays queued", job.id, exc
                 )
                 return
             delay = self.retry_delays[min(attempt, len(self.retry_delays) - 1)]
-            log.warning("job %s failed (%s); retrying in %.1f s", job.id, exc, delay)
+            log.warning(
+                "job %s failed (%r); retrying in %.1f s",
+                job.id,
+                exc,
+                delay,
+                exc_info=not isinstance(exc, BackendError),  # a bug: its traceback
+            )
             self._retries[job.id] = asyncio.get_running_loop().call_later(
                 delay, self._retry_job, job, attempt + 1
             )

@@ -59,6 +59,21 @@ def seconds(lowest: float, highest: float, zero_ok: bool = False) -> Callable[[s
     return parse
 
 
+def ratio(lowest: float, highest: float) -> Callable[[str], float]:
+    """A plain number > ``lowest`` and <= ``highest`` (a proportion, not a duration)."""
+
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if lowest < value <= highest:
+            return value
+        raise ValueError(f"a ratio > {lowest:g} and <= {highest:g} (0.5: half)")
+
+    return parse
+
+
 def choice(*names: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw.lower() in names:
@@ -114,9 +129,12 @@ def read_storage_url(raw: str) -> str:
 
 
 def pubsub_url(raw: str) -> str:
-    expected = "feed://, local:// or redis://host:port/db[?channel=NAME&timeout=SECONDS]"
+    expected = (
+        "feed://, local:// or redis://host:port/db[?channel=NAME&timeout=SECONDS] "
+        "(rediss:// for Redis over TLS)"
+    )
     scheme = urlsplit(raw).scheme
-    if scheme == "redis":
+    if scheme in ("redis", "rediss"):  # the bus and the nonce store take both
         from .bus.redis import parse_url  # the one parser of Redis URLs
 
         try:
@@ -266,7 +284,7 @@ class Settings:
         (), public_keys, "public keys of the filter, shown on /v1/"
     )
     filter_delta_interval: float = _field(60.0, seconds(0, DAY), "a new filter delta at most")
-    filter_max_delta_ratio: float = _field(0.5, seconds(0, 100), "delta/base size: a new base")
+    filter_max_delta_ratio: float = _field(0.5, ratio(0, 100), "delta/base size: a new base")
     filter_max_base_age: float = _field(7 * DAY, seconds(0, 365 * DAY), "base age: a new base")
 
     def __post_init__(self) -> None:
@@ -275,7 +293,7 @@ class Settings:
                 "setting 'storage_read' needs a mysql:// 'storage' (read nodes of the "
                 "same database)"
             )
-        if urlsplit(self.pubsub).scheme == "redis" and not self.bus_key:
+        if urlsplit(self.pubsub).scheme in ("redis", "rediss") and not self.bus_key:
             raise ConfigError(
                 "setting 'bus_key' is required with a redis:// pub/sub "
                 "($ADDONREG_BUS_KEY, the same secret in every process): it "

@@ -135,8 +135,10 @@ def operations(items: List[Any]) -> List[Operation]:
             )
         try:
             version = check_version(item.get("version"))
-            if version is not None and item["op"] == "revoke":
-                raise InvalidIdentifier("version", "a revoke takes no version")
+            if item["op"] == "revoke":
+                # The contract lets any operation carry a version; a revocation keeps
+                # the stored one, so a revoke's version is checked, then not used.
+                version = None
             ops.append(
                 Operation(
                     item["op"],

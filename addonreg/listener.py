@@ -3,9 +3,16 @@
 :class:`BoundedHTTPServer` is Tornado's ``HTTPServer`` with:
 
 * **a connection cap** (``max_connections``; default: the process's soft limit
-  of open files less :data:`FD_RESERVE` for storage, Redis and files): at the
-  cap it stops accepting (new connections wait in the listen backlog) and
-  starts again as soon as one closes;
+  of open files less :data:`FD_RESERVE` for storage, Redis and files). At the
+  cap a new connection takes the place of the connection idle longest (one
+  waiting for its next request's first byte, none of it buffered here or in
+  the kernel), which is closed, as nginx reuses its "reusable" connections:
+  idle sockets, however many, cannot keep a new client out. A connection with
+  a request in progress (headers or body partly read, a handler running, an
+  answer being written) is never closed for this. With no idle connection
+  left it stops accepting (new connections wait in the listen backlog) and
+  starts again as soon as one closes. Shedding is logged at most once a
+  second, with how many were closed;
 * **back-off on fd exhaustion**: an ``accept()`` failing with EMFILE/ENFILE
   (other files took the descriptors) pauses accepting for 50 ms, doubling to
   1 s while it lasts, and logs once a second with a count, instead of
@@ -25,17 +32,20 @@
 
 Tornado's extension points are ``handle_stream``, ``on_close`` and
 ``start_request``; the accept loop is ours; the one attribute of Tornado's we
-set is ``conn_params.header_timeout`` (see ``initialize``).
+set is ``conn_params.header_timeout`` (see ``initialize``), and the one we read
+is the stream's ``_read_buffer_size`` (see ``_Limits.idle``).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import math
 import resource
+import select
 import socket
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 import tornado.httpserver
 import tornado.httputil
@@ -62,6 +72,13 @@ def default_max_connections() -> int:
     return max(int(soft) - FD_RESERVE, 16)
 
 
+def _waiting(sock: socket.socket) -> bool:
+    """A connection waits in ``sock``'s backlog (poll, not select: no FD_SETSIZE limit)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class _Limits(tornado.httputil.HTTPMessageDelegate):
     """One request's limits: ``431`` for headers larger than the server's limit, and a
     ``deadline`` (monotonic time) for its headers, then its body, that the sweep enforces."""
@@ -71,12 +88,31 @@ class _Limits(tornado.httputil.HTTPMessageDelegate):
         delegate: tornado.httputil.HTTPMessageDelegate,
         connection: Any,
         server: "BoundedHTTPServer",
+        server_conn: object,
     ) -> None:
         self.delegate, self.connection, self.server = delegate, connection, server
+        self.server_conn = server_conn
         self.deadline: Optional[float] = time.monotonic() + server.idle_timeout
         self.refused = self.in_body = False
 
+    def idle(self) -> bool:
+        """No byte of a request received yet: none buffered by Tornado (a pipelined
+        request, or headers partly read), none waiting in the kernel. A peer that has
+        gone (EOF, reset) counts as idle: closing it costs nobody anything."""
+        stream = self.connection.stream
+        if stream is None or stream.closed():
+            return True  # its descriptor is gone already; on_close is on its way
+        # Tornado keeps what it read ahead in the stream's buffer and offers no public
+        # way to ask its size; without the attribute, nothing is ever taken for idle.
+        if getattr(stream, "_read_buffer_size", 1):
+            return False
+        try:
+            return not stream.socket.recv(1, socket.MSG_PEEK)
+        except OSError:  # EAGAIN: nothing sent yet; a reset: gone
+            return True
+
     def headers_received(self, start_line: Any, headers: tornado.httputil.HTTPHeaders) -> Any:
+        self.server._idle.pop(self.server_conn, None)
         size = sum(len(name) + len(value) + 4 for name, value in headers.get_all())
         limit = self.server.header_limit
         if size <= limit:
@@ -164,6 +200,13 @@ class BoundedHTTPServer(tornado.httpserver.HTTPServer):
         self._paused: List[socket.socket] = []
         self._delay = 0.0
         self._throttle = Throttle(log, interval=1.0)
+        # Connections waiting for a request's first byte, the one idle longest first
+        # (dict order: each is moved to the end when its next request begins).
+        self._idle: Dict[object, _Limits] = {}
+        self._shed: Set[object] = set()  # closed for a new one, on_close not yet run
+        self._shed_count = 0  # since the last log line
+        self._shed_logged = -math.inf
+        self._shed_flush: Optional[Any] = None
 
     def add_sockets(self, sockets: Any) -> None:
         for sock in sockets:
@@ -190,7 +233,11 @@ class BoundedHTTPServer(tornado.httpserver.HTTPServer):
 
     def _accept(self, sock: socket.socket) -> None:
         for _ in range(128):  # a bounded batch, as Tornado's own loop: others get their turn
-            if self.open_connections >= self.max_connections:
+            if self.open_connections - len(self._shed) >= self.max_connections:
+                if not _waiting(sock):
+                    return  # the listening socket wakes us when one arrives
+                if self._shed_one():
+                    continue
                 self._throttle.log(
                     logging.WARNING,
                     "cap",
@@ -235,9 +282,50 @@ class BoundedHTTPServer(tornado.httpserver.HTTPServer):
             self._sweeper.start()
         super().handle_stream(stream, address)
 
+    def _shed_one(self) -> bool:
+        """Close the connection idle longest to make room for a new one; False if none is.
+
+        Each connection is looked at once per request: one that turns out to have
+        bytes of a request is no longer idle, so it leaves the list (start_request
+        puts it back for its next request)."""
+        while self._idle:
+            server_conn = next(iter(self._idle))
+            limits = self._idle.pop(server_conn)
+            if not limits.idle():
+                continue
+            self._shed.add(server_conn)
+            limits.deadline = None
+            limits.connection.close()  # the descriptor is released now; on_close follows
+            self._shed_count += 1
+            self._log_shed()
+            return True
+        return False
+
+    def _log_shed(self, due: bool = False) -> None:
+        """One line a second at most, with the count since the last line (``due``: the
+        timer armed for the end of the second)."""
+        now = time.monotonic()
+        if due or now - self._shed_logged >= 1.0:
+            if self._shed_flush is not None and not due:
+                IOLoop.current().remove_timeout(self._shed_flush)
+            self._shed_logged, self._shed_flush = now, None
+            log.warning(
+                "at the connection cap (%d): closed %d idle connections (idle longest first) "
+                "to take new ones",
+                self.max_connections,
+                self._shed_count,
+            )
+            self._shed_count = 0
+        elif self._shed_flush is None:
+            self._shed_flush = IOLoop.current().call_later(
+                self._shed_logged + 1.0 - now, self._log_shed, True
+            )
+
     def on_close(self, server_conn: object) -> None:
         self.open_connections -= 1
         self._requests.pop(server_conn, None)
+        self._idle.pop(server_conn, None)
+        self._shed.discard(server_conn)
         if not self.open_connections:
             self._sweeper.stop()
         super().on_close(server_conn)
@@ -247,8 +335,14 @@ class BoundedHTTPServer(tornado.httpserver.HTTPServer):
     def start_request(
         self, server_conn: object, request_conn: Any
     ) -> tornado.httputil.HTTPMessageDelegate:
-        limits = _Limits(super().start_request(server_conn, request_conn), request_conn, self)
+        limits = _Limits(
+            super().start_request(server_conn, request_conn), request_conn, self, server_conn
+        )
         self._requests[server_conn] = limits
+        self._idle.pop(server_conn, None)
+        self._idle[server_conn] = limits  # idle now: the newest
+        if self._paused and not self._delay:
+            self._resume()  # paused at the cap with none idle: this one is now
         return limits
 
     def _sweep(self) -> None:
@@ -266,4 +360,7 @@ class BoundedHTTPServer(tornado.httpserver.HTTPServer):
             sock.close()
         self._listening.clear()
         self._paused.clear()
+        if self._shed_flush is not None:
+            IOLoop.current().remove_timeout(self._shed_flush)
+            self._shed_flush = None
         super().stop()

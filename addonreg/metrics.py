@@ -190,12 +190,17 @@ class MetricsPump:
                 BATCH_SIZE.observe(size)
                 COMMIT_LATENCY.observe(seconds)
         if self.bus is not None:
-            stats = self.bus.stats()
-            INVALIDATIONS.inc(self._delta("bus.received", stats.get("received", 0)))
-            PUBSUB_RECONNECTS.inc(self._delta("bus.reconnects", stats.get("reconnects", 0)))
-            PUBSUB_RESETS.inc(self._delta("bus.resets", stats.get("resets", 0)))
-            for event, total in stats.items():
-                BUS_EVENTS.labels(event).inc(self._delta(f"bus.{event}", total))
+            # One delta per event, fed to every counter that follows it: a second
+            # _delta() of the same key would read 0 and the counter never rise.
+            deltas = {
+                event: self._delta(f"bus.{event}", total)
+                for event, total in self.bus.stats().items()
+            }
+            INVALIDATIONS.inc(deltas.get("received", 0))
+            PUBSUB_RECONNECTS.inc(deltas.get("reconnects", 0))
+            PUBSUB_RESETS.inc(deltas.get("resets", 0))
+            for event, delta in deltas.items():
+                BUS_EVENTS.labels(event).inc(delta)
             BUS_CONNECTED.set(1 if self.bus.connected else 0)
         stats = getattr(self.registry.store, "stats", None)
         if stats is not None:  # multi-node MySQL

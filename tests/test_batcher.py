@@ -31,6 +31,7 @@ class CountingStore(MemoryStore):
         super().__init__()
         self.transactions = []
         self.fail = 0
+        self.fail_with = BackendError("down")
         self.gate = None
         self.entered = asyncio.Event()  # set when a commit starts
 
@@ -40,7 +41,7 @@ class CountingStore(MemoryStore):
             await self.gate.wait()
         if self.fail:
             self.fail -= 1
-            raise BackendError("down")
+            raise self.fail_with
         self.transactions.append(len(ops))
         return await super().apply(ops, job_id)
 
@@ -137,6 +138,28 @@ async def test_jobs_are_committed_alone_and_retried(store):
     job = await store.get_job("j")
     assert job.status == "done" and [r["status"] for r in job.results] == ["registered"] * 2
     await batcher.drain()
+
+
+async def test_a_job_failing_with_any_exception_leaves_the_writer_running(store):
+    """Not a BackendError (a bug, a driver error not wrapped): the job stays queued and is
+    retried, the writes behind it are answered, and drain() returns."""
+    store.fail, store.fail_with = 1, RuntimeError("a bug in apply")
+    batcher = WriteBatcher(store, Recorder(), retry_delays=(0.05,), queue_timeout=2.0)
+    batcher.start()
+    ops = (reg("a@b", 1),)
+    await store.create_job("j", "amo", ops)
+    batcher.submit_job(Job("j", "amo", "queued", ops))
+    await store.entered.wait()
+    [later] = await batcher.submit([reg("b@b", 2)])  # queued behind the job: answered
+    assert later.created
+    assert (await store.get_job("j")).status in ("queued", "done")  # never a false "done"
+
+    async def done():
+        return (await store.get_job("j")).status == "done"
+
+    await wait_until(done, "the job retried to done")
+    assert [r["status"] for r in (await store.get_job("j")).results] == ["registered"]
+    await batcher.drain()  # the writer task ended cleanly: nothing re-raised
 
 
 async def test_drain_commits_everything_queued_then_refuses(tmp_path):

@@ -59,6 +59,31 @@ def test_bad_environment_value_is_named(name, value):
     assert repr(value) in message
 
 
+def test_redis_over_tls_is_accepted_for_the_bus_and_the_nonce_store():
+    from addonreg.bus import load_bus
+    from addonreg.bus.redis import RedisBus
+    from addonreg.nonces import RedisNonceStore, load_nonce_store
+
+    url = "rediss://:secret@redis.example:6380/2?channel=c&timeout=0.5"
+    s = load_settings(environ={"ADDONREG_PUBSUB": url, "ADDONREG_BUS_KEY": "k" * 32})
+    assert s.pubsub == url and s.public()["pubsub_backend"] == "rediss"
+    assert isinstance(load_bus(s, object()), RedisBus)  # built, not connected
+    assert isinstance(load_nonce_store(s.pubsub), RedisNonceStore)
+    with pytest.raises(ConfigError, match="bus_key"):  # required over TLS too
+        load_settings(environ={"ADDONREG_PUBSUB": url, "ADDONREG_BUS_KEY": ""})
+    with pytest.raises(ConfigError, match="chanel"):  # parsed like redis://
+        load_settings(environ={"ADDONREG_PUBSUB": "rediss://h:1/0?chanel=x"})
+
+
+def test_filter_max_delta_ratio_is_a_ratio():
+    s = load_settings(environ={"ADDONREG_FILTER_MAX_DELTA_RATIO": "0.25"})
+    assert s.filter_max_delta_ratio == 0.25
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"ADDONREG_FILTER_MAX_DELTA_RATIO": "0"})
+    assert "a ratio > 0 and <= 100" in str(info.value)
+    assert "seconds" not in str(info.value)
+
+
 def test_gc_threshold_is_parsed():
     assert load_settings(environ={}).gc_threshold == (10_000, 20, 20)
     assert load_settings(environ={"ADDONREG_GC_THRESHOLD": "700, 10,10"}).gc_threshold == (

@@ -208,8 +208,9 @@ async def test_f11_a_flood_of_bad_signatures_is_logged_a_line_a_second(small, ca
 
 @pytest.mark.subprocess
 async def test_f1_over_its_fd_limit_a_process_keeps_serving_and_stays_quiet(tmp_path):
-    """512 fds and 600 idle connections: no spin, no log flood, answers on open connections,
-    and new connections are served once the idle ones go."""
+    """512 fds and 600 idle connections: no spin, no log flood, answers on an open
+    connection with a request in progress, and new connections are served once the
+    idle ones go."""
     need = 2000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < need:
@@ -241,11 +242,13 @@ async def test_f1_over_its_fd_limit_a_process_keeps_serving_and_stays_quiet(tmp_
         keep = socket.create_connection(("127.0.0.1", port))
         probe = b"GET /__lbheartbeat__ HTTP/1.1\r\nHost: x\r\n\r\n"
 
-        def heartbeat() -> bool:
-            keep.sendall(probe)
+        def heartbeat(rest: bytes = probe) -> bool:
+            keep.sendall(rest)
             return keep.recv(4096).startswith(b"HTTP/1.1 200")
 
         assert heartbeat()
+        # Half a request: in progress, so never closed to make room (idle, it would be).
+        keep.sendall(probe[:20])
         for _ in range(600):
             idle.append(socket.create_connection(("127.0.0.1", port)))
         cpu_before = _cpu_seconds(proc.pid)
@@ -253,7 +256,7 @@ async def test_f1_over_its_fd_limit_a_process_keeps_serving_and_stays_quiet(tmp_
         await asyncio.sleep(3)  # the measuring window, not a wait for an event
         busy = (_cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - started)
         assert busy < 0.5, f"{busy:.0%} CPU over its fd limit"
-        assert heartbeat()  # an open connection is still served
+        assert heartbeat(probe[20:])  # an open connection is still served
         assert log_path.stat().st_size < 1_000_000
         for sock in idle:
             sock.close()
@@ -267,6 +270,147 @@ async def test_f1_over_its_fd_limit_a_process_keeps_serving_and_stays_quiet(tmp_
         await wait_until(new_connection_served, "a new connection served", timeout=2)
     finally:
         for sock in idle + [keep] * (keep is not None):
+            sock.close()
+        proc.terminate()
+        proc.wait(15)
+
+
+HEARTBEAT = b"GET /__lbheartbeat__ HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def read_answer(reader: asyncio.StreamReader, within: float = 5.0) -> bytes:
+    """One answer's status line and headers, then its body (``within``: a liveness bound)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), within)
+    length = int(head.split(b"Content-Length: ", 1)[1].split(b"\r\n", 1)[0])
+    return head + await asyncio.wait_for(reader.readexactly(length), within)
+
+
+@pytest.fixture
+async def capped():
+    svc = await Service(make_settings("memory://", max_connections=5)).start()
+    yield svc
+    await svc.stop()
+
+
+async def test_at_the_cap_idle_connections_make_room_oldest_first_never_busy_ones(capped):
+    """Five connections: one with half its headers, one with half its body, three idle.
+    Each new client is served at once; the idle ones are closed, the one idle longest
+    first; the two with a request in progress are never cut and get their answers."""
+    opened = []
+
+    async def connect(first_bytes: bytes = b""):
+        reader, writer = await asyncio.open_connection("127.0.0.1", capped.port)
+        opened.append(writer)
+        if first_bytes:
+            writer.write(first_bytes)
+            await writer.drain()
+        await wait_until(
+            lambda: capped.server.open_connections == len(opened), "the server accepted it"
+        )
+        return reader, writer
+
+    try:
+        # Oldest first: an oldest-first shedding blind to requests would cut these two.
+        half_headers = await connect(b"GET /__lbheartbeat__ HTTP/1.1\r\nHost: x\r\n")
+        body = b'{"files": [{"addon_id": "a@b", "sha256": "%s"}]}' % sha(1).encode()
+        half_body = await connect(
+            b"POST /v1/lookup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:10])
+        )
+        idle = [await connect() for _ in range(3)]
+        fresh = []
+        for n in range(4):  # at the cap each time: every one replaces an idle connection
+            reader, writer = await asyncio.open_connection("127.0.0.1", capped.port)
+            opened.append(writer)
+            writer.write(HEARTBEAT)
+            assert (await read_answer(reader)).startswith(b"HTTP/1.1 200")
+            fresh.append((reader, writer))
+        # Closed, idle longest first: the three idle ones, then the first new client
+        # (idle since its answer); the fourth new one's arrival closed that one.
+        for reader, _ in idle + fresh[:1]:
+            assert await asyncio.wait_for(reader.read(1), 5) == b""  # liveness bound
+        assert capped.server.open_connections == 5
+        # The two mid-request connections are intact: they finish and are answered.
+        half_headers[1].write(b"\r\n")
+        assert (await read_answer(half_headers[0])).startswith(b"HTTP/1.1 200")
+        half_body[1].write(body[10:])
+        answer = await read_answer(half_body[0])
+        assert answer.startswith(b"HTTP/1.1 200") and b'"unknown"' in answer
+    finally:
+        for writer in opened:
+            writer.close()
+
+
+@pytest.mark.subprocess
+async def test_400_idle_sockets_against_256_fds_do_not_keep_a_new_client_out(tmp_path):
+    """The issue's case: a process limited to 256 descriptors (so 156 connections), 400
+    idle sockets: a new client is answered within 1 s (a liveness bound), and the
+    shedding is logged at most about once a second."""
+    need = 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    env = dict(
+        os.environ,
+        ADDONREG_STORAGE="memory://",
+        ADDONREG_PORT=str(port),
+        ADDONREG_HOST="127.0.0.1",
+        ADDONREG_LOG_LEVEL="INFO",
+    )
+    env.pop("ADDONREG_CONFIG", None)
+    env.pop("ADDONREG_MAX_CONNECTIONS", None)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "addonreg", "serve"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)),
+        )
+    idle: List[socket.socket] = []
+    try:
+        await wait_until(lambda: b"listening" in log_path.read_bytes(), "the server up", 20)
+        started = time.monotonic()
+        for _ in range(400):
+            idle.append(socket.create_connection(("127.0.0.1", port)))
+
+        def served() -> float:
+            asked = time.monotonic()
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(HEARTBEAT)
+                assert s.recv(4096).startswith(b"HTTP/1.1 200")  # a timeout fails the test
+            return time.monotonic() - asked
+
+        assert served() < 1.0  # liveness: the issue's bound
+        assert served() < 1.0  # and again, with the idle ones still open
+
+        def closed(sock: socket.socket) -> bool:
+            sock.setblocking(False)
+            try:
+                return sock.recv(1) == b""
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
+
+        # The server closed idle ones to make room, and held at most its cap open.
+        shed = sum(closed(sock) for sock in idle)
+        assert shed >= 400 - 156, shed
+        await asyncio.sleep(1.1)  # past the logging second, for the line with the count
+        elapsed = time.monotonic() - started
+        lines = [
+            line
+            for line in log_path.read_text().splitlines()
+            if "closed" in line and "idle connections" in line
+        ]
+        assert lines and len(lines) <= elapsed + 1, lines
+        counts = [int(line.split("closed ", 1)[1].split(" ", 1)[0]) for line in lines]
+        assert sum(counts) >= 400 - 156, lines
+    finally:
+        for sock in idle:
             sock.close()
         proc.terminate()
         proc.wait(15)

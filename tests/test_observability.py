@@ -6,9 +6,10 @@ import urllib.request
 
 import pytest
 
+from addonreg.server import Service
 from addonreg.storage import Operation
 from addonreg.storage.testing import sha
-from tests.conftest import CREDS, Writer
+from tests.conftest import CREDS, Client, Writer, make_settings, wait_until
 
 SAMPLE = re.compile(r"^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$", re.M)
 
@@ -62,6 +63,41 @@ async def test_metrics_move_with_traffic(service, client):
     assert value(text, "addonreg_cache_entries", cache="files") == 2
     assert "addonreg_write_queue_depth" in text
     assert "addonreg_invalidation_lag_seconds_count" in text
+
+
+async def test_bus_counters_rise_with_what_the_bus_does(tmp_path, private_redis):
+    """received and reconnects, each counted once per event under addonreg_bus_events_total
+    (the per-event counter once read a delta its dedicated twin had just taken: always 0)."""
+    private_redis.start()
+    settings = make_settings(
+        f"sqlite:///{tmp_path}/db.sqlite3",
+        pubsub=f"{private_redis.base_url}?channel=metrics-{private_redis.port}",
+    )
+    a = await Service(settings).start()
+    b = await Service(settings).start()
+    client = Client(f"http://127.0.0.1:{b.port}")
+    try:
+        await wait_until(lambda: a.bus.subscribed and b.bus.subscribed, "both subscribed")
+        text = (await client.get("/__metrics__")).body.decode()
+        before = {
+            event: value(text, "addonreg_bus_events_total", event=event)
+            for event in ("received", "reconnects")
+        }
+        await a.registry.write([Operation("register", "a@b", sha(1))])
+        await wait_until(lambda: b.bus.stats()["received"] >= 1, "B hears A's change")
+        private_redis.kill9()
+        await wait_until(lambda: not b.bus.subscribed, "B sees Redis go")
+        private_redis.start()
+        await wait_until(lambda: b.bus.stats()["reconnects"] >= 1, "B subscribed again")
+        text = (await client.get("/__metrics__")).body.decode()  # B pumps at the scrape
+        for event in ("received", "reconnects"):
+            assert value(text, "addonreg_bus_events_total", event=event) >= before[event] + 1
+        assert value(text, "addonreg_invalidations_received_total") >= 1
+        assert value(text, "addonreg_pubsub_reconnects_total") >= 1
+    finally:
+        client.close()
+        await b.stop()
+        await a.stop()
 
 
 def scrape(base):

@@ -105,6 +105,35 @@ async def test_registrations_bulk(service, writer):
     assert len(await service.store.changes(0, 100)) == 10
 
 
+async def test_a_revoke_may_carry_a_version_which_is_checked_and_not_used(service, writer):
+    """The contract lets any operation carry a version (the OpenAPI document too); a
+    revocation keeps the stored version. Once a 400 "a revoke takes no version"."""
+    ops = [{"op": "register", "addon_id": "a@b", "sha256": sha(1), "version": "1.0"}]
+    assert (await writer.signed("POST", "/v1/registrations", {"operations": ops})).code == 200
+    revoke = {"op": "revoke", "addon_id": "a@b", "sha256": sha(1), "version": "2.0"}
+    r = await writer.signed("POST", "/v1/registrations", {"operations": [revoke]})
+    assert r.code == 200 and body(r)["results"][0]["status"] == "revoked"
+    gone = body(await writer.get(f"/v1/addons/a@b/files/{sha(1)}"))
+    assert gone["status"] == "revoked" and gone["version"] == "1.0"
+    bad = dict(revoke, version="\x00")  # still checked by the identifier rules
+    r = await writer.signed("POST", "/v1/registrations", {"operations": [bad]})
+    assert assert_error(r, 400, 107)["details"] == {"index": 0, "field": "version"}
+
+
+async def test_an_empty_id_or_hash_in_the_path_is_a_400_not_no_such_resource(service, writer):
+    """An empty segment breaks the identifier rules like any bad id: 400 naming the
+    field (once 404 errno 111 "no such resource", which the document did not list)."""
+    for method in ("PUT", "DELETE"):
+        r = await writer.signed(method, f"/v1/addons//files/{sha(1)}")
+        assert assert_error(r, 400, 107)["details"] == {"field": "addon_id"}
+        r = await writer.signed(method, "/v1/addons/a@b/files/")
+        assert assert_error(r, 400, 107)["details"] == {"field": "sha256"}
+    r = await writer.get(f"/v1/addons//files/{sha(1)}")
+    assert assert_error(r, 400, 107)["details"] == {"field": "addon_id"}
+    assert assert_error(await writer.get("/v1/addons//files"), 400, 107)
+    assert await service.store.last_serial() == 0
+
+
 async def test_registrations_msgpack(service, writer):
     payload = msgpack.packb(
         {"operations": [{"op": "register", "addon_id": "a@b", "sha256": sha(1)}]}
