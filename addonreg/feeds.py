@@ -22,7 +22,7 @@ import json
 import re
 import time
 from typing import Any, List, Optional, Tuple
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from . import media
 from .ids import InvalidIdentifier, check_version, is_addon_id, normalize_sha256
@@ -142,6 +142,13 @@ class ServiceSource(FeedSource):
     def __init__(self, base_url: str, timeout: float = 10.0) -> None:
         from tornado.httpclient import AsyncHTTPClient
 
+        try:
+            parts = urlsplit(base_url)
+            usable = parts.scheme in ("http", "https") and parts.hostname and parts.port != 0
+        except ValueError as exc:  # parts.port out of range, a broken IPv6 address
+            raise FeedError(f"{base_url!r} is not a URL: {exc}") from None
+        if not usable:
+            raise FeedError(f"{base_url!r} is not an http:// or https:// URL")
         self.base = base_url.rstrip("/")
         self.name = self.base
         self.timeout = timeout
@@ -151,12 +158,12 @@ class ServiceSource(FeedSource):
         self.http.close()
 
     async def _get(self, path: str):
-        from tornado.httpclient import HTTPRequest
+        from tornado.httpclient import HTTPClientError, HTTPRequest
 
         try:
             request = HTTPRequest(self.base + path, request_timeout=self.timeout)
             return await self.http.fetch(request, raise_error=False)
-        except OSError as exc:
+        except (OSError, HTTPClientError) as exc:  # HTTPClientError: a timeout (599)
             raise FeedError(f"{self.base}: {exc}") from exc
 
     async def changes(self, since: int, limit: int) -> Tuple[List[Record], int]:

@@ -444,7 +444,11 @@ async def run_publish(
     """``addonreg publish``: the exit code."""
     import signal
 
-    source = feed_source(settings, source_url)
+    try:
+        source = feed_source(settings, source_url)
+    except FeedError as exc:
+        print(f"addonreg publish: {exc}", file=sys.stderr)
+        return 2
     publisher = Publisher(directory, source, interval=interval, progress=progress)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -51,10 +51,15 @@ class HostileFeed:
     def __init__(self, records: List[Dict[str, Any]]) -> None:
         self.records = records
         self.lists: Dict[str, Any] = {}  # add-on id -> the list answered instead
+        self.raw: Optional[bytes] = None  # the body of every feed page instead
         feed = self
 
         class Changes(web.RequestHandler):
             def get(self) -> None:
+                if feed.raw is not None:
+                    self.set_header("Content-Type", "text/html")
+                    self.write(feed.raw)
+                    return
                 since = int(self.get_argument("since", "0"))
                 limit = int(self.get_argument("limit", "1000"))
                 # Pages by position, not serial: a hostile serial must still be served.
@@ -243,6 +248,63 @@ async def test_a_bad_record_while_following_stops_with_the_good_ones_kept(tmp_pa
     assert (served / sha(1)).exists() and not (served / sha(2)).exists()
     assert json.loads((directory / "state.json").read_text())["serial"] == 1
     assert not any("ESCAPED" in f or "owned" in f for f in files_under(tmp_path))
+
+
+@pytest.mark.parametrize("command", ["publish", "filter"])
+@pytest.mark.parametrize("url", ["notaurl", "ftp://x/", "http://[::1", "http://h:99999", "http://"])
+async def test_a_url_that_is_not_one_is_one_line(tmp_path, command, url):
+    code, _, err = await addonreg(
+        command,
+        str(tmp_path / "DIR"),
+        "--from",
+        url,
+        env={"ADDONREG_FILTER_KEY": generate_key()[0]},
+    )
+    assert code == 2
+    assert "URL" in one_error_line(err, command)
+    assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html><body>Sign in to the hotel Wi-Fi</body></html>",  # a captive portal
+        b'{"changes": [{"addon_id": "a@b"',  # cut short
+        b"[]",
+        b'{"changes": {}, "next_since": 0}',
+        b'{"changes": [], "next_since": "0"}',
+        b'{"changes": [], "next_since": 7}',  # not the since asked, with no records
+    ],
+)
+@pytest.mark.parametrize("command", ["publish", "filter"])
+async def test_an_answer_that_is_not_a_feed_is_one_line(tmp_path, hostile, command, body):
+    feed = hostile([])
+    feed.raw = body
+    code, _, err = await addonreg(
+        command,
+        str(tmp_path / "DIR"),
+        "--from",
+        feed.url,
+        env={"ADDONREG_FILTER_KEY": generate_key()[0]},
+    )
+    assert code == 1
+    assert feed.url in one_error_line(err, command)
+    assert files_under(tmp_path) == []
+
+
+async def test_a_feed_that_never_answers_is_an_error_within_the_timeout():
+    from addonreg.feeds import FeedError, ServiceSource
+
+    listener = netutil.bind_sockets(0, "127.0.0.1")[0]  # accepts (backlog), never answers
+    source = ServiceSource(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.5)
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(FeedError, match="Timeout"):
+            await source.changes(0, 10)
+        assert asyncio.get_running_loop().time() - started < 10  # a liveness bound
+    finally:
+        await source.close()
+        listener.close()
 
 
 async def test_a_list_of_another_addon_is_refused(tmp_path, hostile):

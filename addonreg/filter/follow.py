@@ -120,7 +120,11 @@ async def run_filter(
         max_delta_ratio=settings.filter_max_delta_ratio,
         max_base_age=settings.filter_max_base_age,
     )
-    source = feed_source(settings, source_url)
+    try:
+        source = feed_source(settings, source_url)
+    except FeedError as exc:
+        print(f"addonreg filter: {exc}", file=sys.stderr)
+        return 2
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
