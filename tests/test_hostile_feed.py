@@ -436,3 +436,29 @@ def test_check_change_gives_the_record():
     assert check_change(change("a@b", sha(1), 5, version="1.0", status="revoked"), 4) == Record(
         "a@b", sha(1), "1.0", "revoked", 5, 1795802400123456
     )
+
+
+async def test_a_row_written_into_storage_behind_the_service_cannot_leave_dir(tmp_path):
+    # Storage is the source of truth and not checked record by record; a row
+    # put there by hand (or a restored dump) still cannot make publish write
+    # outside DIR.
+    import sqlite3
+
+    db = tmp_path / "db.sqlite3"
+    storage = f"sqlite:///{db}"
+    code, _, err = await addonreg("initdb", env={"ADDONREG_STORAGE": storage})
+    assert code == 0, err
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            "INSERT INTO registrations VALUES (?, ?, NULL, 1, ?, 0)",
+            [("a@b", bytes.fromhex(sha(1)), 1), ("../../../../ESCAPED", bytes(32), 2)],
+        )
+        conn.execute("UPDATE counters SET value = 2 WHERE name = 'serial'")
+    directory = tmp_path / "DIR"
+    code, _, err = await addonreg(
+        "publish", str(directory), "--quiet", env={"ADDONREG_STORAGE": storage}
+    )
+    assert code == 1
+    line = one_error_line(err, "publish")
+    assert "serial 2" in line and "outside" in line, line
+    assert [f for f in files_under(tmp_path) if not f.startswith("db.sqlite3")] == []
