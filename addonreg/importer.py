@@ -89,7 +89,9 @@ def _row(line: int, addon_id: Any, sha256: Any, version: Any, status: Any) -> Op
     elif isinstance(status, str) and status in _OPS:
         op = _OPS[status]
     else:
-        raise ImportError_(f"line {line}: status must be registered or revoked, got {status!r}")
+        raise ImportError_(
+            f"line {line}: status must be registered or revoked, got {repr(status)[:40]}"
+        )
     try:
         return Operation(
             op,
@@ -102,7 +104,8 @@ def _row(line: int, addon_id: Any, sha256: Any, version: Any, status: Any) -> Op
 
 
 def _unknown(names: Iterable[str]) -> List[str]:
-    return [n for n in names if n not in FIELDS]
+    """The names that are not fields, each as a short repr for a message."""
+    return [repr(n) if len(n) <= 40 else repr(n[:37]) + "..." for n in names if n not in FIELDS]
 
 
 def _json_lines(lines: Iterator[str], first: int) -> Iterator[Tuple[int, Operation]]:
@@ -120,7 +123,7 @@ def _json_lines(lines: Iterator[str], first: int) -> Iterator[Tuple[int, Operati
         unknown = _unknown(row)
         if unknown:
             raise ImportError_(
-                f"line {number}: unknown field {unknown[0]!r} (known: {', '.join(FIELDS)})"
+                f"line {number}: unknown field {unknown[0]} (known: {', '.join(FIELDS)})"
             )
         yield (
             number,
@@ -168,7 +171,7 @@ def _header(text: str, number: int) -> List[str]:
     if unknown or not all(c in header for c in REQUIRED) or len(set(header)) != len(header):
         raise ImportError_(
             f"line {number}: "
-            + (f"unknown column {unknown[0]!r}; " if unknown else "")
+            + (f"unknown column {unknown[0]}; " if unknown else "")
             + "a CSV file starts with a header naming its columns: addon_id and sha256, "
             "and optionally version and status, each once (addon_id,sha256,version is the "
             "usual one); a JSON-lines file with '{'"
