@@ -250,6 +250,45 @@ async def test_a_bad_record_while_following_stops_with_the_good_ones_kept(tmp_pa
     assert not any("ESCAPED" in f or "owned" in f for f in files_under(tmp_path))
 
 
+async def test_filter_following_stops_at_a_bad_record_keeping_what_it_published(tmp_path, hostile):
+    feed = hostile([change("good@example.com", sha(1), 1)])
+    directory = tmp_path / "DIR"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADDONREG_")}
+    env.update(ADDONREG_FILTER_KEY=generate_key()[0], ADDONREG_FILTER_DELTA_INTERVAL="0.1")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "addonreg",
+        "filter",
+        str(directory),
+        "--from",
+        feed.url,
+        "--follow",
+        cwd=ROOT,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    index = directory / "filter" / "latest.json"
+    try:
+        for _ in range(600):  # a liveness bound: 30 s
+            if index.exists():
+                break
+            await asyncio.sleep(0.05)
+        assert index.exists(), "no base published within 30 s"
+        published = index.read_bytes()
+        feed.records += [change("good@example.com", sha(2), 2), change("a@b", "owned.txt", 3)]
+        _, err = await asyncio.wait_for(proc.communicate(), 30)  # a liveness bound
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 1
+    assert "serial 3" in one_error_line(err.decode(), "filter")
+    assert index.read_bytes() == published  # nothing of the bad page
+    assert json.loads(published)["serial"] == 1
+    assert not any("owned" in f for f in files_under(tmp_path))
+
+
 @pytest.mark.parametrize("command", ["publish", "filter"])
 @pytest.mark.parametrize("url", ["notaurl", "ftp://x/", "http://[::1", "http://h:99999", "http://"])
 async def test_a_url_that_is_not_one_is_one_line(tmp_path, command, url):
