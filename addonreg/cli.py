@@ -33,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     command("initdb", "create the storage schema and exit")
     load = command("import", "load registrations from a CSV or JSON-lines file")
     load.add_argument(
-        "file", help="CSV with header addon_id,sha256,version, or JSON lines; - for standard input"
+        "file",
+        help="CSV with a header (addon_id,sha256 and optionally version, status), or JSON "
+        "lines; - for standard input",
     )
     load.add_argument("--batch-size", type=int, default=2000, help="rows per transaction")
     load.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -2,16 +2,26 @@
 
 The file is read and checked whole before anything is written, so a
 malformed row stops the import with nothing written and a message naming
-its line. A CSV file starts with the header ``addon_id,sha256,version`` (or
-``addon_id,sha256``, for files without versions) and every row has exactly
-the header's columns; a JSON-lines file holds one ``{"addon_id", "sha256",
-"version"?}`` per line. An input with no rows is an error.
+its line. A CSV file starts with a header naming its columns: ``addon_id``
+and ``sha256``, and optionally ``version`` and ``status``, in any order
+(``addon_id,sha256,version`` is the usual one); every row has exactly the
+header's columns. A JSON-lines file holds one ``{"addon_id", "sha256",
+"version"?, "status"?}`` per line. ``status`` is ``registered`` (the default)
+or ``revoked``: a revoked row records the file as revoked, known to the
+registry before or not. A column or field of another name is refused (a
+typo such as ``versoin`` would otherwise drop the versions silently), and so
+are two rows for one file that disagree (status or version), naming both
+lines; the same row twice is fine. The input is UTF-8 (a byte order mark at
+its start is fine); bytes that are not, a field over 128 KiB and JSON nested
+past Python's limit are refused naming their line. An input with no rows is
+an error.
 
 Rows are committed in batches through the same path as API writes
 (:class:`~addonreg.batcher.WriteBatcher`), each changed row taking its own
 serial; running servers see them through the change feed (or Redis).
 Importing the same file again changes nothing (a registered file with the
-same version takes no serial). The summary names the storage written to.
+same version takes no serial, nor a revoked one). The summary names the
+storage written to.
 """
 
 from __future__ import annotations
@@ -21,27 +31,70 @@ import io
 import json
 import sys
 import time
-from typing import IO, Any, Iterator, List, Optional
+from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .batcher import WriteBatcher
 from .bus import BusError, Nobody, load_bus
 from .config import Settings
 from .ids import InvalidIdentifier, check_addon_id, check_sha256, check_version
-from .storage import BackendError, Operation, describe_storage, load_storage
+from .storage import (
+    RECORD_REVOKED,
+    REGISTERED,
+    REVOKED,
+    BackendError,
+    Key,
+    Operation,
+    describe_storage,
+    load_storage,
+)
 
 __all__ = ["ImportError_", "read_operations", "import_file", "initdb"]
 
-HEADERS = (["addon_id", "sha256", "version"], ["addon_id", "sha256"])
+FIELDS = ("addon_id", "sha256", "version", "status")
+REQUIRED = ("addon_id", "sha256")
+_OPS = {REGISTERED: "register", REVOKED: RECORD_REVOKED}
 
 
 class ImportError_(ValueError):
     """A malformed input; the message names its line."""
 
 
-def _operation(line: int, addon_id: Any, sha256: Any, version: Any) -> Operation:
+def _utf8_lines(stream: Iterable[str]) -> Iterator[str]:
+    """The lines of a text stream, refusing any that is not UTF-8, naming it.
+
+    The stream is decoded with ``errors="surrogateescape"`` (see
+    :func:`open_input`), so a byte that is not UTF-8 arrives as a lone
+    surrogate, which no valid UTF-8 decodes to. (Decoding strictly would say
+    only at which byte offset of a buffer the decoder stopped.)
+    """
+    for number, line in enumerate(stream, 1):
+        if not line.isascii():
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ImportError_(
+                    f"line {number}: not UTF-8 (at column {exc.start + 1})"
+                ) from None
+        yield line
+
+
+def open_input(binary: IO[bytes]) -> IO[str]:
+    """``binary`` as the text :func:`read_operations` reads (a UTF-8 BOM dropped)."""
+    return io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _row(line: int, addon_id: Any, sha256: Any, version: Any, status: Any) -> Operation:
+    if status is None or status == "":
+        op = "register"
+    elif isinstance(status, str) and status in _OPS:
+        op = _OPS[status]
+    else:
+        raise ImportError_(
+            f"line {line}: status must be registered or revoked, got {repr(status)[:40]}"
+        )
     try:
         return Operation(
-            "register",
+            op,
             check_addon_id(addon_id),
             check_sha256(sha256),
             check_version(version if version != "" else None),
@@ -50,55 +103,121 @@ def _operation(line: int, addon_id: Any, sha256: Any, version: Any) -> Operation
         raise ImportError_(f"line {line}: {exc}") from None
 
 
-def _json_lines(lines: Iterator[str], first: int) -> Iterator[Operation]:
+def _unknown(names: Iterable[str]) -> List[str]:
+    """The names that are not fields, each as a short repr for a message."""
+    return [repr(n) if len(n) <= 40 else repr(n[:37]) + "..." for n in names if n not in FIELDS]
+
+
+def _json_lines(lines: Iterator[str], first: int) -> Iterator[Tuple[int, Operation]]:
     for number, text in enumerate(lines, first):
         if not text.strip():
             continue
         try:
             row = json.loads(text)
+        except RecursionError:
+            raise ImportError_(f"line {number}: JSON nested too deeply") from None
         except ValueError:
             raise ImportError_(f"line {number}: not valid JSON") from None
         if not isinstance(row, dict) or "addon_id" not in row or "sha256" not in row:
             raise ImportError_(f"line {number}: expected an object with addon_id and sha256")
-        yield _operation(number, row["addon_id"], row["sha256"], row.get("version"))
-
-
-def _csv_rows(lines: Iterator[str], header_line: int, columns: int) -> Iterator[Operation]:
-    reader = csv.reader(lines)
-    for row in reader:
-        number = header_line + reader.line_num
-        if not row:
-            continue
-        if len(row) != columns:
+        unknown = _unknown(row)
+        if unknown:
             raise ImportError_(
-                f"line {number}: expected {columns} columns as the header says, got {len(row)}"
+                f"line {number}: unknown field {unknown[0]} (known: {', '.join(FIELDS)})"
             )
-        yield _operation(number, row[0], row[1], row[2] if columns == 3 else None)
+        yield (
+            number,
+            _row(number, row["addon_id"], row["sha256"], row.get("version"), row.get("status")),
+        )
 
 
-def read_operations(stream: IO[str]) -> List[Operation]:
-    """Every row of a CSV or JSON-lines stream as a register operation (at least one)."""
+def _csv_rows(
+    lines: Iterator[str], header_line: int, header: List[str]
+) -> Iterator[Tuple[int, Operation]]:
+    reader = csv.reader(lines)
+    columns = len(header)
+    at = {name: header.index(name) for name in header}
+    i_id, i_sha = at["addon_id"], at["sha256"]
+    i_version, i_status = at.get("version"), at.get("status")
+    try:
+        for row in reader:
+            number = header_line + reader.line_num
+            if not row:
+                continue
+            if len(row) != columns:
+                raise ImportError_(
+                    f"line {number}: expected {columns} columns as the header says, got {len(row)}"
+                )
+            yield (
+                number,
+                _row(
+                    number,
+                    row[i_id],
+                    row[i_sha],
+                    None if i_version is None else row[i_version],
+                    None if i_status is None else row[i_status],
+                ),
+            )
+    except csv.Error as exc:  # a field over csv.field_size_limit(), 128 KiB
+        raise ImportError_(f"line {header_line + reader.line_num}: {exc}") from None
+
+
+def _header(text: str, number: int) -> List[str]:
+    try:
+        header = [c.strip().lower() for c in next(csv.reader([text]))]
+    except csv.Error as exc:
+        raise ImportError_(f"line {number}: {exc}") from None
+    unknown = _unknown(header)
+    if unknown or not all(c in header for c in REQUIRED) or len(set(header)) != len(header):
+        raise ImportError_(
+            f"line {number}: "
+            + (f"unknown column {unknown[0]}; " if unknown else "")
+            + "a CSV file starts with a header naming its columns: addon_id and sha256, "
+            "and optionally version and status, each once (addon_id,sha256,version is the "
+            "usual one); a JSON-lines file with '{'"
+        )
+    return header
+
+
+def _describe(op: Operation) -> str:
+    state = REVOKED if op.op == RECORD_REVOKED else REGISTERED
+    return f"{state}, version {op.version!r}" if op.version is not None else f"{state}, no version"
+
+
+def _no_conflicts(rows: List[Tuple[int, Operation]]) -> None:
+    """Refuse two rows for one file that disagree, naming both lines."""
+    seen: Dict[Key, int] = {}  # key -> index in rows of its first row
+    for i, (number, op) in enumerate(rows):
+        first = seen.setdefault(op[1:3], i)  # (addon_id, sha256): op.key without a call
+        if first != i and rows[first][1] != op:
+            line, earlier = rows[first]
+            raise ImportError_(
+                f"lines {line} and {number}: two rows for the file {op.sha256} of "
+                f"{op.addon_id} disagree ({_describe(earlier)}; {_describe(op)}): "
+                "give each file once"
+            )
+
+
+def read_operations(stream: Iterable[str]) -> List[Operation]:
+    """Every row of a CSV or JSON-lines stream as an operation (at least one)."""
+    lines = _utf8_lines(stream)
     number = 0
-    for number, first in enumerate(stream, 1):
+    for first in lines:
+        number += 1
         if first.strip():
             break
     else:
         raise ImportError_("no rows: the input is empty")
-    text = first.lstrip("\ufeff").strip()
+    first = first.lstrip("\ufeff")  # a BOM when the stream did not drop it
+    text = first.strip()
     if text.startswith("{"):
-        operations = list(_json_lines(_chain(first, stream), number))
+        rows = list(_json_lines(_chain(first, lines), number))
     else:
-        header = [c.strip().lower() for c in next(csv.reader([text]))]
-        if header not in HEADERS:
-            raise ImportError_(
-                f"line {number}: a CSV file starts with the header "
-                "addon_id,sha256,version (or addon_id,sha256), a JSON-lines "
-                "file with '{'"
-            )
-        operations = list(_csv_rows(stream, number, len(header)))
-    if not operations:
+        rows = list(_csv_rows(lines, number, _header(text, number)))
+    if not rows:
         raise ImportError_(f"no rows after line {number}")
-    return operations
+    _no_conflicts(rows)
+    return [op for _, op in rows]
 
 
 def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
@@ -137,16 +256,14 @@ async def import_file(
     started = time.monotonic()
     try:
         if path == "-":
-            operations = read_operations(
-                io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="")
-            )
+            operations = read_operations(open_input(sys.stdin.buffer))
         else:
-            with open(path, encoding="utf-8", newline="") as fh:
-                operations = read_operations(fh)
+            with open(path, "rb") as fh:
+                operations = read_operations(open_input(fh))
     except ImportError_ as exc:
         print(f"addonreg import: {path}: {exc}; nothing was imported", file=sys.stderr)
         return 1
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         print(f"addonreg import: cannot read {path}: {exc}", file=sys.stderr)
         return 1
     store = load_storage(settings)

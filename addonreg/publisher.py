@@ -24,6 +24,12 @@ Guarantees:
   from storage.
 * A revoked file's static copy is removed, so its request falls through to
   the service, which answers ``410``. Unknown files are never in the tree.
+* Nothing is written outside ``DIR``: a service's feed is checked record by
+  record (:mod:`addonreg.feeds`), and, should anything get past that, every
+  path is resolved and refused unless it stays inside the tree. A feed that
+  breaks the contract stops the publisher (exit 1, one line naming the
+  record's serial) with nothing of its page written; a build it interrupts
+  leaves the served tree as it was.
 * The last applied serial is saved (atomically) after each applied page, so
   a restarted publisher resumes where it stopped. A feed that went backwards
   (storage reset or restored: its last serial is below ours) or that stayed
@@ -44,13 +50,22 @@ import shutil
 import sys
 import time
 import uuid
-from typing import Dict, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 from . import media
-from .feeds import FeedError, FeedSource, ServiceSource, StorageSource, feed_source
+from .feeds import FeedError, FeedRejected, FeedSource, ServiceSource, StorageSource, feed_source
 from .storage import REGISTERED, BackendError, Record
 
-__all__ = ["StaticTree", "FeedSource", "StorageSource", "ServiceSource", "FeedError", "Publisher"]
+__all__ = [
+    "StaticTree",
+    "FeedSource",
+    "StorageSource",
+    "ServiceSource",
+    "FeedError",
+    "FeedRejected",
+    "OutsideTree",
+    "Publisher",
+]
 
 log = logging.getLogger("addonreg.publisher")
 
@@ -61,30 +76,65 @@ LIST_NAME = "index.json"
 # The tree ----------------------------------------------------------------------
 
 
+class OutsideTree(FeedRejected):
+    """A path that would leave the tree once resolved (``..``, ``/``, a symlink)."""
+
+
 class StaticTree:
-    """One published tree under ``root`` (a directory nginx can serve)."""
+    """One published tree under ``root`` (a directory nginx can serve).
+
+    Every path it writes or removes is checked to resolve inside ``root``
+    (:class:`OutsideTree` otherwise). Identifiers that passed
+    :mod:`addonreg.ids` can never leave it (an id has no ``/`` and is never
+    ``.`` or ``..``); the check is defence in depth against whatever did not
+    pass through there, and against a symlink planted in the tree.
+    """
 
     def __init__(self, root: str) -> None:
         self.root = root
         self.bytes = 0  # of the bodies written
-        self._dirs: Set[str] = set()
+        self._real_root = os.path.realpath(root)
+        self._dirs: Set[str] = set()  # made and checked
+        self._addon_dirs: Dict[str, str] = {}  # add-on id -> its checked directory
 
     def _addon_dir(self, addon_id: str) -> str:
-        # Ids are a GUID in braces or local@domain with [a-z0-9._-]: never a
-        # "/" and never "." or "..", so an id is a safe directory name as is.
-        return os.path.join(self.root, "v1", "addons", addon_id, "files")
+        """The add-on's directory, once it resolves inside the tree.
+
+        Resolved once per add-on (realpath costs a syscall per component; a
+        build writes millions of files into far fewer directories)."""
+        directory = self._addon_dirs.get(addon_id)
+        if directory is None:
+            directory = os.path.join(self.root, "v1", "addons", addon_id, "files")
+            self._inside(directory)
+            self._addon_dirs[addon_id] = directory
+        return directory
+
+    def _inside(self, directory: str) -> None:
+        real = os.path.realpath(directory)
+        if os.path.commonpath([real, self._real_root]) != self._real_root:
+            raise OutsideTree(f"{directory} resolves to {real}, outside {self.root}")
+
+    @staticmethod
+    def _name(name: str) -> str:
+        # A plain name cannot leave its directory, and a symlink at the leaf is
+        # replaced or unlinked itself, never followed (os.replace, os.unlink).
+        if not name or name in (".", "..") or "/" in name or "\0" in name:
+            raise OutsideTree(f"{name!r} is not a file name")
+        return name
 
     def file_path(self, addon_id: str, sha256: str) -> str:
-        return os.path.join(self._addon_dir(addon_id), sha256)
+        return os.path.join(self._addon_dir(addon_id), self._name(sha256))
 
     def list_path(self, addon_id: str) -> str:
         return os.path.join(self._addon_dir(addon_id), LIST_NAME)
 
     def write(self, path: str, body: bytes) -> None:
-        """Atomically replace ``path`` with ``body``."""
+        """Atomically replace ``path`` (one of :meth:`file_path`, :meth:`list_path`) with
+        ``body``."""
         directory = os.path.dirname(path)
         if directory not in self._dirs:
             os.makedirs(directory, exist_ok=True)
+            self._inside(directory)  # again, now that it exists
             self._dirs.add(directory)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as fh:
@@ -97,6 +147,18 @@ class StaticTree:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+    def check(self, records: List[Record]) -> None:
+        """Raise :class:`OutsideTree` unless every path of ``records`` stays in the tree
+        (before a page is applied, so nothing of a refused page is written)."""
+        for record in records:
+            try:
+                self.file_path(record.addon_id, record.sha256)
+                self.list_path(record.addon_id)
+            except OutsideTree as exc:
+                raise OutsideTree(
+                    f"the record at serial {record.serial}: {exc}; nothing of its page was written"
+                ) from None
 
     def put_record(self, record: Record) -> None:
         """A file's static copy follows its record: written if registered, removed if not."""
@@ -151,7 +213,10 @@ class Publisher:
                 state = json.load(fh)
         except (OSError, ValueError):
             return None
-        tree = os.path.join(self.directory, "trees", str(state.get("tree", "")))
+        name = state.get("tree")
+        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name:
+            return None
+        tree = os.path.join(self.directory, "trees", name)
         if not isinstance(state.get("serial"), int) or not os.path.isdir(tree):
             return None
         if state.get("source") != self.source.name:
@@ -189,43 +254,12 @@ class Publisher:
         name = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
         tree = StaticTree(os.path.join(self.directory, "trees", name))
         os.makedirs(tree.root)
-        since, written = 0, 0
-        addons: Dict[str, Dict[str, Record]] = {}
-        from tqdm import tqdm
-
-        # Progress in serials (the feed's last one is the total when the source
-        # knows it: then the bar has an ETA), then in add-on lists.
-        with tqdm(
-            total=await self.source.last_serial(),
-            unit="serials",
-            file=sys.stderr,
-            disable=not self.progress,
-            desc="publish files",
-        ) as bar:
-            while True:
-                records, next_since = await self.source.changes(since, PAGE)
-                if not records:
-                    break
-                for record in records:
-                    tree.put_record(record)
-                    written += record.status == REGISTERED
-                    addons.setdefault(record.addon_id, {})[record.sha256] = record
-                bar.update(next_since - since)
-                since = next_since
-        with tqdm(
-            total=len(addons),
-            unit="lists",
-            file=sys.stderr,
-            disable=not self.progress,
-            desc="publish lists",
-        ) as bar:
-            for addon_id, files in addons.items():
-                tree.put_list(
-                    addon_id,
-                    media.addon_files_body(addon_id, [files[sha] for sha in sorted(files)]),
-                )
-                written += 1
-                bar.update(1)
+        try:
+            since, written, addons = await self._fill(tree)
+        except BaseException:
+            # Never swapped in: what nginx serves stays as it was.
+            shutil.rmtree(tree.root, ignore_errors=True)
+            raise
         old = self.tree
         self.tree, self.serial = tree, since
         self._swap_current(tree)
@@ -248,6 +282,49 @@ class Publisher:
         else:
             log.info("%s", summary)
         return written
+
+    async def _fill(self, tree: StaticTree) -> Tuple[int, int, Dict[str, Dict[str, Record]]]:
+        """Write every record and add-on list of the feed into ``tree``; the serial
+        reached, the files written, the add-ons."""
+        since, written = 0, 0
+        addons: Dict[str, Dict[str, Record]] = {}
+        from tqdm import tqdm
+
+        # Progress in serials (the feed's last one is the total when the source
+        # knows it: then the bar has an ETA), then in add-on lists.
+        with tqdm(
+            total=await self.source.last_serial(),
+            unit="serials",
+            file=sys.stderr,
+            disable=not self.progress,
+            desc="publish files",
+        ) as bar:
+            while True:
+                records, next_since = await self.source.changes(since, PAGE)
+                if not records:
+                    break
+                tree.check(records)
+                for record in records:
+                    tree.put_record(record)
+                    written += record.status == REGISTERED
+                    addons.setdefault(record.addon_id, {})[record.sha256] = record
+                bar.update(next_since - since)
+                since = next_since
+        with tqdm(
+            total=len(addons),
+            unit="lists",
+            file=sys.stderr,
+            disable=not self.progress,
+            desc="publish lists",
+        ) as bar:
+            for addon_id, files in addons.items():
+                tree.put_list(
+                    addon_id,
+                    media.addon_files_body(addon_id, [files[sha] for sha in sorted(files)]),
+                )
+                written += 1
+                bar.update(1)
+        return since, written, addons
 
     def _swap_current(self, tree: StaticTree) -> None:
         link = os.path.join(self.directory, "current")
@@ -275,6 +352,7 @@ class Publisher:
             raise FeedError(f"the feed went backwards ({next_since} < {self.serial})")
         if not records:
             return 0
+        self.live.check(records)
         dirty: Dict[str, None] = {}
         for record in records:
             self.live.put_record(record)
@@ -331,6 +409,8 @@ class Publisher:
                 failing_since = None
                 if applied == PAGE:
                     continue  # more waiting
+            except FeedRejected:
+                raise  # asking again gets the same answer: stop, saying why
             except FeedError as exc:
                 if "backwards" in str(exc):
                     log.warning("%s: full rebuild", exc)
@@ -364,7 +444,11 @@ async def run_publish(
     """``addonreg publish``: the exit code."""
     import signal
 
-    source = feed_source(settings, source_url)
+    try:
+        source = feed_source(settings, source_url)
+    except FeedError as exc:
+        print(f"addonreg publish: {exc}", file=sys.stderr)
+        return 2
     publisher = Publisher(directory, source, interval=interval, progress=progress)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -374,7 +458,7 @@ async def run_publish(
         if follow:
             log.info("following %s from serial %d", source.name, publisher.serial)
             await publisher.follow()
-    except (FeedError, BackendError) as exc:
+    except (FeedError, BackendError, OSError) as exc:
         print(f"addonreg publish: {exc}", file=sys.stderr)
         return 1
     finally:

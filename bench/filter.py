@@ -54,7 +54,9 @@ def run_ours(recs: list[tuple[str, str, str]]) -> dict[str, Any]:
     t = time.perf_counter()
     delta = build_delta(base, changes, 2)
     t_delta = time.perf_counter() - t
-    reader = FilterReader.from_bytes(base.data, delta.data)
+    reader = FilterReader.from_bytes(
+        base.data, delta.data, base_sha256=base.sha256, delta_sha256=delta.sha256
+    )
     pairs = [(a, s) for a, s, _ in rnd.sample(recs, min(200_000, len(recs)))]
     t = time.perf_counter()
     reader.status_many(pairs)

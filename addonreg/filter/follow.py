@@ -11,6 +11,11 @@ mirrors and clients see the same bytes.
 
 ``DIR`` is what the service's ``filter_dir`` and nginx's filter location
 point at; ``DIR/filter/latest.json`` is the signed index.
+
+A service's feed is checked record by record (:mod:`addonreg.feeds`): a
+record that breaks the contract stops the command (exit 1, one line naming
+its serial) before anything built from its page is written. File names in
+``DIR/filter/`` are the files' own SHA-256, never taken from the feed.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any, List, Optional, Tuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..feeds import FeedError, FeedSource, feed_source
+from ..feeds import FeedError, FeedRejected, FeedSource, feed_source
 from ..storage import BackendError, Record
 from .index import raw_public_key
 from .keys import KeySet
@@ -78,6 +83,8 @@ async def follow_filter(
         try:
             page, since = await source.read(since)
             pending += page
+        except FeedRejected:
+            raise  # asking again gets the same answer: stop, saying why
         except FeedError as exc:
             log.warning("feed unavailable: %s", exc)
         if pending and time.monotonic() - last >= interval:
@@ -113,7 +120,11 @@ async def run_filter(
         max_delta_ratio=settings.filter_max_delta_ratio,
         max_base_age=settings.filter_max_base_age,
     )
-    source = feed_source(settings, source_url)
+    try:
+        source = feed_source(settings, source_url)
+    except FeedError as exc:
+        print(f"addonreg filter: {exc}", file=sys.stderr)
+        return 2
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -127,7 +138,7 @@ async def run_filter(
             interval=settings.filter_delta_interval,
             stopping=stopping,
         )
-    except (FeedError, BackendError) as exc:
+    except (FeedError, BackendError, OSError) as exc:
         print(f"addonreg filter: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -16,7 +16,7 @@ import base64
 import binascii
 import hashlib
 import json
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -124,6 +124,26 @@ def sign_index(
     return signed
 
 
+def _parse_index(data: Union[bytes, Dict[str, Any]]) -> Tuple[Dict[str, Any], bytes]:
+    """The index and its signed bytes, once it is a canonical, signed-looking object."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            index = json.loads(bytes(data).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise IndexVerificationError("latest.json is not JSON") from None
+        if not isinstance(index, dict):
+            raise IndexVerificationError("latest.json is not an object")
+        if index_bytes(index) != bytes(data):
+            raise IndexVerificationError("latest.json is not in canonical form")
+    elif isinstance(data, dict):
+        index = dict(data)
+    else:
+        raise IndexVerificationError(f"an index is bytes or a dict, not {type(data).__name__}")
+    if not isinstance(index.get("signature"), str) or not isinstance(index.get("key_id"), str):
+        raise IndexVerificationError("latest.json is not signed")
+    return index, canonical_bytes(index)
+
+
 def verify_index(
     data: Union[bytes, Dict[str, Any]], public_keys: Iterable[Union[KeyData, Ed25519PublicKey]]
 ) -> Dict[str, Any]:
@@ -132,29 +152,17 @@ def verify_index(
 
     Bytes must also be canonical (exactly what ``index_bytes`` writes).
     """
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        try:
-            index = json.loads(bytes(data).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise IndexVerificationError("latest.json is not JSON") from None
-        if not isinstance(index, dict):
-            raise IndexVerificationError("latest.json is not an object")
-        try:
-            if index_bytes(index) != bytes(data):
-                raise IndexVerificationError("latest.json is not in canonical form")
-        except ValueError as exc:
-            raise IndexVerificationError(str(exc)) from None
-    else:
-        index = dict(data)
-    sig = index.get("signature")
-    kid = index.get("key_id")
-    if not isinstance(sig, str) or not isinstance(kid, str):
-        raise IndexVerificationError("latest.json is not signed")
     try:
-        signature = base64.b64decode(sig, validate=True)
+        index, message = _parse_index(data)
+    except RecursionError:  # JSON nested past the interpreter's limit
+        raise IndexVerificationError("latest.json is nested too deeply") from None
+    except ValueError as exc:  # values the canonical form does not allow
+        raise IndexVerificationError(str(exc)) from None
+    try:
+        signature = base64.b64decode(index["signature"], validate=True)
     except binascii.Error:
         raise IndexVerificationError("bad signature encoding") from None
-    message = canonical_bytes(index)
+    kid = index["key_id"]
     for pk in public_keys:
         key = load_public_key(pk)
         if key_id(key) != kid:
@@ -163,7 +171,12 @@ def verify_index(
             key.verify(signature, message)
         except InvalidSignature:
             raise IndexVerificationError("bad signature") from None
-        if index.get("format") != INDEX_FORMAT or index.get("version") != INDEX_VERSION:
+        version = index.get("version")  # not True, which equals 1 in Python
+        if (
+            index.get("format") != INDEX_FORMAT
+            or type(version) is not int
+            or version != INDEX_VERSION
+        ):
             raise IndexVerificationError("unknown index format or version")
         return index
     raise IndexVerificationError(f"signed by {kid}, which is not a trusted key")

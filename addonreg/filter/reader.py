@@ -8,11 +8,19 @@ Answers (docs/filter.md, "What an answer means"):
   has established otherwise; for any other file it asks the service once;
 * ``not-in-filter``: certainly not known at the serial (only with a
   membership layer).
+
+Every load checks each file against the content hash the signed index names
+for it (:meth:`FilterReader.from_index` reads the hashes from the index;
+:meth:`FilterReader.from_bytes`, for a client that keeps files and the index
+it verified, takes them as arguments), and every malformed input is
+:class:`FilterRejected`, never another exception.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import struct
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -37,7 +45,9 @@ class FilterReader:
     """A base plus (optionally) its newest cumulative delta, ready to answer.
 
     Build it with :meth:`from_index` (checks everything) or :meth:`from_bytes`
-    (checks the files' pairing only; for test vectors and trusted sources).
+    (files checked against the SHA-256 an index verified earlier names). The
+    constructor takes :class:`~addonreg.filter.fmt.FilterFile` objects as they
+    are (built in this process; nothing is checked but their pairing).
     """
 
     def __init__(
@@ -55,14 +65,27 @@ class FilterReader:
         self.index = index
 
     @classmethod
-    def from_bytes(cls, base: bytes, delta: Optional[bytes] = None) -> "FilterReader":
-        try:
-            b = FilterFile.from_bytes(base)
-            d = FilterFile.from_bytes(delta) if delta is not None else None
-        except FormatError as exc:
-            raise FilterRejected(str(exc)) from None
-        if d is not None and d.base_sha256 != hashlib.sha256(base).digest():
-            raise FilterRejected("the delta was built over another base")
+    def from_bytes(
+        cls,
+        base: bytes,
+        delta: Optional[bytes] = None,
+        *,
+        base_sha256: str,
+        delta_sha256: Optional[str] = None,
+    ) -> "FilterReader":
+        """A reader of files kept from an earlier :meth:`from_index`: each must hash
+        to the SHA-256 (hex) the signed index named for it (``index["base"]["sha256"]``,
+        ``index["delta"]["sha256"]``), else :class:`FilterRejected`.
+
+        The format has no checksum of its own: the signed index's hash is what
+        tells a changed byte (a cache on disk, a mirror) from the file built.
+        """
+        b = _parse(_hashed(base, base_sha256, "base"), "base")
+        d = None
+        if delta is not None:
+            d = _parse(_hashed(delta, delta_sha256, "delta"), "delta")
+            if d.base_sha256 != hashlib.sha256(base).digest():
+                raise FilterRejected("the delta was built over another base")
         return cls(b, d)
 
     @classmethod
@@ -77,19 +100,29 @@ class FilterReader:
         ``files`` maps an index ``path`` (``filter/<sha256>.bin``) to its bytes,
         or is a function fetching it.
         """
+        if not isinstance(index_data, (bytes, bytearray, memoryview)):
+            # A str may be a path given by mistake: say so rather than parse it.
+            raise FilterRejected(f"latest.json is read as bytes, not {type(index_data).__name__}")
         try:
             index = verify_index(index_data, public_keys)
         except IndexVerificationError as exc:
             raise FilterRejected(str(exc)) from None
+        _check_index(index)
         get = files if callable(files) else files.__getitem__
-        base = _checked(index.get("base"), get, "base")
-        delta = _checked(index["delta"], get, "delta") if index.get("delta") is not None else None
-        reader = cls.from_bytes(base, delta)
+        base = _fetched(index["base"], get, "base")
+        delta = _fetched(index["delta"], get, "delta") if index["delta"] is not None else None
+        reader = cls.from_bytes(
+            base,
+            delta,
+            base_sha256=index["base"]["sha256"],
+            delta_sha256=index["delta"]["sha256"] if delta is not None else None,
+        )
         newest = reader.delta or reader.base
         if (
             reader.base.serial != index["base"]["serial"]
-            or newest.serial != index.get("serial")
+            or newest.serial != index["serial"]
             or (delta is not None and index["delta"]["serial"] != newest.serial)
+            or (delta is not None and index["delta"]["base_serial"] != reader.base.serial)
         ):
             raise FilterRejected("the files' serials differ from the index")
         reader.index = index
@@ -146,13 +179,75 @@ class FilterReader:
         return out
 
 
-def _checked(entry: Any, get: Callable[[str], bytes], what: str) -> bytes:
-    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-        raise FilterRejected(f"the index names no {what} file")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}", re.ASCII).fullmatch
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", re.ASCII).fullmatch
+_U64 = 2**64
+_ENTRY_FIELDS = {
+    "base": ("path", "sha256", "size", "serial", "entries", "revoked", "built_at"),
+    "delta": ("path", "sha256", "size", "serial", "base_serial", "entries", "built_at"),
+}
+
+
+def _check_index(index: Dict[str, Any]) -> None:
+    """Raise :class:`FilterRejected` unless a verified index has the documented shape
+    (docs/filter.md, "latest.json"): signed is not the same as well formed."""
+
+    def count(value: Any) -> bool:
+        return type(value) is int and 0 <= value < _U64
+
+    if not count(index.get("serial")) or not _is_time(index.get("built_at")):
+        raise FilterRejected("latest.json: serial or built_at missing or malformed")
+    if "delta" not in index:
+        raise FilterRejected("latest.json names no delta (null when there is none)")
+    for what in ("base", "delta"):
+        entry = index.get(what)
+        if what == "delta" and entry is None:
+            continue
+        if not isinstance(entry, dict):
+            raise FilterRejected(f"latest.json names no {what} file")
+        for field in _ENTRY_FIELDS[what]:
+            value = entry.get(field)
+            if field == "path":
+                ok = value == f"filter/{entry.get('sha256')}.bin"
+            elif field == "sha256":
+                ok = type(value) is str and _SHA256_HEX(value) is not None
+            elif field == "built_at":
+                ok = _is_time(value)
+            else:
+                ok = count(value) and (field != "size" or value != 0)
+            if not ok:
+                raise FilterRejected(f"latest.json: {what}.{field} missing or malformed")
+
+
+def _is_time(value: Any) -> bool:
+    return type(value) is str and _TIME(value) is not None
+
+
+def _hashed(data: Any, sha256: Any, what: str) -> bytes:
+    """``data`` as bytes once it hashes to ``sha256`` (hex)."""
+    if not isinstance(sha256, str):
+        raise FilterRejected(f"the {what} file's SHA-256 (from the signed index) is required")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FilterRejected(f"the {what} file is bytes, not {type(data).__name__}")
+    data = bytes(data)
+    if hashlib.sha256(data).hexdigest() != sha256.lower():
+        raise FilterRejected(f"the {what} file does not match the SHA-256 the index names")
+    return data
+
+
+def _parse(data: bytes, what: str) -> FilterFile:
+    try:
+        return FilterFile.from_bytes(data)
+    except (FormatError, ValueError, struct.error, IndexError) as exc:
+        raise FilterRejected(f"the {what} file: {exc}") from None
+
+
+def _fetched(entry: Dict[str, Any], get: Callable[[str], bytes], what: str) -> bytes:
+    """The file an index entry names, of the size it names (the hash is checked next)."""
     try:
         data = bytes(get(entry["path"]))
-    except (KeyError, OSError) as exc:
+    except (KeyError, OSError, TypeError) as exc:
         raise FilterRejected(f"{what} file {entry['path']} unavailable: {exc}") from None
-    if len(data) != entry.get("size") or hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+    if len(data) != entry["size"]:
         raise FilterRejected(f"{what} file {entry['path']} does not match the index")
     return data

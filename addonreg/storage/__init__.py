@@ -35,6 +35,7 @@ from urllib.parse import unquote, urlsplit
 __all__ = [
     "REGISTERED",
     "REVOKED",
+    "RECORD_REVOKED",
     "STATUS_CODE",
     "STATUS_NAME",
     "Record",
@@ -54,6 +55,7 @@ __all__ = [
 
 REGISTERED = "registered"
 REVOKED = "revoked"
+RECORD_REVOKED = "record-revoked"  # an Operation of the import only (see Operation)
 STATUS_CODE = {REGISTERED: 1, REVOKED: 2}  # as stored (SQL) and sent (bus)
 STATUS_NAME = {code: name for name, code in STATUS_CODE.items()}
 
@@ -110,7 +112,12 @@ class Record(NamedTuple):
 
 
 class Operation(NamedTuple):
-    """A write: ``op`` is ``register`` or ``revoke``; identifiers already validated.
+    """A write: ``op`` is ``register``, ``revoke`` or ``record-revoked``; identifiers
+    already validated.
+
+    ``record-revoked`` (``addonreg import`` of a revoked row; the API has no such
+    operation) records the file as revoked whether it was known or not, with
+    ``version`` when given: a file migrated from another registry's revocations.
 
     A named tuple, like :class:`Record`: a bulk request builds thousands.
     """
@@ -245,6 +252,18 @@ def plan(
             serial += 1
             new = Record(op.addon_id, op.sha256, cur.version, REVOKED, serial, now)
             results.append(Applied(new, changed=True))
+        elif op.op == RECORD_REVOKED:
+            if (
+                cur is not None
+                and cur.status == REVOKED
+                and (op.version is None or op.version == cur.version)
+            ):
+                results.append(Applied(cur))
+                continue
+            serial += 1
+            version = op.version if op.version is not None or cur is None else cur.version
+            new = Record(op.addon_id, op.sha256, version, REVOKED, serial, now)
+            results.append(Applied(new, created=cur is None, changed=True))
         else:
             raise ValueError(f"unknown operation {op.op!r}")
         state[key] = rows[key] = new

@@ -12,7 +12,7 @@ import hashlib
 
 import pytest
 
-from . import REGISTERED, REVOKED, Operation, RegistrationStore, now_us
+from . import RECORD_REVOKED, REGISTERED, REVOKED, Operation, RegistrationStore, now_us
 
 __all__ = ["StorageTests", "sha"]
 
@@ -102,6 +102,33 @@ class StorageTests:
         [applied] = await store.apply([rev("a@b", 1)])
         assert applied.record is None and not applied.changed
         assert await store.last_serial() == 0
+
+    async def test_record_revoked_known_or_not_and_idempotent(self, store):
+        # The import's revoked rows: an unknown file is recorded revoked (one
+        # serial), a registered one revoked, a revoked one left alone.
+        await store.apply([reg("a@b", 2, "2")])
+        ops = [
+            Operation(RECORD_REVOKED, "a@b", sha(1), "1"),
+            Operation(RECORD_REVOKED, "a@b", sha(2)),
+        ]
+        new, known = await store.apply(ops)
+        assert (
+            new.created
+            and new.changed
+            and (new.record.status, new.record.version)
+            == (
+                REVOKED,
+                "1",
+            )
+        )
+        assert not known.created and known.changed and known.record.version == "2"
+        assert known.record.serial == new.record.serial + 1 == await store.last_serial()
+        assert (await store.get("a@b", sha(1))) == new.record
+        assert [r.sha256 for r in await store.changes(1, 10)] == [sha(1), sha(2)]
+        again = await store.apply(ops)
+        assert not any(a.changed for a in again) and await store.last_serial() == 3
+        [moved] = await store.apply([Operation(RECORD_REVOKED, "a@b", sha(1), "1.1")])
+        assert moved.changed and (moved.record.status, moved.record.version) == (REVOKED, "1.1")
 
     async def test_batch_in_order_with_one_serial_per_change(self, store):
         ops = [reg("a@b", 1), reg("a@b", 2), rev("a@b", 1), reg("c@d", 1), reg("a@b", 2)]

@@ -23,6 +23,16 @@ from addonreg.filter import (
 from .conftest import current
 
 
+def loaded(base, delta=None) -> FilterReader:
+    """A reader of built files, through their bytes (as a client loads them)."""
+    return FilterReader.from_bytes(
+        base.data,
+        delta.data if delta is not None else None,
+        base_sha256=base.sha256,
+        delta_sha256=delta.sha256 if delta is not None else None,
+    )
+
+
 def test_base_exact_on_every_known_file(records_100k, base_100k):
     reader = FilterReader(base_100k.file)
     got = reader.status_many([(a, s) for a, s, _ in records_100k])
@@ -37,7 +47,7 @@ def test_base_exact_on_every_known_file(records_100k, base_100k):
 def test_delta_exact_on_every_known_file(records_100k, base_100k, changes_100k):
     delta = build_delta(base_100k, changes_100k, 2000)
     state = current(records_100k, changes_100k)
-    reader = FilterReader.from_bytes(base_100k.data, delta.data)
+    reader = loaded(base_100k, delta)
     pairs = list(state)
     got = reader.status_many(pairs)
     assert sum(g != state[p] for g, p in zip(got, pairs)) == 0
@@ -53,7 +63,7 @@ def test_delta_exact_on_every_known_file(records_100k, base_100k, changes_100k):
 
 def test_single_key_path_agrees_with_batch(records_100k, base_100k, changes_100k):
     delta = build_delta(base_100k, changes_100k, 2000)
-    reader = FilterReader.from_bytes(base_100k.data, delta.data)
+    reader = loaded(base_100k, delta)
     sample = random.Random(3).sample(list(current(records_100k, changes_100k)), 2000)
     sample += [(f"x{i}@unknown.example", f"{i:064x}") for i in range(2000)]
     assert [reader.status(a, s) for a, s in sample] == reader.status_many(sample)
@@ -90,7 +100,7 @@ def test_delta_semantics():
         ("b@x", h(50), "registered"),  # re-registered after a base revocation
     ]
     delta = build_delta(base, changes, 9)
-    r = FilterReader.from_bytes(base.data, delta.data)
+    r = loaded(base, delta)
     assert r.status("c@x", h(100)) == "registered"
     assert r.status("c@x", h(101)) == "revoked"
     assert r.status("a@x", h(1)) == "revoked"
@@ -108,7 +118,7 @@ def test_addon_revoked_after_base_costs_one_key():
     base = build_base(recs, 1)
     delta = build_delta(base, [(a, s, "revoked") for a, s, _ in recs if a == "a7@x"], 2)
     assert [(s.kind, s.n_positive) for s in delta.file.stages] == [(fmt.ADDON, 1)]
-    r = FilterReader.from_bytes(base.data, delta.data)
+    r = loaded(base, delta)
     assert r.status("a7@x", "%064x" % 7005) == "revoked"
     assert r.status("a8@x", "%064x" % 8005) == "registered"
 
@@ -125,10 +135,10 @@ def test_addon_revoked_after_base_costs_one_key():
 )
 def test_small_and_extreme_registries(recs):
     base = build_base(recs, 3)
-    r = FilterReader.from_bytes(base.data)
+    r = loaded(base)
     assert [r.status(a, s) for a, s, _ in recs] == [st for _, _, st in recs]
     delta = build_delta(base, [("n@x", "%064x" % 999, "revoked")], 4)
-    r = FilterReader.from_bytes(base.data, delta.data)
+    r = loaded(base, delta)
     assert r.status("n@x", "%064x" % 999) == "revoked"
     assert [r.status(a, s) for a, s, _ in recs] == [st for _, _, st in recs]
 
@@ -141,16 +151,14 @@ def test_all_revoked_registry_is_small():
 def test_membership_layer():
     recs = synth.registry(20_000, 2_000, seed=4)
     base = build_base(recs, 1, membership_bits=8)
-    r = FilterReader.from_bytes(base.data)
+    r = loaded(base)
     assert r.status_many([(a, s) for a, s, _ in recs]) == [st for _, _, st in recs]
     unknown = [(f"u{i}@x", "%064x" % i) for i in range(20_000)]
     share = r.status_many(unknown).count("not-in-filter") / len(unknown)
     assert 0.99 < share < 0.999  # 1 - 2^-8
     # A file registered after the base is never "not-in-filter" with the delta.
     delta = build_delta(base, [("late@x", "%064x" % 1, "registered")], 2)
-    assert (
-        FilterReader.from_bytes(base.data, delta.data).status("late@x", "%064x" % 1) == "registered"
-    )
+    assert loaded(base, delta).status("late@x", "%064x" % 1) == "registered"
     assert len(base.data) < 20_000 * 8 * 1.1 / 8 + 2000
 
 
