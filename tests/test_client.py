@@ -237,12 +237,19 @@ def test_connection_failures_are_retried_then_raised():
     assert all(e.status is None for e in recorder.log)
 
 
-class FakeFilter:
-    """What the offline filter's reader offers the clients: ``serial`` and ``status``."""
+def utc(seconds_ago: float) -> str:
+    """A filter's ``built_at``, that many seconds ago."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - seconds_ago))
 
-    def __init__(self, serial: int, answers: dict) -> None:
+
+class FakeFilter:
+    """What the offline filter's reader offers the clients: ``serial``, ``built_at``
+    (the signed index's) and ``status``."""
+
+    def __init__(self, serial: int, answers: dict, built_at: str | None = None) -> None:
         self.serial = serial
         self.answers = answers
+        self.built_at = built_at if built_at is not None else utc(60)
 
     def status(self, addon_id: str, sha256: str) -> str:
         return self.answers.get((addon_id, sha256), "not-in-filter")
@@ -339,3 +346,29 @@ def test_503_retry_after_is_honoured_and_a_retry_is_signed_anew(mysql_link):
     finally:
         link.restore()
         proc.stop()
+
+
+def test_a_filter_past_its_maximum_age_is_not_used(server):
+    """A validly signed but old filter would say "registered" for a file revoked since:
+    past ``filter_max_age`` (default 7 days, the service's ``filter_max_base_age``) the
+    client asks the service; a reader with no ``built_at`` is never used."""
+    ident = addon()
+    with writer(server) as amo:
+        serial = amo.register(ident, sha(1), "1").serial
+        assert amo.check(ident, sha(1)).registered  # confirmed: the filter may say so now
+        amo.revoke(ident, sha(1))
+    old = FakeFilter(serial, {(ident, sha(1)): "registered"}, built_at=utc(8 * 86400))
+    for reader, max_age, source in [
+        (old, None, "service"),  # the default, 7 days: too old
+        (old, 9 * 86400, "filter"),  # settable
+        (FakeFilter(serial, {(ident, sha(1)): "revoked"}, built_at=""), None, "service"),
+    ]:
+        options = {"filter_max_age": max_age} if max_age else {}
+        with LookupClient(server.base, cache_size=1, filter=reader, **options) as client:
+            client._logic._confirmed[(ident, sha(1))] = type(  # as after a "registered" answer
+                "C", (), {"serial": serial, "version": "1"}
+            )()
+            result = client.check(ident, sha(1))
+            assert result.source == source, (max_age, result)
+            if source == "service":
+                assert result.status == "revoked"

@@ -96,7 +96,8 @@ def test_hash_check_register_revoke_and_their_exit_codes(tmp_path, server_proces
     assert down.returncode == EXIT_ERROR and "cannot reach" in down.stderr
     assert addonreg("hash", str(tmp_path / "absent.xpi")).returncode == EXIT_ERROR
     bad_id = addonreg("check", "--sha256", digest, "--addon-id", "not-an-id", *server)
-    assert bad_id.returncode == EXIT_ERROR and "400" in bad_id.stderr
+    # Refused before anything is sent (the contract's rules, the service's own)
+    assert bad_id.returncode == EXIT_ERROR and "addon_id must be" in bad_id.stderr
 
 
 def test_usage_errors_are_not_answers():
