@@ -395,7 +395,7 @@ class Engine:
 
 
 def _cut_short(exc: Exception) -> bool:
-    return isinstance(exc, httpx.RemoteProtocolError) and "incomplete" in str(exc).lower()
+    return isinstance(exc, httpx.RemoteProtocolError) and "complete message body" in str(exc)
 
 
 @dataclasses.dataclass(frozen=True)
