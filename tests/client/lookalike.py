@@ -131,7 +131,10 @@ class _Handler(socketserver.StreamRequestHandler):
                 settings["max_lookup"] = json.loads(unquote(scenario[len("max-lookup-") :]))
             return self.send(200, {"project_version": "9", "settings": settings})
         if path == "/v1/lookup" and method == "POST":
-            return self.lookup(scenario, msgpack.unpackb(body)["files"])
+            asked = (json.loads if "json" in headers.get("content-type", "") else msgpack.unpackb)(
+                body
+            )
+            return self.lookup(scenario, asked["files"], headers.get("accept", ""))
         if len(parts) == 6 and parts[:3] == ["", "v1", "addons"] and parts[4] == "files":
             return self.file(scenario, unquote(parts[3]), parts[5])
         return self.send(
@@ -213,7 +216,8 @@ class _Handler(socketserver.StreamRequestHandler):
             return self.send(400, error)
         return self.send(500, {"code": 500, "errno": 999, "message": f"no scenario {scenario}"})
 
-    def lookup(self, scenario: str, files: list[dict]) -> None:
+    def lookup(self, scenario: str, files: list[dict], accept: str) -> None:
+        kind = "application/msgpack" if "msgpack" in accept else "application/json"
         results = [
             {
                 "addon_id": f["addon_id"],
@@ -236,10 +240,10 @@ class _Handler(socketserver.StreamRequestHandler):
         elif scenario == "version-number":
             results[0]["version"] = 1
         elif scenario == "results-not-list":
-            return self.send(200, {"results": "all good"}, "application/msgpack")
+            return self.send(200, {"results": "all good"}, kind)
         elif scenario == "html":
             return self.send(200, b"<html>portal</html>", "text/html")
-        self.send(200, {"results": results}, "application/msgpack")
+        self.send(200, {"results": results}, kind)
 
 
 class LookAlike(socketserver.ThreadingTCPServer):
