@@ -23,6 +23,8 @@ from addonreg.client import (
     AsyncWriterClient,
     AuthenticationError,
     CheckResult,
+    Credentials,
+    HawkAuth,
     LookupClient,
     NotFoundError,
     Operation,
@@ -223,6 +225,20 @@ def test_a_replayed_hawk_request_is_refused(server):
     assert first.status_code == 201
     assert replay.status_code == 401 and replay.headers["WWW-Authenticate"].startswith("Hawk")
     assert replay.json()["errno"] == 105
+
+
+def test_hawk_auth_signs_any_httpx_request(server):
+    """HawkAuth is an httpx.Auth: a plain httpx client writes with it, each request
+    signed anew (the second PUT is not refused as a replay)."""
+    url = f"{server.base}/v1/addons/{addon()}/files/{sha(1)}"
+    auth = HawkAuth(Credentials("amo", CREDS["amo"]))
+    with httpx.Client(auth=auth) as http:
+        headers = {"Content-Type": "application/json"}
+        first = http.put(url, content=b'{"version": "1"}', headers=headers)
+        again = http.put(url, content=b'{"version": "1"}', headers=headers)
+        unsigned = httpx.put(url, content=b"{}", headers=headers)
+    assert (first.status_code, again.status_code, unsigned.status_code) == (201, 200, 401)
+    assert CREDS["amo"] not in repr(auth)
 
 
 def test_connection_failures_are_retried_then_raised():

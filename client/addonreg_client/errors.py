@@ -142,13 +142,15 @@ class JobTimeout(AddonregError, TimeoutError):
         self.job_id = job_id
 
 
+_MESSAGE_MAX = 1000
 _BY_STATUS = {401: AuthenticationError, 404: NotFoundError, 413: TooLargeError}
 
 
 def error_for(status: int, body: Any, retry_after: float | None = None) -> AddonregError:
     """The exception for an error answer (``body``: the decoded error body, if any)."""
     fields = body if isinstance(body, dict) else {}
-    message = str(fields.get("message") or f"HTTP {status}")
+    # The server's text, bounded: a hostile one could send megabytes.
+    message = str(fields.get("message") or f"HTTP {status}")[:_MESSAGE_MAX]
     errno = fields.get("errno") if isinstance(fields.get("errno"), int) else None
     details = fields.get("details") if isinstance(fields.get("details"), dict) else None
     if status in (502, 503, 504):

@@ -130,13 +130,19 @@ class _Handler(socketserver.StreamRequestHandler):
             if scenario.startswith("max-lookup-"):
                 settings["max_lookup"] = json.loads(unquote(scenario[len("max-lookup-") :]))
             return self.send(200, {"project_version": "9", "settings": settings})
-        if path == "/v1/lookup" and method == "POST":
-            asked = (json.loads if "json" in headers.get("content-type", "") else msgpack.unpackb)(
-                body
-            )
-            return self.lookup(scenario, asked["files"], headers.get("accept", ""))
+        if path in ("/v1/lookup", "/v1/registrations") and method == "POST":
+            decode = json.loads if "json" in headers.get("content-type", "") else msgpack.unpackb
+            asked = decode(body)
+            if path == "/v1/lookup":
+                return self.lookup(scenario, asked["files"], headers.get("accept", ""))
+            return self.registrations(scenario, asked["operations"], headers.get("accept", ""))
         if len(parts) == 6 and parts[:3] == ["", "v1", "addons"] and parts[4] == "files":
-            return self.file(scenario, unquote(parts[3]), parts[5])
+            addon_id, sha256 = unquote(parts[3]), parts[5]
+            if method == "PUT" and scenario == "valid":
+                return self.send(201, record(addon_id, sha256))
+            if method == "DELETE" and scenario == "valid":
+                return self.send(200, record(addon_id, sha256, status="revoked"))
+            return self.file(scenario, addon_id, sha256)
         return self.send(
             404,
             {"code": 404, "errno": 111, "error": "Not Found", "message": "no such resource"},
@@ -243,6 +249,28 @@ class _Handler(socketserver.StreamRequestHandler):
             return self.send(200, {"results": "all good"}, kind)
         elif scenario == "html":
             return self.send(200, b"<html>portal</html>", "text/html")
+        self.send(200, {"results": results}, kind)
+
+    def registrations(self, scenario: str, ops: list[dict], accept: str) -> None:
+        kind = "application/msgpack" if "msgpack" in accept else "application/json"
+        after = {"register": "registered", "revoke": "revoked"}
+        results = [
+            {
+                "addon_id": o["addon_id"],
+                "sha256": o["sha256"],
+                "status": after[o["op"]],
+                "serial": n + 1,
+            }
+            for n, o in enumerate(ops)
+        ]
+        if scenario == "reordered":
+            results.reverse()
+        elif scenario == "short":
+            results = results[:-1]
+        elif scenario == "bad-status":  # a register answered as a revoke
+            results[0]["status"] = "revoked"
+        elif scenario == "serial-text":
+            results[0]["serial"] = "1"
         self.send(200, {"results": results}, kind)
 
 

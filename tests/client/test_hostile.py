@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from addonreg.tools import EXIT_ERROR, EXIT_REGISTERED, EXIT_UNKNOWN
@@ -32,6 +33,7 @@ from addonreg_client import (
     RedirectRefused,
     RetryPolicy,
     UnavailableError,
+    WriterClient,
 )
 from tests.client.lookalike import ADDON, OTHER_SHA, SHA, LookAlike
 from tests.conftest import ROOT
@@ -191,6 +193,72 @@ def test_retry_after_beyond_the_deadline_fails_at_once_and_is_not_slept_on_later
         started = time.monotonic()
         assert c.check(ADDON, SHA).status == "registered"  # the next call is not held
         assert time.monotonic() - started < 1.0
+
+
+def writer(server: LookAlike, scenario: str) -> WriterClient:
+    return WriterClient(server.url(scenario), "amo", "not-a-real-key", retry=FAST)
+
+
+def test_writes_believe_only_a_proved_answer(lookalike):
+    with writer(lookalike, "valid") as amo:
+        assert amo.register(ADDON, SHA, "1.0").created
+        assert amo.revoke(ADDON, SHA).status == "revoked"
+        results = amo.register_many([{"op": "register", "addon_id": ADDON, "sha256": SHA}])
+        assert [r.status for r in results] == ["registered"]
+        with pytest.raises(InvalidRequestError):
+            amo.register(ADDON, SHA, "bad\nversion")
+        with pytest.raises(InvalidRequestError) as bad_op:
+            amo.register_many([{"op": "register", "addon_id": ADDON, "sha256": SHA}, {"op": "x"}])
+        assert "operation 1" in str(bad_op.value)
+    for scenario, words in [
+        ("other-file", "answered for another file"),
+        ("revoked-in-200", "the record says 'revoked'"),
+        ("html", "not an addonreg answer: text/html"),
+        ("serial-text", "serial must be a positive integer"),
+    ]:
+        with writer(lookalike, scenario) as amo, pytest.raises(BadAnswerError) as raised:
+            amo.register(ADDON, SHA)
+        assert words in str(raised.value), scenario
+    ops = [{"op": "register", "addon_id": ADDON, "sha256": s} for s in (SHA, OTHER_SHA)]
+    for scenario, words in [
+        ("reordered", "answered for another file"),
+        ("short", "answered 1 results for 2 operations"),
+        ("bad-status", "status 'revoked' is not one of"),
+        ("serial-text", "serial must be a positive integer"),
+    ]:
+        with writer(lookalike, scenario) as amo, pytest.raises(BadAnswerError) as raised:
+            amo.register_many(ops)
+        assert words in str(raised.value), scenario
+
+
+async def test_the_async_client_proves_answers_too(lookalike):
+    for scenario, kind in [
+        ("other-file", BadAnswerError),
+        ("html", BadAnswerError),
+        ("huge-stream", AnswerTooLarge),
+        ("redirect-away", RedirectRefused),
+        ("route-404", NotFoundError),
+    ]:
+        async with AsyncLookupClient(lookalike.url(scenario), retry=FAST) as c:
+            with pytest.raises(kind):
+                await c.check(ADDON, SHA)
+    async with AsyncLookupClient(lookalike.url("reordered"), retry=FAST) as c:
+        with pytest.raises(BadAnswerError):
+            await c.check_many([(ADDON, SHA), (ADDON, OTHER_SHA)])
+    async with AsyncLookupClient(lookalike.url("valid"), retry=FAST) as c:
+        assert (await c.check(ADDON, SHA)).registered
+
+
+def test_a_callers_httpx_client_is_used_and_left_open(lookalike):
+    """Its redirect following and default auth do not apply: the client's bounds do."""
+    with httpx.Client(follow_redirects=True, auth=("user", "secret")) as http:
+        with LookupClient(lookalike.url("valid"), http=http, retry=FAST) as c:
+            assert c.check(ADDON, SHA).registered
+        with LookupClient(lookalike.url("redirect-away"), http=http, retry=FAST) as c:
+            with pytest.raises(RedirectRefused):
+                c.check(ADDON, SHA)
+        assert not http.is_closed
+        assert http.get(lookalike.url("valid") + "/v1/").status_code == 200
 
 
 # -- the command ---------------------------------------------------------------
