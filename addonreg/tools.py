@@ -191,6 +191,8 @@ def main(argv: Sequence[str]) -> int:
         _error(args, str(exc))
     except OSError as exc:
         _error(args, f"{exc.filename or ''}: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        _error(args, "interrupted")
     except Exception as exc:  # a bug of ours: still one line and exit 3, never "revoked"
         _error(args, f"unexpected {type(exc).__name__}: {exc}")
     return EXIT_ERROR

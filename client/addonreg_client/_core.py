@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import calendar
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
@@ -418,8 +419,10 @@ def _key_of(item: FileLike, index: int) -> FileKey:
         raise InvalidRequestError(f"file {index}: {exc}") from None
 
 
+@functools.lru_cache(maxsize=8)
 def _filter_time(built_at: Any) -> float | None:
-    """Seconds since the epoch of a filter's ``built_at`` (``YYYY-MM-DDTHH:MM:SSZ``)."""
+    """Seconds since the epoch of a filter's ``built_at`` (``YYYY-MM-DDTHH:MM:SSZ``);
+    cached: a bulk check asks once per file."""
     if type(built_at) is not str:
         return None
     try:

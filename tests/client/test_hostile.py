@@ -306,6 +306,15 @@ def test_the_command_path_injection_and_bad_ids_are_errors(lookalike):
     assert len(lookalike.requests) == before  # nothing was sent
 
 
+@pytest.mark.parametrize(
+    "server", ["ftp://127.0.0.1/", "http://", "127.0.0.1:8000", "http://h/?q=1"]
+)
+def test_the_command_refuses_a_server_that_is_not_an_http_url(server):
+    done = addonreg_check("--addon-id", ADDON, "--sha256", SHA, "--server", server)
+    assert done.returncode == EXIT_ERROR and "the server" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
 def test_the_command_believes_the_true_answers(lookalike):
     server = ["--server", lookalike.url("valid")]
     assert (
