@@ -371,20 +371,23 @@ def test_a_filter_past_its_maximum_age_is_not_used(server):
     ident = addon()
     with writer(server) as amo:
         serial = amo.register(ident, sha(1), "1").serial
-        assert amo.check(ident, sha(1)).registered  # confirmed: the filter may say so now
-        amo.revoke(ident, sha(1))
-    old = FakeFilter(serial, {(ident, sha(1)): "registered"}, built_at=utc(8 * 86400))
-    for reader, max_age, source in [
-        (old, None, "service"),  # the default, 7 days: too old
-        (old, 9 * 86400, "filter"),  # settable
-        (FakeFilter(serial, {(ident, sha(1)): "revoked"}, built_at=""), None, "service"),
-    ]:
-        options = {"filter_max_age": max_age} if max_age else {}
-        with LookupClient(server.base, cache_size=1, filter=reader, **options) as client:
-            client._logic._confirmed[(ident, sha(1))] = type(  # as after a "registered" answer
-                "C", (), {"serial": serial, "version": "1"}
-            )()
-            result = client.check(ident, sha(1))
-            assert result.source == source, (max_age, result)
-            if source == "service":
-                assert result.status == "revoked"
+    says_registered = {(ident, sha(1)): "registered"}
+    old = FakeFilter(serial, says_registered, built_at=utc(8 * 86400))
+    undated = FakeFilter(serial, {(ident, sha(1)): "revoked"}, built_at="")
+    default = LookupClient(server.base, cache_size=1, filter=old)
+    longer = LookupClient(server.base, cache_size=1, filter=old, filter_max_age=9 * 86400)
+    plain = LookupClient(server.base, cache_size=1, filter=undated)
+    with default, longer, plain:
+        for client in (default, longer, plain):  # each confirms the file with the service
+            assert client.check(ident, sha(1)).registered
+        with writer(server) as amo:
+            amo.revoke(ident, sha(1))
+        for client in (default, longer, plain):
+            client.check(ident, sha(2))  # evicts sha(1) from the one-entry HTTP cache
+        assert default.check(ident, sha(1)).status == "revoked"  # the service's: 8 days > 7
+        assert plain.check(ident, sha(1)).status == "revoked"  # the service's, not the filter's
+        assert plain.check(ident, sha(1)).source != "filter"
+        # Settable: with 9 days the old filter is still used (and is wrong, as old filters are)
+        assert longer.check(ident, sha(1)) == CheckResult(
+            ident, sha(1), "registered", "1", serial, "filter"
+        )
