@@ -156,8 +156,13 @@ class FilterReader(Protocol):
     """The offline filter's reader, as the lookup clients use it (``docs/filter.md``):
     ``addonreg.filter.FilterReader.from_index`` builds one."""
 
-    serial: int
-    built_at: str | None
+    @property
+    def serial(self) -> int:
+        """The serial its answers are exact at."""
+
+    @property
+    def built_at(self) -> str | None:
+        """When it was built (``YYYY-MM-DDTHH:MM:SSZ``, from the signed index)."""
 
     def status(self, addon_id: str, sha256: str) -> str:
         """``registered``, ``revoked`` or ``not-in-filter``."""
@@ -494,13 +499,15 @@ class LookupLogic(Engine):
                 self._confirmed.pop(key, None)
             return result
         if reply.status == 404:
-            if answers.is_file_not_found(reply.lenient(), key):
+            body = reply.lenient()
+            if answers.is_file_not_found(body, key):
                 return CheckResult(*key, "unknown", source=source)  # type: ignore[arg-type]
+            errno = body.get("errno") if isinstance(body, dict) else None
             raise NotFoundError(
                 f"no such resource at {reply.url or self.server}: "
                 "not the service's answer about a file (is the server URL right?)",
                 404,
-                (reply.lenient() or {}).get("errno") if isinstance(reply.lenient(), dict) else None,
+                errno if type(errno) is int else None,
             )
         raise reply.error()
 

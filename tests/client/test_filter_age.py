@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from addonreg.filter import FilterReader
@@ -12,6 +13,8 @@ from addonreg.filter.writer import FilterWriter
 from addonreg.storage.testing import sha
 from addonreg_client import LookupClient, WriterClient
 from tests.conftest import CREDS
+
+pytestmark = pytest.mark.subprocess
 
 DAY = 86400.0
 
