@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -49,6 +50,12 @@ def test_the_client_installs_alone_and_works(tmp_path):
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
+    # A copy: pip builds in the source tree, and leaves build/ and *.egg-info there.
+    source = shutil.copytree(
+        Path(ROOT) / "client",
+        tmp_path / "client",
+        ignore=shutil.ignore_patterns("build", "*.egg-info"),
+    )
     installed = run(
         python,
         "-m",
@@ -56,7 +63,7 @@ def test_the_client_installs_alone_and_works(tmp_path):
         "install",
         "--disable-pip-version-check",
         "-q",
-        str(Path(ROOT) / "client"),
+        str(source),
     )
     if installed.returncode != 0:
         if REQUIRE_SERVICES:
