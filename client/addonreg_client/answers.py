@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import BadAnswerError
-from .ids import normalize_sha256
+from .ids import InvalidIdentifier, check_version, normalize_sha256
 from .results import (
     CheckResult,
     FileKey,
@@ -67,6 +67,16 @@ def _text(value: Any, what: str, field: str) -> str | None:
     return value
 
 
+def _version(value: Any, what: str) -> str | None:
+    """A version by the contract's rule (1-255 printable characters) or null: what the
+    command prints must not carry a newline or a terminal escape."""
+    _text(value, what, "version")
+    try:
+        return check_version(value)
+    except InvalidIdentifier:
+        raise BadAnswerError(f"{what}: version breaks the rules ({value!r:.40})") from None
+
+
 def _same_file(item: Mapping[str, Any], key: FileKey, what: str) -> None:
     """The item names the file asked about (the service echoes the id exactly and
     the hash as 64 lowercase hex digits)."""
@@ -91,7 +101,7 @@ def _record(body: Any, key: FileKey, status: str, what: str) -> Mapping[str, Any
             f"where the HTTP status says {status!r}"
         )
     _serial(record.get("serial"), what)
-    _text(record.get("version"), what, "version")
+    _version(record.get("version"), what)
     _text(record.get("updated_at"), what, "updated_at")
     return record
 
@@ -138,7 +148,7 @@ def lookup_results(body: Any, keys: Sequence[FileKey]) -> list[CheckResult]:
             raise BadAnswerError(
                 f"{where}: status {str(status)[:40]!r} is not one of {FILE_STATUSES}"
             )
-        version = _text(item.get("version"), where, "version")
+        version = _version(item.get("version"), where)
         out.append(CheckResult(key[0], key[1], status, version))
     return out
 

@@ -165,6 +165,8 @@ class _Handler(socketserver.StreamRequestHandler):
             return self.send(200, record(addon_id, sha256, sha256=...))
         if scenario == "serial-text":
             return self.send(200, record(addon_id, sha256, serial="7"))
+        if scenario == "version-escape":  # a terminal escape for the command to print
+            return self.send(200, record(addon_id, sha256, version="1.0\x1b[2J\nregistered"))
         if scenario == "serial-bool":
             return self.send(200, record(addon_id, sha256, serial=True))
         if scenario == "html":  # a captive portal

@@ -92,6 +92,7 @@ def test_true_answers_are_believed(lookalike):
         ("no-sha256", BadAnswerError, "no sha256"),
         ("serial-text", BadAnswerError, "serial must be a positive integer"),
         ("serial-bool", BadAnswerError, "serial must be a positive integer"),
+        ("version-escape", BadAnswerError, "version breaks the rules"),
         ("html", BadAnswerError, "not an addonreg answer: text/html"),
         ("not-json", BadAnswerError, "not valid application/json"),
         ("deep-json", BadAnswerError, "not valid application/json"),
@@ -280,6 +281,7 @@ def test_a_callers_httpx_client_is_used_and_left_open(lookalike):
         "route-404",
         "plain-404",
         "message-lines",
+        "version-escape",
     ],
 )
 def test_the_command_exits_3_with_one_line_for_every_bad_answer(lookalike, scenario):
