@@ -547,14 +547,15 @@ class LookupLogic(Engine):
         results: list[CheckResult | None] = [self._from_filter(k) or self._cached(k) for k in keys]
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
-            until = self.until()
-            info = yield from self._info(until)
+            info = yield from self._info(self.until())
             size = min(info.max_lookup, MAX_CHUNK)
             for start in range(0, len(todo), size):
                 chunk = todo[start : start + size]
                 asked = [keys[i] for i in chunk]
                 payload = {"files": [{"addon_id": a, "sha256": s} for a, s in asked]}
-                reply = yield from self._bulk("/v1/lookup", payload, until)
+                # Each chunk its own deadline: a call of many chunks is bounded by
+                # their number, and a large legitimate batch is not cut short.
+                reply = yield from self._bulk("/v1/lookup", payload, self.until())
                 if reply.status != 200:
                     raise reply.error()
                 proved = answers.lookup_results(reply.decoded("POST /v1/lookup"), asked)
@@ -606,15 +607,14 @@ class WriterLogic(LookupLogic):
                 ops.append(Operation.of(o))
             except InvalidRequestError as exc:
                 raise InvalidRequestError(f"operation {i}: {exc}", details=exc.details) from None
-        until = self.until()
-        info = yield from self._info(until)
+        info = yield from self._info(self.until())
         headers = (("Prefer", "respond-async"),) if respond_async else ()
         out: list[Any] = []
         size = min(info.max_write, MAX_CHUNK)
         for start in range(0, len(ops), size):
             chunk = ops[start : start + size]
             payload = {"operations": [op.to_wire() for op in chunk]}
-            reply = yield from self._bulk("/v1/registrations", payload, until, headers, True)
+            reply = yield from self._bulk("/v1/registrations", payload, self.until(), headers, True)
             if reply.status != (202 if respond_async else 200):
                 raise reply.error()
             for op in chunk:

@@ -23,7 +23,8 @@ What every client guarantees:
   body; ``unknown`` only from the service's own ``404`` naming the file.
   Anything else is a :class:`~addonreg_client.errors.BadAnswerError`.
 * **Bounded**: every call ends within ``RetryPolicy.deadline`` (30 s by
-  default) — connect, body, retries and waits; each socket read or write
+  default) — connect, body, retries and waits — and a bulk call within that
+  per chunk it sends; each socket read or write
   within ``timeout`` (10 s, 3 s to connect); no answer larger than
   ``max_response_size`` (8 MiB) is read; no redirect to another origin is
   followed (:class:`~addonreg_client.errors.RedirectRefused`).

@@ -19,9 +19,10 @@ for. The rules this module follows:
    broken ``Retry-After: 999999`` cannot stall a client for days).
 3. **A success ends back-off**: the count of consecutive failures is per
    call, and starts again at zero with the next call.
-4. **Bounded**: at most ``attempts`` tries per request, and every call —
-   connect, request, the answer's body, the retries and the waits — ends
-   within ``deadline`` seconds of its start; a ``Retry-After`` longer than
+4. **Bounded**: at most ``attempts`` tries per request, and every request —
+   connect, sending, the answer's body, the retries and the waits — ends
+   within ``deadline`` seconds of its start (a call is one request, or one
+   per chunk of a bulk call); a ``Retry-After`` longer than
    what is left is not waited for — the call fails at once with
    :class:`~addonreg_client.errors.UnavailableError` carrying the server's
    wait, for the caller to schedule.
