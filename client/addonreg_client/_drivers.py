@@ -7,11 +7,13 @@ auth) and reads the answer in full within the effect's size cap and
 deadline, or sleeps. Nothing else: what to send, retry and believe is the
 core's.
 
-The async driver bounds each exchange with ``asyncio.timeout``: a body
-dripped a byte at a time is cut at the deadline. The blocking one cannot
-interrupt a read in progress: each socket read waits at most what was left
-of the call when the request was sent, and the deadline is checked after
-every chunk, so a drip ends at the first chunk past the deadline.
+The async driver bounds each exchange with ``asyncio.timeout``; the blocking
+one, with a client of its own, sends over :class:`~._bounded.BoundedTransport`,
+whose every socket wait ends by the call's deadline. Either way an answer
+dripped a byte at a time — its head or its body — is cut at the deadline.
+With a caller's ``httpx.Client`` the blocking driver checks the deadline
+between chunks of the body, and each socket wait is that client's own
+timeout, no longer than what was left of the call when the request was sent.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from ._bounded import BoundedTransport, deadline
 from ._core import BodyLimit, Effect, Reply, Send, Sleep, Steps
 from .errors import DeadlineExceeded
 
@@ -60,7 +63,9 @@ class SyncDriver:
             raise ValueError("give an httpx client or a transport, not both")
         self.clock = clock
         self.owns_http = http is None
-        self.http = http if http is not None else httpx.Client(transport=transport)
+        if http is None:
+            http = httpx.Client(transport=transport or BoundedTransport())
+        self.http = http
 
     def run(self, steps: Steps[T]) -> T:
         outcome: Any = None
@@ -72,7 +77,8 @@ class SyncDriver:
         if isinstance(effect, Sleep):
             return time.sleep(effect.seconds)
         try:
-            return self._exchange(effect)
+            with deadline(self.clock, effect.until):
+                return self._exchange(effect)
         except DeadlineExceeded as exc:
             return exc
         except _HTTPX_ERRORS as exc:

@@ -222,6 +222,8 @@ class _Handler(socketserver.StreamRequestHandler):
                 "message": "a\nb\r\nc" * 500,
             }
             return self.send(400, error)
+        if scenario == "header-drip":  # the head itself, a byte every 2 s
+            return self.stream(b"HTTP/1.1 200 OK\r\nX-Slow: ", 1000, b"x", every=DRIP_EVERY)
         return self.send(500, {"code": 500, "errno": 999, "message": f"no scenario {scenario}"})
 
     def lookup(self, scenario: str, files: list[dict], accept: str) -> None:
