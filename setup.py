@@ -36,6 +36,7 @@ setup(
         # GET /__api__ as JSON; addonreg.client and its commands (check, register…).
         "PyYAML>=6.0,<7",
         "httpx>=0.27,<0.29",
+        "httpcore>=1.0,<2",  # addonreg_client's deadline-bound sockets (httpx's own)
     ],
     extras_require={
         "test": [
