@@ -18,10 +18,10 @@ serve: $(STAMP)
 	$(VENV)/bin/addonreg serve --config config/development.ini
 
 # Format, lint and types first (a finding fails the run), then the suite.
-# `$(VENV)/bin/ruff format addonreg tests bench` applies the formatting.
+# `$(VENV)/bin/ruff format addonreg client tests bench` applies the formatting.
 test: $(STAMP)
-	$(VENV)/bin/ruff format --check addonreg tests bench
-	$(VENV)/bin/ruff check addonreg tests bench
+	$(VENV)/bin/ruff format --check addonreg client tests bench
+	$(VENV)/bin/ruff check addonreg client tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 

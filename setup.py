@@ -4,7 +4,11 @@ setup(
     name="addonreg",
     version="0.1.0",
     description="Add-on file registration service: is this add-on file registered with AMO?",
-    packages=find_packages(include=["addonreg", "addonreg.*"]),
+    # The client library (client/, its own distribution "addonreg-client") is
+    # packaged here too, so that `pip install -e .` on a clean checkout gives the
+    # server and its commands everything, with no index lookup for the client.
+    packages=find_packages(include=["addonreg", "addonreg.*"]) + ["addonreg_client"],
+    package_dir={"addonreg_client": "client/addonreg_client"},
     # The OpenAPI document GET /__api__ serves (a link to docs/openapi.yaml).
     package_data={"addonreg": ["openapi.yaml"]},
     python_requires=">=3.11",
@@ -32,6 +36,7 @@ setup(
         # GET /__api__ as JSON; addonreg.client and its commands (check, register…).
         "PyYAML>=6.0,<7",
         "httpx>=0.27,<0.29",
+        "httpcore>=1.0,<2",  # addonreg_client's deadline-bound sockets (httpx's own)
     ],
     extras_require={
         "test": [

@@ -12,7 +12,7 @@ service never answers "unknown" because its storage failed.
 
 from pathlib import Path
 
-from addonreg.client import LookupClient, server_url, sha256_file
+from addonreg_client import LookupClient, server_url, sha256_file
 
 ADDON_ID = "quickstart@example.com"
 EXAMPLE = Path(__file__).with_name("quickstart.xpi")  # a tiny add-on file

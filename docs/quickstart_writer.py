@@ -9,12 +9,12 @@ credential)::
 
 Every call signs its request with Hawk, retries what the service asks to be
 retried (a 503, errno 204 "outcome unknown" included: writes are idempotent)
-and raises an :class:`addonreg.client.AddonregError` for anything else.
+and raises an :class:`addonreg_client.AddonregError` for anything else.
 """
 
 from pathlib import Path
 
-from addonreg.client import Operation, WriterClient, sha256_file
+from addonreg_client import Operation, WriterClient, sha256_file
 
 ADDON_ID = "quickstart@example.com"
 EXAMPLE = Path(__file__).with_name("quickstart.xpi")  # a tiny add-on file

@@ -23,6 +23,8 @@ from addonreg.client import (
     AsyncWriterClient,
     AuthenticationError,
     CheckResult,
+    Credentials,
+    HawkAuth,
     LookupClient,
     NotFoundError,
     Operation,
@@ -225,6 +227,20 @@ def test_a_replayed_hawk_request_is_refused(server):
     assert replay.json()["errno"] == 105
 
 
+def test_hawk_auth_signs_any_httpx_request(server):
+    """HawkAuth is an httpx.Auth: a plain httpx client writes with it, each request
+    signed anew (the second PUT is not refused as a replay)."""
+    url = f"{server.base}/v1/addons/{addon()}/files/{sha(1)}"
+    auth = HawkAuth(Credentials("amo", CREDS["amo"]))
+    with httpx.Client(auth=auth) as http:
+        headers = {"Content-Type": "application/json"}
+        first = http.put(url, content=b'{"version": "1"}', headers=headers)
+        again = http.put(url, content=b'{"version": "1"}', headers=headers)
+        unsigned = httpx.put(url, content=b"{}", headers=headers)
+    assert (first.status_code, again.status_code, unsigned.status_code) == (201, 200, 401)
+    assert CREDS["amo"] not in repr(auth)
+
+
 def test_connection_failures_are_retried_then_raised():
     recorder = Recorder()
     policy = RetryPolicy(attempts=3, base=0.01)
@@ -237,12 +253,19 @@ def test_connection_failures_are_retried_then_raised():
     assert all(e.status is None for e in recorder.log)
 
 
-class FakeFilter:
-    """What the offline filter's reader offers the clients: ``serial`` and ``status``."""
+def utc(seconds_ago: float) -> str:
+    """A filter's ``built_at``, that many seconds ago."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - seconds_ago))
 
-    def __init__(self, serial: int, answers: dict) -> None:
+
+class FakeFilter:
+    """What the offline filter's reader offers the clients: ``serial``, ``built_at``
+    (the signed index's) and ``status``."""
+
+    def __init__(self, serial: int, answers: dict, built_at: str | None = None) -> None:
         self.serial = serial
         self.answers = answers
+        self.built_at = built_at if built_at is not None else utc(60)
 
     def status(self, addon_id: str, sha256: str) -> str:
         return self.answers.get((addon_id, sha256), "not-in-filter")
@@ -339,3 +362,32 @@ def test_503_retry_after_is_honoured_and_a_retry_is_signed_anew(mysql_link):
     finally:
         link.restore()
         proc.stop()
+
+
+def test_a_filter_past_its_maximum_age_is_not_used(server):
+    """A validly signed but old filter would say "registered" for a file revoked since:
+    past ``filter_max_age`` (default 7 days, the service's ``filter_max_base_age``) the
+    client asks the service; a reader with no ``built_at`` is never used."""
+    ident = addon()
+    with writer(server) as amo:
+        serial = amo.register(ident, sha(1), "1").serial
+    says_registered = {(ident, sha(1)): "registered"}
+    old = FakeFilter(serial, says_registered, built_at=utc(8 * 86400))
+    undated = FakeFilter(serial, {(ident, sha(1)): "revoked"}, built_at="")
+    default = LookupClient(server.base, cache_size=1, filter=old)
+    longer = LookupClient(server.base, cache_size=1, filter=old, filter_max_age=9 * 86400)
+    plain = LookupClient(server.base, cache_size=1, filter=undated)
+    with default, longer, plain:
+        for client in (default, longer, plain):  # each confirms the file with the service
+            assert client.check(ident, sha(1)).registered
+        with writer(server) as amo:
+            amo.revoke(ident, sha(1))
+        for client in (default, longer, plain):
+            client.check(ident, sha(2))  # evicts sha(1) from the one-entry HTTP cache
+        assert default.check(ident, sha(1)).status == "revoked"  # the service's: 8 days > 7
+        assert plain.check(ident, sha(1)).status == "revoked"  # the service's, not the filter's
+        assert plain.check(ident, sha(1)).source != "filter"
+        # Settable: with 9 days the old filter is still used (and is wrong, as old filters are)
+        assert longer.check(ident, sha(1)) == CheckResult(
+            ident, sha(1), "registered", "1", serial, "filter"
+        )

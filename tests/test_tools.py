@@ -58,8 +58,14 @@ def test_hash_check_register_revoke_and_their_exit_codes(tmp_path, server_proces
     assert "registered (new)" in registered.stdout
     assert CREDS["amo"] not in registered.stdout + registered.stderr
 
+    # A 404 of no such route (a wrong --server) is not "unknown": an error
+    typo = addonreg(*check[:-1], proc.base + "/typo")
+    assert typo.returncode == EXIT_ERROR, (typo.stdout, typo.stderr)
+    assert "no such resource" in typo.stderr and typo.stdout == ""
+
     as_json = addonreg(*check, "--json")
     assert as_json.returncode == EXIT_REGISTERED
+    assert addonreg(*check[:-1], proc.base + "/typo").returncode == EXIT_ERROR  # registered
     assert json.loads(as_json.stdout) == {
         "addon_id": "fx@example.com",
         "sha256": digest,
@@ -96,7 +102,8 @@ def test_hash_check_register_revoke_and_their_exit_codes(tmp_path, server_proces
     assert down.returncode == EXIT_ERROR and "cannot reach" in down.stderr
     assert addonreg("hash", str(tmp_path / "absent.xpi")).returncode == EXIT_ERROR
     bad_id = addonreg("check", "--sha256", digest, "--addon-id", "not-an-id", *server)
-    assert bad_id.returncode == EXIT_ERROR and "400" in bad_id.stderr
+    # Refused before anything is sent (the contract's rules, the service's own)
+    assert bad_id.returncode == EXIT_ERROR and "addon_id must be" in bad_id.stderr
 
 
 def test_usage_errors_are_not_answers():

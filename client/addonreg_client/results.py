@@ -1,4 +1,4 @@
-"""What :mod:`addonreg.client` returns: frozen dataclasses, one per kind of answer.
+"""What :mod:`addonreg_client` returns: frozen dataclasses, one per kind of answer.
 
 * :class:`CheckResult` — a file's status (``registered``, ``revoked`` or
   ``unknown``) with the version and, when the answer came with one, the
@@ -16,6 +16,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from .errors import InvalidRequestError
+from .ids import InvalidIdentifier, check_addon_id, check_sha256, check_version
+
 __all__ = [
     "CheckResult",
     "FileKey",
@@ -25,7 +28,8 @@ __all__ = [
     "Source",
     "Status",
     "WriteResult",
-    "normalize_key",
+    "checked_key",
+    "checked_version",
 ]
 
 Status = Literal["registered", "revoked", "unknown"]
@@ -34,16 +38,26 @@ FileKey = tuple[str, str]
 """``(addon_id, sha256)``; the hash as 64 lowercase hex digits."""
 
 
-def normalize_key(addon_id: str, sha256: str) -> FileKey:
-    """``(addon_id, sha256)`` with the hash lowercased and without a ``sha256:`` prefix.
+def checked_key(addon_id: Any, sha256: Any) -> FileKey:
+    """``(addon_id, sha256)`` by the contract's rules (:mod:`addonreg_client.ids`):
+    the id exactly as given, the hash as 64 lowercase hex digits (a ``sha256:``
+    prefix accepted). Anything else is refused here, before it reaches a URL:
+    :class:`~addonreg_client.errors.InvalidRequestError` (``status`` None)."""
+    try:
+        return check_addon_id(addon_id), check_sha256(sha256)
+    except InvalidIdentifier as exc:
+        raise InvalidRequestError(
+            f"{exc} (got {str(addon_id if exc.field == 'addon_id' else sha256)[:80]!r})",
+            details={"field": exc.field},
+        ) from None
 
-    Ids are kept as given: the service compares them exactly. Nothing else is
-    checked here; the service says what breaks its rules (a ``400``).
-    """
-    digest = sha256.strip()
-    if digest[:7].lower() == "sha256:":
-        digest = digest[7:]
-    return addon_id, digest.lower()
+
+def checked_version(version: Any) -> str | None:
+    """A version by the contract's rules (1-255 printable characters), or None."""
+    try:
+        return check_version(version)
+    except InvalidIdentifier as exc:
+        raise InvalidRequestError(str(exc), details={"field": "version"}) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,22 +92,6 @@ class WriteResult:
     updated_at: str | None = None
     created: bool | None = None
 
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any], created: bool | None = None) -> WriteResult:
-        return cls(
-            record["addon_id"],
-            record["sha256"],
-            record["status"],
-            record["serial"],
-            record.get("version"),
-            record.get("updated_at"),
-            created,
-        )
-
-    @classmethod
-    def from_item(cls, item: Mapping[str, Any]) -> WriteResult:
-        return cls(item["addon_id"], item["sha256"], item["status"], item.get("serial"))
-
 
 @dataclasses.dataclass(frozen=True)
 class Job:
@@ -106,14 +104,6 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.status in ("done", "failed")
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> Job:
-        return cls(
-            body["job"],
-            body["status"],
-            [WriteResult.from_item(i) for i in body.get("results") or ()],
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,9 +126,26 @@ class Operation:
     @classmethod
     def of(cls, value: Operation | Mapping[str, Any]) -> Operation:
         """An :class:`Operation`, or a mapping with its fields (``{"op", "addon_id", …}``)."""
-        if isinstance(value, Operation):
-            return value
-        return cls(value["op"], value["addon_id"], value["sha256"], value.get("version"))
+        if not isinstance(value, Operation):
+            if not isinstance(value, Mapping) or "op" not in value:
+                raise InvalidRequestError(f"not an operation: {value!r:.80}")
+            value = cls(
+                value["op"],
+                value.get("addon_id", ""),
+                value.get("sha256", ""),
+                value.get("version"),
+            )
+        return value.checked()
+
+    def checked(self) -> Operation:
+        """This operation by the contract's rules (the hash normalised), or
+        :class:`~addonreg_client.errors.InvalidRequestError`."""
+        if self.op not in ("register", "revoke"):
+            raise InvalidRequestError(f"op must be 'register' or 'revoke', got {self.op!r:.40}")
+        addon_id, sha256 = checked_key(self.addon_id, self.sha256)
+        return dataclasses.replace(
+            self, addon_id=addon_id, sha256=sha256, version=checked_version(self.version)
+        )
 
     def to_wire(self) -> dict[str, Any]:
         item: dict[str, Any] = {"op": self.op, "addon_id": self.addon_id, "sha256": self.sha256}
@@ -155,13 +162,3 @@ class ServiceInfo:
     max_lookup: int
     max_write: int
     settings: Mapping[str, Any]
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> ServiceInfo:
-        settings = body.get("settings") or {}
-        return cls(
-            str(body.get("project_version", "")),
-            int(settings.get("max_lookup", 1000)),
-            int(settings.get("max_write", 5000)),
-            dict(settings),
-        )

@@ -4,15 +4,33 @@
 registered?" for browsers and tools; :class:`WriterClient` /
 :class:`AsyncWriterClient` are AMO's, signing every write with Hawk, and can
 also check. Each flavour's methods have the same names, arguments and results
-(the async ones are coroutines); their logic is written once, in
-:mod:`addonreg.client._core`.
+(the async ones are coroutines). Each is built by composition: its logic
+(:mod:`addonreg_client._core`, written once, without I/O) and a driver
+(:mod:`addonreg_client._drivers`: ``httpx.Client`` and ``time.sleep``, or
+``httpx.AsyncClient`` and ``asyncio.sleep``). Pass ``http=`` an ``httpx``
+client of your own (proxies, TLS settings, connection limits): the client
+uses it and leaves closing it to you.
 
 What every client guarantees:
 
-* **Timeouts** on every request (10 s, 3 s to connect, by default).
+* **It validates before it asks**: every ``addon_id``, ``sha256`` and
+  ``version`` is checked by the contract's rules (:mod:`addonreg_client.ids`,
+  the service's own) before it is put in a URL or a body;
+  :class:`~addonreg_client.errors.InvalidRequestError` otherwise.
+* **It proves every answer** (:mod:`addonreg_client.answers`): the record is
+  about the file asked, a bulk answer has one result per file in order,
+  every status and type is the contract's, the HTTP status agrees with the
+  body; ``unknown`` only from the service's own ``404`` naming the file.
+  Anything else is a :class:`~addonreg_client.errors.BadAnswerError`.
+* **Bounded**: every call ends within ``RetryPolicy.deadline`` (30 s by
+  default) — connect, body, retries and waits — and a bulk call within that
+  per chunk it sends; each socket read or write
+  within ``timeout`` (10 s, 3 s to connect); no answer larger than
+  ``max_response_size`` (8 MiB) is read; no redirect to another origin is
+  followed (:class:`~addonreg_client.errors.RedirectRefused`).
 * **Retries** of ``503`` (``502``/``504``) and connection failures only, with
   exponential back-off and full jitter, capped, never sooner than the
-  server's ``Retry-After`` (:mod:`addonreg.client.retry` names the Safe
+  server's ``Retry-After`` (:mod:`addonreg_client.retry` names the Safe
   Browsing v4 rules it follows). Writes are idempotent, so they are retried
   too, errno 204 ("outcome unknown") included; each attempt is signed anew.
 * **Chunking** to the limits the service advertises on ``GET /v1/`` (read
@@ -20,17 +38,21 @@ What every client guarantees:
   operations per bulk write. Each chunk is its own all-or-nothing request:
   when one fails, those before it are written (send them all again: writes
   are idempotent).
-* **MessagePack** on the wire for bulk requests and answers.
+* **MessagePack** on the wire for bulk requests and answers (JSON when
+  ``msgpack`` is not installed).
 * **Caching** of single-file answers as their ``Cache-Control`` allows, with
-  ``If-None-Match`` revalidation (:mod:`addonreg.client.cache`).
-* **An offline filter**, when given (an object with ``status(addon_id,
-  sha256)`` -> ``"registered"|"revoked"|"not-in-filter"`` and ``serial``), is
-  used only where it is certain: ``revoked`` always (not registered, either
-  way); ``registered`` only for a file this client saw the service answer
-  ``registered`` (single checks, which carry the serial) at a serial no
-  later than the filter's; anything else goes to the service.
-* Typed results (:mod:`addonreg.client.results`), one exception hierarchy
-  (:mod:`addonreg.client.errors`), and credentials never in a ``repr``, a log
+  ``If-None-Match`` revalidation (:mod:`addonreg_client.cache`).
+* **An offline filter**, when given (``addonreg.filter.FilterReader.from_index``:
+  ``status(addon_id, sha256)`` -> ``"registered"|"revoked"|"not-in-filter"``,
+  ``serial`` and the signed ``built_at``), is used only while it is younger
+  than ``filter_max_age`` (7 days, the service's ``filter_max_base_age``; a
+  reader without ``built_at`` is never used) and only where it is certain:
+  ``revoked`` always (not registered, either way); ``registered`` only for a
+  file this client saw the service answer ``registered`` (single checks,
+  which carry the serial) at a serial no later than the filter's; anything
+  else goes to the service.
+* Typed results (:mod:`addonreg_client.results`), one exception hierarchy
+  (:mod:`addonreg_client.errors`), and credentials never in a ``repr``, a log
   line or an exception.
 
 A blocking client may be shared between threads (``httpx.Client`` is
@@ -45,8 +67,12 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, overload
 
-from ._core import DEFAULT_SERVER, Credentials, FileLike, LookupLogic, WriterLogic
+import httpx
+
+from ._core import DEFAULT_SERVER, FileLike, FilterReader, LookupLogic, WriterLogic
 from ._drivers import AsyncDriver, SyncDriver
+from .auth import Credentials
+from .cache import ResponseCache
 from .errors import AddonregError
 from .results import CheckResult, Job, Operation, ServiceInfo, WriteResult
 
@@ -86,53 +112,130 @@ def server_url(server: str | None = None, environ: Mapping[str, str] | None = No
     return server or env.get(ENV_SERVER) or DEFAULT_SERVER
 
 
-class LookupClient(SyncDriver, LookupLogic):
+class _Face:
+    """What the four clients share: their logic, and its settings as attributes."""
+
+    _logic: LookupLogic
+
+    @property
+    def server(self) -> str:
+        return self._logic.server
+
+    @property
+    def cache(self) -> ResponseCache:
+        """The HTTP cache of single-file answers."""
+        return self._logic.cache
+
+    @property
+    def filter(self) -> FilterReader | None:
+        """The offline filter (may be replaced by a newer one at any time)."""
+        return self._logic.filter
+
+    @filter.setter
+    def filter(self, reader: FilterReader | None) -> None:
+        self._logic.filter = reader
+
+    def __repr__(self) -> str:
+        return repr(self._logic).replace(type(self._logic).__name__, type(self).__name__, 1)
+
+
+class LookupClient(_Face):
     """Checks files against one addonreg server, blocking.
 
     ``LookupClient(server="http://127.0.0.1:8000", *, timeout=…, retry=RetryPolicy(),
-    cache_size=10000, filter=None, transport=None)``; ``transport`` is an
-    ``httpx`` transport (a proxy, a counting wrapper in tests).
+    max_response_size=8 MiB, cache_size=10000, filter=None, filter_max_age=7 days,
+    http=None, transport=None)``; ``http`` is an ``httpx.Client`` of the
+    caller's, ``transport`` an ``httpx`` transport for the client's own.
 
     >>> with LookupClient("https://addonreg.example") as client:  # doctest: +SKIP
     ...     client.check("fx@example.com", sha256_file("fx.xpi")).registered
     True
     """
 
+    _logic_class: type[LookupLogic] = LookupLogic
+
+    def __init__(
+        self,
+        server: str = DEFAULT_SERVER,
+        *,
+        http: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+        **options: Any,
+    ) -> None:
+        self._logic = self._logic_class(server, **options)
+        self._driver = SyncDriver(self._logic.clock, http, transport)
+
+    def close(self) -> None:
+        """Close the connections (the client cannot be used afterwards)."""
+        self._driver.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def check(self, addon_id: str, sha256: str) -> CheckResult:
         """One file (``GET /v1/addons/{addon_id}/files/{sha256}``, through the cache)."""
-        return self._run(self._check(addon_id, sha256))
+        return self._driver.run(self._logic._check(addon_id, sha256))
 
     def check_many(self, files: Iterable[FileLike]) -> list[CheckResult]:
         """Many files — ``(addon_id, sha256)`` pairs or ``{"addon_id", "sha256"}`` — in order."""
-        return self._run(self._check_many(files))
+        return self._driver.run(self._logic._check_many(files))
 
     def service_info(self) -> ServiceInfo:
         """``GET /v1/`` (read once per client)."""
-        return self._run(self._info())
+        return self._driver.run(self._logic._info(self._logic.until()))
 
 
-class AsyncLookupClient(AsyncDriver, LookupLogic):
+class AsyncLookupClient(_Face):
     """:class:`LookupClient` on asyncio: the same methods, as coroutines."""
+
+    _logic_class: type[LookupLogic] = LookupLogic
+
+    def __init__(
+        self,
+        server: str = DEFAULT_SERVER,
+        *,
+        http: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **options: Any,
+    ) -> None:
+        self._logic = self._logic_class(server, **options)
+        self._driver = AsyncDriver(self._logic.clock, http, transport)
+
+    async def aclose(self) -> None:
+        """Close the connections (the client cannot be used afterwards)."""
+        await self._driver.aclose()
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def check(self, addon_id: str, sha256: str) -> CheckResult:
         """One file (``GET /v1/addons/{addon_id}/files/{sha256}``, through the cache)."""
-        return await self._run(self._check(addon_id, sha256))
+        return await self._driver.run(self._logic._check(addon_id, sha256))
 
     async def check_many(self, files: Iterable[FileLike]) -> list[CheckResult]:
         """Many files — ``(addon_id, sha256)`` pairs or ``{"addon_id", "sha256"}`` — in order."""
-        return await self._run(self._check_many(files))
+        return await self._driver.run(self._logic._check_many(files))
 
     async def service_info(self) -> ServiceInfo:
         """``GET /v1/`` (read once per client)."""
-        return await self._run(self._info())
+        return await self._driver.run(self._logic._info(self._logic.until()))
 
 
-class WriterClient(LookupClient, WriterLogic):
+class WriterClient(LookupClient):
     """AMO's client, blocking: Hawk-signed writes, and every :class:`LookupClient` method.
 
     ``WriterClient(server, client_id, key, **options)``, or
     :meth:`from_environment`.
     """
+
+    _logic_class = WriterLogic
+    _logic: WriterLogic
 
     def __init__(self, server: str, client_id: str, key: str, **options: Any) -> None:
         super().__init__(server, credentials=Credentials(client_id, key), **options)
@@ -148,11 +251,11 @@ class WriterClient(LookupClient, WriterLogic):
 
     def register(self, addon_id: str, sha256: str, version: str | None = None) -> WriteResult:
         """``PUT``: register (again) a file; ``created`` says whether it was new."""
-        return self._run(self._register(addon_id, sha256, version))
+        return self._driver.run(self._logic._register(addon_id, sha256, version))
 
     def revoke(self, addon_id: str, sha256: str) -> WriteResult:
         """``DELETE``: revoke a file; :class:`NotFoundError` when it is unknown."""
-        return self._run(self._revoke(addon_id, sha256))
+        return self._driver.run(self._logic._revoke(addon_id, sha256))
 
     @overload
     def register_many(
@@ -169,20 +272,23 @@ class WriterClient(LookupClient, WriterLogic):
     ) -> list[WriteResult] | list[str]:
         """``POST /v1/registrations`` in chunks of ``max_write``: each operation's result,
         or with ``respond_async`` the job id of each chunk (see :meth:`wait_for_job`)."""
-        return self._run(self._write_many(operations, respond_async))
+        return self._driver.run(self._logic._write_many(operations, respond_async))
 
     def job(self, job_id: str) -> Job:
         """``GET /v1/jobs/{id}``: the job's state now."""
-        return self._run(self._job(job_id))
+        return self._driver.run(self._logic._job(job_id))
 
     def wait_for_job(self, job_id: str, timeout: float = 60.0, interval: float = 0.2) -> Job:
         """Poll the job until ``done`` or ``failed`` (the wait doubles up to 2 s);
         :class:`JobTimeout` after ``timeout`` seconds."""
-        return self._run(self._wait_for_job(job_id, timeout, interval))
+        return self._driver.run(self._logic._wait_for_job(job_id, timeout, interval))
 
 
-class AsyncWriterClient(AsyncLookupClient, WriterLogic):
+class AsyncWriterClient(AsyncLookupClient):
     """:class:`WriterClient` on asyncio: the same methods, as coroutines."""
+
+    _logic_class = WriterLogic
+    _logic: WriterLogic
 
     def __init__(self, server: str, client_id: str, key: str, **options: Any) -> None:
         super().__init__(server, credentials=Credentials(client_id, key), **options)
@@ -197,11 +303,11 @@ class AsyncWriterClient(AsyncLookupClient, WriterLogic):
 
     async def register(self, addon_id: str, sha256: str, version: str | None = None) -> WriteResult:
         """``PUT``: register (again) a file; ``created`` says whether it was new."""
-        return await self._run(self._register(addon_id, sha256, version))
+        return await self._driver.run(self._logic._register(addon_id, sha256, version))
 
     async def revoke(self, addon_id: str, sha256: str) -> WriteResult:
         """``DELETE``: revoke a file; :class:`NotFoundError` when it is unknown."""
-        return await self._run(self._revoke(addon_id, sha256))
+        return await self._driver.run(self._logic._revoke(addon_id, sha256))
 
     @overload
     async def register_many(
@@ -217,12 +323,12 @@ class AsyncWriterClient(AsyncLookupClient, WriterLogic):
         self, operations: Iterable[OperationLike], respond_async: bool = False
     ) -> list[WriteResult] | list[str]:
         """As :meth:`WriterClient.register_many`."""
-        return await self._run(self._write_many(operations, respond_async))
+        return await self._driver.run(self._logic._write_many(operations, respond_async))
 
     async def job(self, job_id: str) -> Job:
         """``GET /v1/jobs/{id}``: the job's state now."""
-        return await self._run(self._job(job_id))
+        return await self._driver.run(self._logic._job(job_id))
 
     async def wait_for_job(self, job_id: str, timeout: float = 60.0, interval: float = 0.2) -> Job:
         """As :meth:`WriterClient.wait_for_job`."""
-        return await self._run(self._wait_for_job(job_id, timeout, interval))
+        return await self._driver.run(self._logic._wait_for_job(job_id, timeout, interval))

@@ -13,13 +13,18 @@ for. The rules this module follows:
    cap here are seconds: ``base`` 0.1 s, ``cap`` 10 s by default.)
 2. **The server's wait wins** (GSB's ``minimumWaitDuration``): no request
    of this client is sent before ``Retry-After`` has passed — not the retry,
-   and not the next call's first attempt either.
+   and not the next call's first attempt either. A wait that would end past
+   a call's deadline is never slept on: that call fails at once (rule 4),
+   and the wait is not remembered for the calls that follow (a hostile or
+   broken ``Retry-After: 999999`` cannot stall a client for days).
 3. **A success ends back-off**: the count of consecutive failures is per
    call, and starts again at zero with the next call.
-4. **Bounded**: at most ``attempts`` tries per request, and no wait that would
-   end after ``deadline`` seconds from the first try; a ``Retry-After``
-   longer than that is not waited for — the call fails at once with
-   :class:`~addonreg.client.errors.UnavailableError` carrying the server's
+4. **Bounded**: at most ``attempts`` tries per request, and every request —
+   connect, sending, the answer's body, the retries and the waits — ends
+   within ``deadline`` seconds of its start (a call is one request, or one
+   per chunk of a bulk call); a ``Retry-After`` longer than
+   what is left is not waited for — the call fails at once with
+   :class:`~addonreg_client.errors.UnavailableError` carrying the server's
    wait, for the caller to schedule.
 
 Only answers that say "try again" are retried: any other status is final,
@@ -42,14 +47,15 @@ RETRY_STATUSES = frozenset((502, 503, 504))
 
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header (the service sends seconds; a date is ignored)."""
-    if value is None or not value.strip().isdigit():
+    if value is None or not value.strip().isdigit() or len(value.strip()) > 12:
         return None
     return float(value.strip())
 
 
 @dataclasses.dataclass(frozen=True)
 class RetryPolicy:
-    """How many tries, and the back-off between them (see the module docstring)."""
+    """How many tries, the back-off between them, and each call's total ``deadline``
+    in seconds (see the module docstring)."""
 
     attempts: int = 4
     base: float = 0.1
@@ -82,8 +88,10 @@ class Attempts:
         """Seconds to wait before this try (the server's wait, rule 2)."""
         return max(0.0, not_before - self.clock())
 
-    def after_failure(self, retry_after: float | None) -> float | None:
-        """A try failed: the wait before the next, or None when no try is left (rule 4).
+    def after_failure(self, retry_after: float | None, until: float | None = None) -> float | None:
+        """A try failed: the wait before the next, or None when no try is left (rule 4):
+        no more tries, or the wait would end past ``until`` (default: ``deadline``
+        seconds after the first try).
 
         The wait is the larger of the back-off and the server's ``Retry-After``.
         """
@@ -91,6 +99,7 @@ class Attempts:
         if self.failures >= self.policy.attempts:
             return None
         wait = max(self.policy.backoff(self.failures), retry_after or 0.0)
-        if self.clock() + wait - self.started > self.policy.deadline:
+        end = until if until is not None else self.started + self.policy.deadline
+        if self.clock() + wait > end:
             return None
         return wait

@@ -1,20 +1,31 @@
-"""The one exception hierarchy of :mod:`addonreg.client`.
+"""The one exception hierarchy of :mod:`addonreg_client`.
 
-Every failure a client method raises is an :class:`AddonregError`, with the
-service's ``status``, ``errno``, ``message`` and ``details`` when the service
-answered (``docs/errors.md``), or ``status=None`` when it could not be reached.
-Subclasses let a caller catch what it can act on:
+Every failure a client method raises is an :class:`AddonregError` — never a
+raw ``httpx``, JSON or ``KeyError`` exception — with the service's
+``status``, ``errno``, ``message`` and ``details`` when the service answered
+(``docs/errors.md``), or ``status=None`` when it could not be reached or the
+request was refused before it was sent. Subclasses let a caller catch what it
+can act on:
 
 * :class:`AuthenticationError` — ``401``: the Hawk credentials are wrong, or
   the clock is more than the allowed skew away from the server's.
 * :class:`NotFoundError` — ``404``: no such file, add-on or job.
 * :class:`TooLargeError` — ``413``: too many items or too large a body (the
   clients chunk to the advertised limits, so this means the limits changed).
-* :class:`InvalidRequestError` — other ``4xx``: an identifier breaks the rules.
+* :class:`InvalidRequestError` — other ``4xx``: an identifier breaks the rules;
+  also raised *before* sending (``status=None``) for an identifier the
+  contract's rules refuse (:mod:`addonreg_client.ids`), so that nothing a
+  caller passes is ever pasted into a URL unchecked.
 * :class:`UnavailableError` — ``503`` (or ``502``/``504``, or no connection)
   after the retries were spent; ``retry_after`` is the server's wait.
   ``outcome_unknown`` is true for errno 204 (a write that may or may not be
-  committed).
+  committed). :class:`DeadlineExceeded`: the call's deadline passed (slow
+  connect, a body dripped out, waits).
+* :class:`BadAnswerError` — the answer is not one the contract allows: not
+  JSON/MessagePack (``not an addonreg answer: text/html``), cut short, about
+  another file, in another order, a status or a type the contract does not
+  have, an HTTP status the body contradicts. :class:`AnswerTooLarge`: larger
+  than the client's cap. :class:`RedirectRefused`: a redirect to another origin.
 * :class:`JobTimeout` — a job was still queued when ``wait_for_job`` gave up.
 
 No exception carries a credential: messages hold the server's text only.
@@ -28,10 +39,14 @@ from typing import Any
 __all__ = [
     "OUTCOME_UNKNOWN",
     "AddonregError",
+    "AnswerTooLarge",
     "AuthenticationError",
+    "BadAnswerError",
+    "DeadlineExceeded",
     "InvalidRequestError",
     "JobTimeout",
     "NotFoundError",
+    "RedirectRefused",
     "TooLargeError",
     "UnavailableError",
     "error_for",
@@ -103,6 +118,22 @@ class UnavailableError(AddonregError):
         return self.errno == OUTCOME_UNKNOWN
 
 
+class DeadlineExceeded(UnavailableError, TimeoutError):
+    """The call's deadline passed before a complete answer (connect, body, waits)."""
+
+
+class BadAnswerError(AddonregError):
+    """The service's answer breaks the contract; nothing in it is believed."""
+
+
+class AnswerTooLarge(BadAnswerError):
+    """The answer is larger than the client's ``max_response_size``: it was not read."""
+
+
+class RedirectRefused(BadAnswerError):
+    """A redirect to another origin (scheme, host, port): not followed."""
+
+
 class JobTimeout(AddonregError, TimeoutError):
     """The job was not finished within ``wait_for_job``'s timeout (it may still finish)."""
 
@@ -111,13 +142,15 @@ class JobTimeout(AddonregError, TimeoutError):
         self.job_id = job_id
 
 
+_MESSAGE_MAX = 1000
 _BY_STATUS = {401: AuthenticationError, 404: NotFoundError, 413: TooLargeError}
 
 
 def error_for(status: int, body: Any, retry_after: float | None = None) -> AddonregError:
     """The exception for an error answer (``body``: the decoded error body, if any)."""
     fields = body if isinstance(body, dict) else {}
-    message = str(fields.get("message") or f"HTTP {status}")
+    # The server's text, bounded: a hostile one could send megabytes.
+    message = str(fields.get("message") or f"HTTP {status}")[:_MESSAGE_MAX]
     errno = fields.get("errno") if isinstance(fields.get("errno"), int) else None
     details = fields.get("details") if isinstance(fields.get("details"), dict) else None
     if status in (502, 503, 504):
