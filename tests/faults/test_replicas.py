@@ -162,6 +162,11 @@ async def test_a_serial_heard_of_keeps_reads_off_a_replica_behind_it(replica_set
         finally:
             blocker.close()
         replica_set.wait_caught_up()
+
+        async def serving() -> bool:
+            return all(n.get("serving", True) for n in await reader.topology())
+
+        await wait_until(serving, "the replica serving reads once it has caught up", 10)
         assert (await reader.get("a@b", sha(1))).version == "2"
         assert reader.counts["read_fallbacks"] == 1  # back on the replica
         assert first.record.serial < second.record.serial

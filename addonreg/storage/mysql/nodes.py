@@ -40,7 +40,15 @@ import pymysql
 from .. import BackendError
 from .sql import GROUP_CONCAT_MAX_LEN
 
-__all__ = ["NodeAddress", "ClusterURL", "parse_url", "NodeState", "Node", "DRIVER_ERRORS"]
+__all__ = [
+    "NodeAddress",
+    "ClusterURL",
+    "parse_url",
+    "NodeState",
+    "Node",
+    "DRIVER_ERRORS",
+    "unreachable",
+]
 
 DRIVER_ERRORS = (pymysql.err.MySQLError, OSError, asyncio.TimeoutError, RuntimeError)
 
@@ -147,6 +155,9 @@ class Node:
         self.pool_size = pool_size
         self.timeout = timeout
         self.state = UNREACHABLE
+        # A serial this node was found behind when a read needed it: reads skip the
+        # node until a look (:meth:`probe`) finds it past (store.py, _read_node).
+        self.wanted = 0
         self._connect_args = dict(
             host=address.host,
             port=address.port,
@@ -205,7 +216,7 @@ class Node:
             pool = await self.reads()
             conn = await asyncio.wait_for(pool.acquire(), self.timeout)
         except (BackendError, *DRIVER_ERRORS) as exc:
-            self.state = _unreachable(exc)
+            self.state = unreachable(exc)
             return self.state
         try:
             self.state = await asyncio.wait_for(self._ask(conn), self.timeout)
@@ -214,7 +225,7 @@ class Node:
             pool.release(conn)
             if not isinstance(exc, DRIVER_ERRORS):
                 raise
-            self.state = _unreachable(exc)
+            self.state = unreachable(exc)
             return self.state
         pool.release(conn)
         return self.state
@@ -273,7 +284,7 @@ class Node:
         self._reads = self._writer = None
 
 
-def _unreachable(exc: BaseException) -> NodeState:
+def unreachable(exc: BaseException) -> NodeState:
     """Why a node did not answer, shown on ``/__heartbeat__``: a kind and a code,
     never the driver's text (it may name hosts, users, SQL)."""
     if isinstance(exc, BackendError) and exc.original is not None:

@@ -67,7 +67,7 @@ from .. import (
     now_us,
     plan,
 )
-from .nodes import DRIVER_ERRORS, Node, NodeState, parse_url
+from .nodes import DRIVER_ERRORS, Node, NodeState, parse_url, unreachable
 from .schema import SCHEMA
 from .sql import NODE_SERIAL, batch_time, from_us, key_list, packed, row_values, unpack
 
@@ -83,6 +83,9 @@ _CHUNK = 5000  # rows per statement: one statement for a full batch
 _DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
 _NO_DATABASE = 1049  # ER_BAD_DB_ERROR
 CATCH_UP = 0.05  # seconds a replica behind what was seen is waited for, before the write node
+# A Galera node's causal read normally waits milliseconds; one that cannot apply
+# (desynced, a global read lock) would hold the read until storage_timeout.
+CAUSAL_TIMEOUT = 0.25
 WATCH_INTERVAL = 0.5  # seconds between two looks at the read nodes
 RECHECK_INTERVAL = 5.0  # after a failover, seconds between two looks at earlier nodes
 _PRUNE_EVERY = 1000  # batches between two prunings of old markers
@@ -202,15 +205,18 @@ class MySQLStore(RegistrationStore):
         pool.release(conn)
         return result
 
-    async def _row(self, node: Node, sql: str, params: Sequence[Any] = ()) -> Any:
-        """The one row of ``sql`` on ``node``'s read pool."""
+    async def _row(
+        self, node: Node, sql: str, params: Sequence[Any] = (), timeout: Optional[float] = None
+    ) -> Any:
+        """The one row of ``sql`` on ``node``'s read pool (within ``timeout``, default
+        ``storage_timeout``)."""
 
         async def work(conn: aiomysql.Connection) -> Any:
             async with conn.cursor() as cur:
                 await cur.execute(sql, params)
                 return await cur.fetchone()
 
-        return await self._run(await node.reads(), work, self.timeout)
+        return await self._run(await node.reads(), work, timeout or self.timeout)
 
     async def _rows(self, node: Node, sql: str, params: Sequence[Any] = ()) -> List[Any]:
         async def work(conn: aiomysql.Connection) -> List[Any]:
@@ -231,6 +237,9 @@ class MySQLStore(RegistrationStore):
         return (
             state.reachable and state.current and (state.lag is None or state.lag <= self.max_lag)
         )
+
+    def _serving(self, node: Node) -> bool:
+        return self._healthy(node) and node.wanted <= (node.state.serial or 0)
 
     def _why_unhealthy(self, state: NodeState) -> str:
         if not state.reachable:
@@ -290,8 +299,10 @@ class MySQLStore(RegistrationStore):
     # Reads ----------------------------------------------------------------
 
     def _read_node(self) -> Optional[Node]:
+        """The first healthy read node, unless it was found behind a serial this process
+        needed and the watcher has not seen it get there since (see :meth:`_read`)."""
         for node in self.read_nodes:
-            if self._healthy(node):
+            if self._serving(node):
                 return node
         return None
 
@@ -304,8 +315,11 @@ class MySQLStore(RegistrationStore):
                 row = await self._row(node, sql, params)
                 if row[-1] is None or row[-1] < self.seen:
                     row = await self._catch_up(node, sql, params)
+                    if row is None:
+                        # Behind: the next reads skip it until the watcher sees it past.
+                        node.wanted = self.seen
             except BackendError as exc:
-                node.state = NodeState(False, error=str(exc.original or exc))
+                node.state = unreachable(exc)
                 log.warning("read node %s failed, reading from the write node: %s", node, exc)
                 row = None
             if row is not None:
@@ -359,7 +373,10 @@ class MySQLStore(RegistrationStore):
         a short wait on a replica; None if it is still behind."""
         self.counts["causal_waits"] += 1
         if node.state.galera:
-            row = await self._row(node, _CAUSAL + sql, params)
+            try:
+                row = await self._row(node, _CAUSAL + sql, params, timeout=CAUSAL_TIMEOUT)
+            except BackendError:  # a node that cannot catch up soon (desynced, locked)
+                return None
             return row if row[-1] is not None and row[-1] >= self.seen else None
         deadline = time.monotonic() + CATCH_UP
         while time.monotonic() < deadline:
@@ -466,7 +483,7 @@ class MySQLStore(RegistrationStore):
             if role == "write":
                 entry["current"] = node is self.writer
             else:
-                entry["serving"] = self._healthy(node)
+                entry["serving"] = self._serving(node)
             shown.append(entry)
         return shown
 
