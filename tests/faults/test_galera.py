@@ -240,3 +240,18 @@ async def test_a_process_reading_from_node_1_sends_the_write_node_nothing(galera
         assert after[2] == before[2]
     finally:
         writer.close()
+
+
+async def test_a_process_that_only_reads_follows_the_write_node_lost(galera, store_on):
+    """No read node: reads go to the write node. It dies; with no write to find out,
+    the next read does, and is answered by the next node (no 503)."""
+    writer = await store_on(galera.url())
+    [applied] = await writer.apply([Operation("register", "reader@b", sha(5), "1")])
+    store = await store_on(galera.url())
+    assert (await store.get("reader@b", sha(5))).serial == applied.record.serial
+    assert await store.heartbeat() is None
+    galera.kill(0)
+    record = await store.get("reader@b", sha(5))
+    assert record is not None and record.serial == applied.record.serial
+    await store.heartbeat()  # the storage check passes on node 1
+    assert store.writer is store.nodes[1] and store.counts["failovers"] == 1
