@@ -189,7 +189,8 @@ def read_spread(b: run.Bench, sc: run.Scenario) -> dict[str, Any]:
     result["write_node_statements"] = write_queries
     result["write_node_queries_per_miss"] = write_queries / (2 * misses)
     result["read_fallbacks"] = sum(m.get("read_fallbacks", 0) for m in metrics)
-    result["markdown"] = [
+    result["markdown"] = [  # a section of the report
+        "",
         "## cluster-read-spread: misses spread over read nodes",
         "",
         f"Two `addonreg serve` over the 3-node list, `storage_read` node 1 and node 2; "
@@ -384,7 +385,8 @@ def write_failover(b: run.Bench, sc: run.Scenario) -> dict[str, Any]:
         "failovers": metrics.get("failovers", 0),
         "outcomes_resolved": metrics.get("outcomes_resolved", 0),
     }
-    result["markdown"] = [
+    result["markdown"] = [  # a section of the report
+        "",
         "## cluster-write-failover: the write node killed",
         "",
         f"One `addonreg serve` over the 3-node list (`storage_timeout` "
@@ -546,7 +548,8 @@ async def _causal_cost(b: run.Bench) -> dict[str, Any]:
     result["galera_behind_first_added_ms"] = (
         result["galera_behind_first_ms"] - result["store_get_ms"]
     )
-    result["markdown"] = [
+    result["markdown"] = [  # a section of the report
+        "",
         "## cluster-causal-cost: what a causal read costs",
         "",
         f"In-process `MySQLStore` reading from Galera node 1 (the same one-file SELECT the "
@@ -680,7 +683,8 @@ def freshness(b: run.Bench, sc: run.Scenario) -> dict[str, Any]:
                 fell_back.get("read_fallbacks", 0),
             )
         )
-    result["markdown"] = [
+    result["markdown"] = [  # a section of the report
+        "",
         "## cluster-freshness: a write on one process, answered by another reading from node 1",
         "",
         "The writer reads and writes on node 0; the reader's `storage_read` is node 1. For "
@@ -772,7 +776,8 @@ def async_loss(b: run.Bench, sc: run.Scenario) -> dict[str, Any]:
             row[2] for row in rows if row[0] == mode.replace("_", "-")
         )
     result["rounds_per_mode"] = a.cluster_loss_rounds
-    result["markdown"] = [
+    result["markdown"] = [  # a section of the report
+        "",
         "## cluster-async-loss: the primary killed, the replica promoted",
         "",
         f"A primary with one GTID replica on loopback; one `addonreg serve` over the list "

@@ -101,8 +101,7 @@ NOTES = {
         "with the harness's shortened group-communication timeouts, a primary with a GTID "
         "replica), on a 2-core machine shared with other engineers: every figure here is "
         "indicative, and what needs a network (replication lag, what asynchronous "
-        "replication loses) is at its best here. The rounds × seconds line does not apply: "
-        "every scenario of this family is a probe."
+        "replication loses) is at its best here."
     ),
 }
 NOT_MET = (
@@ -232,11 +231,15 @@ def markdown(
             f"{os.getloadavg()[0]:.2f} at the end of this family (other engineers share the "
             f"machine); {m['pinning']}"
         ),
-        (
+    ]
+    lines += (
+        []
+        if all(sc.probe for sc in scenarios)
+        else [
             f"- {a.rounds} rounds × {a.duration} s per target, target and baseline alternated; "
             f"medians; `wrk -t1 --latency`; {a.processes} `addonreg serve` process(es)"
-        ),
-    ]
+        ]
+    )
     lines += [f"- {NOTES[family]}"] if family in NOTES else []
     for name, d in b.datasets.items():
         if name == family or (family == "memory" and name == "reads"):

@@ -950,13 +950,13 @@ def estimate_seconds(args: argparse.Namespace, scenarios: Sequence[Scenario]) ->
         + (a.rows * 6e-5 + 6) * ("memory" in families)
         + (a.static_rows / 7000 + 3) * ("static" in families)
         + 25e-6 * sum(map(int, a.filter_sizes.split(","))) * ("filter" in families)
-        # Galera up ~15 s; a kill and the node's return ~16 s; each replica-set round ~6 s.
+        # Galera up ~12 s; a kill and the node's return ~12 s; a replica-set round ~3 s + load.
         + (
-            40
-            + 16 * a.cluster_kills
-            + 0.05 * a.cluster_calls
-            + 0.06 * a.cluster_writes
-            + 2 * a.cluster_loss_rounds * (a.cluster_load_s + 6)
+            30
+            + 12 * a.cluster_kills
+            + 0.004 * a.cluster_calls
+            + 0.08 * a.cluster_writes
+            + 2 * a.cluster_loss_rounds * (a.cluster_load_s + 3)
         )
         * ("cluster" in families)
     )
@@ -1034,8 +1034,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops all
     print(
         f"bench: {len(chosen)} scenarios, about {estimate_seconds(args, chosen) / 60:.1f} min "
-        f"(plus {args.rows / 25_000 / 60:.1f} min if the read set must be seeded); "
-        f"results in {out}",
+        + (
+            f"(plus {args.rows / 25_000 / 60:.1f} min if the read set must be seeded)"
+            if {"reads", "memory"} & {sc.family for sc in chosen}
+            else ""
+        )
+        + f"; results in {out}",
         file=sys.stderr,
     )
     with tempfile.TemporaryDirectory(prefix="addonreg-bench-") as tmp:
