@@ -371,7 +371,7 @@ def write_failover(b: run.Bench, sc: run.Scenario) -> dict[str, Any]:
     q = cuts(gaps)
     result = {
         "kills": len(gaps),
-        "unavailable_s": gaps,
+        "unavailable_s": [round(gap, 3) for gap in gaps],
         "unavailable_p50_s": q["p50"],
         "unavailable_p99_s": q["p99"],
         "unavailable_max_s": max(gaps),

@@ -1033,9 +1033,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "logs").mkdir(parents=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops all
     print(
-        f"bench: {len(chosen)} scenarios, about {estimate_seconds(args, chosen) / 60:.1f} min "
+        f"bench: {len(chosen)} scenarios, about {estimate_seconds(args, chosen) / 60:.1f} min"
         + (
-            f"(plus {args.rows / 25_000 / 60:.1f} min if the read set must be seeded)"
+            f" (plus {args.rows / 25_000 / 60:.1f} min if the read set must be seeded)"
             if {"reads", "memory"} & {sc.family for sc in chosen}
             else ""
         )
