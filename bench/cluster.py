@@ -90,7 +90,9 @@ def clusters(b: run.Bench) -> Clusters:
     return held
 
 
-def service(b: run.Bench, name: str, storage: str, pubsub: str = "feed://", read: str = ""):
+def service(
+    b: run.Bench, name: str, storage: str, pubsub: str = "feed://", read: str = ""
+) -> run.Target:
     """An ``addonreg serve`` over ``storage`` (a node list), reading from ``read``."""
     return b.start_service(
         name,
@@ -104,7 +106,7 @@ def service(b: run.Bench, name: str, storage: str, pubsub: str = "feed://", read
 
 
 def cuts(values: list[float]) -> dict[str, float]:
-    """p50 and p99 (the largest value below 100 samples' worth: no interpolation past it)."""
+    """p50, and p99 by nearest rank (below 100 values, about the largest; no interpolation)."""
     ordered = sorted(values)
     if len(ordered) < 2:
         return {"p50": ordered[0], "p99": ordered[0]} if ordered else {}
