@@ -56,7 +56,7 @@ BENCH = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent  # the venv's console scripts: addonreg, py-spy
 HOST = "127.0.0.1"
 HAWK_ID = "bench"
-FAMILIES = ("reads", "writes", "static", "memory", "feed", "filter")
+FAMILIES = ("reads", "writes", "static", "memory", "feed", "filter", "cluster")
 DATA = Path("/var/tmp/addonreg-bench")  # the SQLite data sets, kept from run to run
 
 
@@ -172,9 +172,10 @@ def posts(api: str, files: int, packed: bool = False) -> Generator:
     return make
 
 
-def signed(b: Bench, method: str, path: str, body: bytes) -> Req:
-    """Hawk-signed JSON for the writer (port signed); 72-bit nonces: mohawk's 36 repeat."""
-    url, kind = f"http://{HOST}:{b.targets['writer'].port}{path}", "application/json"
+def signed(b: Bench, method: str, path: str, body: bytes, port: int = 0) -> Req:
+    """Hawk-signed JSON for the writer, or the process on ``port`` (the port is signed);
+    72-bit nonces: mohawk's 36 repeat."""
+    url, kind = f"http://{HOST}:{port or b.targets['writer'].port}{path}", "application/json"
     sender = mohawk.Sender(
         {"id": HAWK_ID, "key": b.hawk_key, "algorithm": "sha256"},
         url,
@@ -313,6 +314,20 @@ def filter_build(b: Bench, sc: Scenario) -> dict[str, Any]:
     }
 
 
+def cluster_probe(name: str) -> Callable[[Bench, Scenario], dict[str, Any]]:
+    """A probe of bench/cluster.py, imported when first run: it uses this module's helpers,
+    as ``run`` (this file is run as ``__main__``: the alias makes it that one module)."""
+
+    def probe(b: Bench, sc: Scenario) -> dict[str, Any]:
+        sys.modules.setdefault("run", sys.modules[__name__])
+        import cluster
+
+        result: dict[str, Any] = getattr(cluster, name)(b, sc)
+        return result
+
+    return probe
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("get-hot", "reads", "addonreg", "GET", gets),
     Scenario("get-uniform", "reads", "addonreg", "GET", gets, mode="once", rate=15_000),
@@ -366,6 +381,11 @@ SCENARIOS: list[Scenario] = [
     Scenario("cache-1m", "memory", probe=cache_memory),
     Scenario("feed-freshness", "feed", probe=feed_freshness),
     Scenario("filter", "filter", probe=filter_build),
+    Scenario("cluster-read-spread", "cluster", probe=cluster_probe("read_spread")),
+    Scenario("cluster-write-failover", "cluster", probe=cluster_probe("write_failover")),
+    Scenario("cluster-causal-cost", "cluster", probe=cluster_probe("causal_cost")),
+    Scenario("cluster-freshness", "cluster", probe=cluster_probe("freshness")),
+    Scenario("cluster-async-loss", "cluster", probe=cluster_probe("async_loss")),
 ]
 
 
@@ -429,6 +449,9 @@ class Bench:
         self.uniform = random.Random(20261201)  # get-uniform's draws: new ones every round
         self.keys, self.inserted = itertools.count(), 0  # inserted: rows insert.py wrote
         self.rates: dict[tuple[str, str], float] = {}
+        # A family's own servers (bench/cluster.py's clusters), closed when it ends.
+        self.resources: dict[str, Any] = {}
+        self.cleanups: list[Callable[[], object]] = []
         port = urlsplit(args.mysql_url).port or 3306  # the server we use, not a test's own
         self.mariadb = [
             psutil.Process(c.pid)
@@ -501,9 +524,19 @@ class Bench:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        while not names and self.cleanups:
+            self.cleanups.pop()()
+        if not names:
+            self.resources.clear()
 
     def start_service(
-        self, name: str, storage: str, cache: int = 0, processes: int = 1, pubsub: str = ""
+        self,
+        name: str,
+        storage: str,
+        cache: int = 0,
+        processes: int = 1,
+        pubsub: str = "",
+        env: dict[str, str] | None = None,
     ) -> Target:
         t, url = Target(name, free_port()), self.args.redis_url
         if not pubsub:  # several processes keep their caches in step through Redis
@@ -512,7 +545,7 @@ class Bench:
                 if processes > 1 or self.args.pubsub == "redis"
                 else "local://"
             )
-        env = dict(
+        settings = dict(
             os.environ,
             ADDONREG_STORAGE=storage,
             ADDONREG_PUBSUB=pubsub,
@@ -525,8 +558,9 @@ class Bench:
             ADDONREG_ACCESS_LOG="false",
             ADDONREG_BUS_KEY=self.hawk_key,
             ADDONREG_REUSE_PORT="true",
+            **(env or {}),
         )  # --processes > 1 share the port
-        return self.start(t, [str(BIN / "addonreg"), "serve"], processes, env)
+        return self.start(t, [str(BIN / "addonreg"), "serve"], processes, settings)
 
     def start_baseline(self, sc: Scenario, size: int) -> Target:
         if sc.baseline == "insert":
@@ -916,6 +950,15 @@ def estimate_seconds(args: argparse.Namespace, scenarios: Sequence[Scenario]) ->
         + (a.rows * 6e-5 + 6) * ("memory" in families)
         + (a.static_rows / 7000 + 3) * ("static" in families)
         + 25e-6 * sum(map(int, a.filter_sizes.split(","))) * ("filter" in families)
+        # Galera up ~12 s; a kill and the node's return ~12 s; a replica-set round ~3 s + load.
+        + (
+            30
+            + 12 * a.cluster_kills
+            + 0.004 * a.cluster_calls
+            + 0.08 * a.cluster_writes
+            + 2 * a.cluster_loss_rounds * (a.cluster_load_s + 3)
+        )
+        * ("cluster" in families)
     )
 
 
@@ -941,12 +984,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--feed-pubsub", default="feed://")
     add("--feed-writes", type=int, default=50)
     add("--filter-sizes", default="1000000,10000000", help="files, comma-separated")
+    add("--cluster-misses", type=int, default=500, help="misses per process (cluster)")
+    add("--cluster-idle", type=float, default=3.0, help="seconds of feed polls alone (cluster)")
+    add("--cluster-kills", type=int, default=5, help="kills of the Galera write node")
+    add("--cluster-clients", type=int, default=4, help="PUT clients during kills (cluster)")
+    add("--cluster-calls", type=int, default=2000, help="reads timed, each kind (cluster)")
+    add("--cluster-writes", type=int, default=100, help="writes timed per bus (cluster)")
+    add("--cluster-loss-rounds", type=int, default=3, help="primary kills per replication mode")
+    add("--cluster-load-s", type=float, default=3.0, help="seconds of PUTs before each kill")
+    add("--cluster-storage-timeout", type=float, default=2.0, help="of the cluster's processes")
     add("--smoke", action="store_true", help="20,000 rows, 1 round of 2 s, every scenario")
     add("--save", action="store_true", help="also copy the reports to bench/results/")
     args = p.parse_args(argv)
     if args.smoke:
         args.rows, args.addons, args.static_rows = 20_000, 2_000, 20_000
         args.rounds, args.duration, args.feed_writes, args.filter_sizes = 1, 2, 10, "100000"
+        args.cluster_misses, args.cluster_idle, args.cluster_kills = 100, 1.0, 2
+        args.cluster_calls, args.cluster_writes, args.cluster_loss_rounds = 300, 20, 1
+        args.cluster_load_s = 1.5
     args.reads_db = args.reads_db or ("addonreg_bench_smoke" if args.smoke else "addonreg_bench")
     return args
 
@@ -978,9 +1033,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "logs").mkdir(parents=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops all
     print(
-        f"bench: {len(chosen)} scenarios, about {estimate_seconds(args, chosen) / 60:.1f} min "
-        f"(plus {args.rows / 25_000 / 60:.1f} min if the read set must be seeded); "
-        f"results in {out}",
+        f"bench: {len(chosen)} scenarios, about {estimate_seconds(args, chosen) / 60:.1f} min"
+        + (
+            f" (plus {args.rows / 25_000 / 60:.1f} min if the read set must be seeded)"
+            if {"reads", "memory"} & {sc.family for sc in chosen}
+            else ""
+        )
+        + f"; results in {out}",
         file=sys.stderr,
     )
     with tempfile.TemporaryDirectory(prefix="addonreg-bench-") as tmp:

@@ -277,6 +277,7 @@ class GaleraNode(PrivateMariaDB):
             "port": self.port,
             "socket": f"{self._socket_dir}/sock",
             "pid-file": f"{self._socket_dir}/pid",
+            "tmpdir": self._socket_dir,  # not /tmp: see PrivateMariaDB.command
             "bind-address": "127.0.0.1",
             "skip-name-resolve": "1",
             "skip-log-bin": "1",

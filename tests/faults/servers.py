@@ -266,6 +266,10 @@ class PrivateMariaDB(PrivateServer):
             f"--port={self.port}",
             f"--socket={self._socket_dir}/sock",
             f"--pid-file={self._socket_dir}/pid",
+            # Its own tmpdir: a server deletes every #sql* file of its tmpdir as it starts,
+            # and one sharing /tmp would delete other servers' temporary tables (10.11.19
+            # then crashes in GROUP_CONCAT's create_tmp_table cleanup; see bench/results).
+            f"--tmpdir={self._socket_dir}",
             "--bind-address=127.0.0.1",
             "--skip-networking=0",
             *_as_root(),
