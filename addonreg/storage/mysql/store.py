@@ -42,7 +42,7 @@ import os
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any, Dict, List, Optional, TypeVar
+from typing import Any, Dict, List, Optional, Tuple, TypeVar
 
 import aiomysql
 import pymysql
@@ -327,7 +327,7 @@ class MySQLStore(RegistrationStore):
                 return row
             self.counts["read_fallbacks"] += 1
         try:
-            node = await self._write_node()
+            node, row = await self._on_write_node(lambda node: self._row(node, sql, params))
         except BackendError:
             # No write node (a primary lost, a replica not yet promoted): a read node
             # that is reachable and holds every change this process has seen still
@@ -336,7 +336,6 @@ class MySQLStore(RegistrationStore):
             if row is None:
                 raise
             return row
-        row = await self._row(node, sql, params)
         if row[-1] is not None and row[-1] < self.seen:
             if node.state.galera:
                 self.counts["causal_waits"] += 1
@@ -356,6 +355,20 @@ class MySQLStore(RegistrationStore):
         if row[-1] is not None:
             self.observe(row[-1])
         return row
+
+    async def _on_write_node(self, call: Callable[[Node], Awaitable[T]]) -> Tuple[Node, T]:
+        """``call(node)`` on the write node's read pool; when that node fails, it is
+        lost for writes too and the call is made once more on the next one (a process
+        that only reads follows a failover as a writing one does)."""
+        node = await self._write_node()
+        try:
+            return node, await call(node)
+        except BackendError as exc:
+            self._lose_writer(node, exc)
+            again = await self._write_node()
+            if again is node:
+                raise
+            return again, await call(again)
 
     async def _read_without_writer(self, sql: str, params: Sequence[Any]) -> Optional[Any]:
         for node in self.read_nodes:
@@ -453,21 +466,25 @@ class MySQLStore(RegistrationStore):
 
     # Jobs are read where they are written: a 202's job is found at once.
     async def get_job(self, job_id: str) -> Optional[Job]:
-        rows = await self._rows(
-            await self._write_node(), f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)
+        _, rows = await self._on_write_node(
+            lambda node: self._rows(
+                node, f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)
+            )
         )
         return self._job(rows[0]) if rows else None
 
     async def pending_jobs(self) -> List[Job]:
-        rows = await self._rows(
-            await self._write_node(),
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = %s ORDER BY created_at",
-            (JOB_QUEUED,),
+        _, rows = await self._on_write_node(
+            lambda node: self._rows(
+                node,
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = %s ORDER BY created_at",
+                (JOB_QUEUED,),
+            )
         )
         return [self._job(r) for r in rows]
 
     async def heartbeat(self) -> None:
-        await self._row(await self._write_node(), "SELECT 1")
+        await self._on_write_node(lambda node: self._row(node, "SELECT 1"))
 
     async def topology(self) -> List[Dict[str, Any]]:
         """Each configured node: its role, whether it answers, what it says (probed now);
