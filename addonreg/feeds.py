@@ -26,7 +26,8 @@ from urllib.parse import quote, urlsplit
 
 from . import media
 from .ids import InvalidIdentifier, check_version, is_addon_id, normalize_sha256
-from .storage import REGISTERED, REVOKED, BackendError, Record, RegistrationStore
+from .status import REGISTERED, REVOKED
+from .storage import BackendError, Record, RegistrationStore
 
 __all__ = [
     "FeedError",

@@ -37,10 +37,9 @@ from .batcher import WriteBatcher
 from .bus import BusError, Nobody, load_bus
 from .config import Settings
 from .ids import InvalidIdentifier, check_addon_id, check_sha256, check_version
+from .status import REGISTERED, REVOKED
 from .storage import (
     RECORD_REVOKED,
-    REGISTERED,
-    REVOKED,
     BackendError,
     Key,
     Operation,

@@ -54,7 +54,8 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from . import media
 from .feeds import FeedError, FeedRejected, FeedSource, ServiceSource, StorageSource, feed_source
-from .storage import REGISTERED, BackendError, Record
+from .status import REGISTERED
+from .storage import BackendError, Record
 
 __all__ = [
     "StaticTree",

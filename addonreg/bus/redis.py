@@ -47,7 +47,8 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ..storage import STATUS_CODE, Key, Record, RegistrationStore
+from ..status import STATUS_CODE
+from ..storage import Key, Record, RegistrationStore
 from . import BusError, InvalidationBus, Subscriber
 from .feed import FeedBus
 

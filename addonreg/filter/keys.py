@@ -26,11 +26,8 @@ from typing import Iterable, List, Tuple, Union
 
 import numpy as np
 
+from ..status import STATUS_CODE
 from .ribbon import fmix64, fmix64_np
-
-REGISTERED = 1
-REVOKED = 2
-STATUS_CODES = {"registered": REGISTERED, "revoked": REVOKED}
 
 Record = Tuple[str, str, str]  # (addon_id, sha256 hex, "registered" | "revoked")
 
@@ -131,7 +128,7 @@ class KeySet:
     k1: np.ndarray
     a0: np.ndarray
     a1: np.ndarray
-    status: np.ndarray  # uint8: REGISTERED or REVOKED
+    status: np.ndarray  # uint8: a status code (status.py)
 
     def __len__(self) -> int:
         return len(self.k0)
@@ -261,7 +258,7 @@ def _hash_records(records: Iterable[Record]):
         raise ValueError("a record is (addon_id, sha256, status)")
     try:
         codes = np.fromiter(
-            map(STATUS_CODES.__getitem__, map(itemgetter(2), records)),
+            map(STATUS_CODE.__getitem__, map(itemgetter(2), records)),
             dtype=np.uint8,
             count=len(records),
         )

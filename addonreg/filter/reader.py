@@ -25,15 +25,14 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
+from ..status import REGISTERED, REGISTERED_CODE, REVOKED, REVOKED_CODE
 from . import fmt, keys
 from .fmt import FilterFile, FormatError
 from .index import IndexVerificationError, verify_index
 
-REGISTERED = "registered"
-REVOKED = "revoked"
 NOT_IN_FILTER = "not-in-filter"
 _NOT_IN = 3
-_NAMES = {fmt.REGISTERED: REGISTERED, fmt.REVOKED: REVOKED, _NOT_IN: NOT_IN_FILTER}
+_NAMES = {REGISTERED_CODE: REGISTERED, REVOKED_CODE: REVOKED, _NOT_IN: NOT_IN_FILTER}
 _NAME_LIST = [None, REGISTERED, REVOKED, NOT_IN_FILTER]
 
 

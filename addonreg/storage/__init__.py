@@ -32,6 +32,8 @@ from collections.abc import AsyncIterator
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
+from ..status import REGISTERED, REVOKED, STATUS_CODE, STATUS_NAME  # re-exported for callers
+
 __all__ = [
     "REGISTERED",
     "REVOKED",
@@ -53,11 +55,7 @@ __all__ = [
     "describe_storage",
 ]
 
-REGISTERED = "registered"
-REVOKED = "revoked"
 RECORD_REVOKED = "record-revoked"  # an Operation of the import only (see Operation)
-STATUS_CODE = {REGISTERED: 1, REVOKED: 2}  # as stored (SQL) and sent (bus)
-STATUS_NAME = {code: name for name, code in STATUS_CODE.items()}
 
 Key = Tuple[str, str]
 """(addon_id, sha256 as 64 lowercase hex digits)."""

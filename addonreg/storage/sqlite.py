@@ -19,11 +19,10 @@ from typing import Any, Awaitable, Dict, Iterable, List, Optional, Sequence, Typ
 
 import aiosqlite
 
+from ..status import STATUS_CODE, STATUS_NAME
 from . import (
     JOB_DONE,
     JOB_QUEUED,
-    STATUS_CODE,
-    STATUS_NAME,
     Applied,
     BackendError,
     Job,

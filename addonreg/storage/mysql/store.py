@@ -47,11 +47,10 @@ from typing import Any, Dict, List, Optional, TypeVar
 import aiomysql
 import pymysql
 
+from ...status import REGISTERED, STATUS_CODE
 from .. import (
     JOB_DONE,
     JOB_QUEUED,
-    REGISTERED,
-    STATUS_CODE,
     Applied,
     BackendError,
     DatabaseMissing,
