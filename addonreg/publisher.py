@@ -53,6 +53,7 @@ import uuid
 from typing import Dict, List, Optional, Set, Tuple
 
 from . import media
+from .atomicfile import write_atomically
 from .feeds import FeedError, FeedRejected, FeedSource, ServiceSource, StorageSource, feed_source
 from .status import REGISTERED
 from .storage import BackendError, Record
@@ -137,11 +138,10 @@ class StaticTree:
             os.makedirs(directory, exist_ok=True)
             self._inside(directory)  # again, now that it exists
             self._dirs.add(directory)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(body)
+        # Not fsynced: the tree is rebuilt from the feed after a crash (the
+        # state file says from where), and a build writes millions of files.
+        write_atomically(path, body, durable=False)
         self.bytes += len(body)
-        os.replace(tmp, path)
 
     def remove(self, path: str) -> None:
         try:
@@ -239,12 +239,7 @@ class Publisher:
                 "source": self.source.name,
             }
         ).encode()
-        tmp = self.state_path + ".tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.state_path)
+        write_atomically(self.state_path, data)
 
     # Full build -----------------------------------------------------------------
 
