@@ -26,6 +26,7 @@ from typing import Iterable, List, Tuple, Union
 
 import numpy as np
 
+from ..ids import normalize_sha256
 from ..status import STATUS_CODE
 from .ribbon import fmix64, fmix64_np
 
@@ -35,19 +36,11 @@ _sha256 = hashlib.sha256
 
 
 def sha256_bytes(value: str) -> bytes:
-    """The 32 bytes of a SHA-256 given as 64 hex digits (any case, optional ``sha256:``)."""
-    if len(value) != 64:
-        if len(value) == 71 and value[:7].lower() == "sha256:":
-            value = value[7:]
-        else:
-            raise ValueError(f"not a SHA-256: {value!r}")
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raise ValueError(f"not a SHA-256: {value!r}") from None
-    if len(raw) != 32:  # fromhex skips whitespace
+    """The 32 bytes of a SHA-256 given as the identifier rules take it (:mod:`addonreg.ids`)."""
+    sha = normalize_sha256(value)
+    if sha is None:
         raise ValueError(f"not a SHA-256: {value!r}")
-    return raw
+    return bytes.fromhex(sha)
 
 
 def _id_bytes(addon_id: str) -> bytes:
