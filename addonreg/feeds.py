@@ -32,6 +32,7 @@ from .storage import BackendError, Record, RegistrationStore
 __all__ = [
     "FeedError",
     "FeedRejected",
+    "FeedWentBackwards",
     "FeedSource",
     "StorageSource",
     "ServiceSource",
@@ -48,6 +49,11 @@ class FeedRejected(FeedError):
     """The feed answered something the contract rules out (a record with a bad
     identifier, status or serial; a list of another add-on). Not an outage:
     whoever reads the feed stops rather than retries."""
+
+
+class FeedWentBackwards(FeedError):
+    """The feed's serials are below the reader's (a database restored or
+    recreated): what the reader built from it must be built again."""
 
 
 class FeedSource(abc.ABC):

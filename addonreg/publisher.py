@@ -54,7 +54,15 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from . import media
 from .atomicfile import write_atomically
-from .feeds import FeedError, FeedRejected, FeedSource, ServiceSource, StorageSource, feed_source
+from .feeds import (
+    FeedError,
+    FeedRejected,
+    FeedSource,
+    FeedWentBackwards,
+    ServiceSource,
+    StorageSource,
+    feed_source,
+)
 from .status import REGISTERED
 from .storage import BackendError, Record
 
@@ -345,7 +353,7 @@ class Publisher:
         """Apply the next page of changes; how many records it held."""
         records, next_since = await self.source.changes(self.serial, PAGE)
         if next_since < self.serial or any(r.serial <= self.serial for r in records):
-            raise FeedError(f"the feed went backwards ({next_since} < {self.serial})")
+            raise FeedWentBackwards(f"the feed went backwards ({next_since} < {self.serial})")
         if not records:
             return 0
         self.live.check(records)
@@ -398,7 +406,7 @@ class Publisher:
                     continue
                 last = await self.source.last_serial()
                 if last is not None and last < self.serial:
-                    raise FeedError(f"the feed went backwards ({last} < {self.serial})")
+                    raise FeedWentBackwards(f"the feed went backwards ({last} < {self.serial})")
                 applied = await self.apply_page()
                 if failing_since is not None:
                     log.info("feed back after %.1f s", time.monotonic() - failing_since)
@@ -407,11 +415,11 @@ class Publisher:
                     continue  # more waiting
             except FeedRejected:
                 raise  # asking again gets the same answer: stop, saying why
+            except FeedWentBackwards as exc:
+                log.warning("%s: full rebuild", exc)
+                await self.build()
+                continue
             except FeedError as exc:
-                if "backwards" in str(exc):
-                    log.warning("%s: full rebuild", exc)
-                    await self.build()
-                    continue
                 if failing_since is None:
                     failing_since = time.monotonic()
                     log.warning("feed unavailable: %s", exc)

@@ -55,6 +55,7 @@ from .feed import FeedBus
 __all__ = [
     "RedisBus",
     "MessageError",
+    "MessageForged",
     "encode",
     "decode",
     "parse_url",
@@ -72,6 +73,11 @@ _OUTBOX_SIZE = 10_000  # messages waiting to be sent; beyond, they are dropped (
 
 class MessageError(ValueError):
     """A message on the channel is not one :func:`encode` writes."""
+
+
+class MessageForged(MessageError):
+    """A message whose MAC is missing or wrong: not written with our bus key
+    (forged, or from a process with another key or from before the MAC)."""
 
 
 def _mac(key: bytes, origin: bytes, sequence: int, rows: List[Any]) -> bytes:
@@ -112,7 +118,7 @@ def decode(key: bytes, payload: bytes) -> Tuple[bytes, List[Key], int]:
     if not isinstance(mac, bytes) or not hmac.compare_digest(
         mac, _mac(key, origin, sequence, rows)
     ):
-        raise MessageError("MAC missing or wrong")
+        raise MessageForged("MAC missing or wrong")
     keys = []
     for i, row in enumerate(rows):
         if (
@@ -371,7 +377,7 @@ class RedisBus(FeedBus):
         try:
             origin, keys, serial = decode(self.key, payload)
         except MessageError as exc:
-            kind = "rejected" if "MAC" in str(exc) else "malformed"
+            kind = "rejected" if isinstance(exc, MessageForged) else "malformed"
             self._counts[kind] += 1
             if self._counts[kind] in (1, 10, 100, 1000) or self._counts[kind] % 10000 == 0:
                 log.warning(
