@@ -13,7 +13,9 @@ import uuid
 from typing import Any, AsyncIterator, Callable, List
 
 import pytest
+import redis.asyncio.connection
 
+from addonreg.bus.redis import parse_url
 from addonreg.nonces import (
     MemoryNonceStore,
     NonceStore,
@@ -178,3 +180,20 @@ async def test_load_nonce_store_picks_the_backend() -> None:
     await remote.close()
     with pytest.raises(ValueError):
         load_nonce_store("memcached://127.0.0.1")
+
+
+async def test_load_nonce_store_reads_the_url_as_the_bus_does() -> None:
+    """One parser of Redis URLs (bus.redis.parse_url): TLS, the database and the
+    bus's options read the same way, and what the bus refuses is refused here."""
+    tls = load_nonce_store("rediss://:pw@redis.example:6380/2?channel=c&timeout=5")
+    assert isinstance(tls, RedisNonceStore) and tls.timeout == 5.0
+    pool = tls.client.connection_pool
+    assert pool.connection_class is redis.asyncio.connection.SSLConnection
+    assert (pool.connection_kwargs["port"], pool.connection_kwargs["db"]) == (6380, 2)
+    assert "channel" not in pool.connection_kwargs and "timeout" not in pool.connection_kwargs
+    await tls.close()
+    for bad in ("redis://h:1/0?chanel=x", "rediss://h:1/zero", "redis://h:1/0?timeout=0"):
+        with pytest.raises(ValueError):
+            parse_url(bad)
+        with pytest.raises(ValueError):
+            load_nonce_store(bad)
