@@ -21,13 +21,16 @@ import calendar
 import json
 import re
 import time
-from typing import Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
 from . import media
 from .ids import InvalidIdentifier, check_version, is_addon_id, normalize_sha256
 from .status import REGISTERED, REVOKED
 from .storage import BackendError, Record, RegistrationStore
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 __all__ = [
     "FeedError",
@@ -240,7 +243,7 @@ class ServiceSource(FeedSource):
         return body
 
 
-def feed_source(settings: Any, url: Optional[str]) -> FeedSource:
+def feed_source(settings: Settings, url: Optional[str]) -> FeedSource:
     """A running service's feed (``--from URL``), else storage's, as settings name it."""
     from .storage import load_storage
 

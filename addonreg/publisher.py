@@ -50,7 +50,7 @@ import shutil
 import sys
 import time
 import uuid
-from typing import Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
 from . import media
 from .atomicfile import write_atomically
@@ -65,6 +65,9 @@ from .feeds import (
 )
 from .status import REGISTERED
 from .storage import BackendError, Record
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 __all__ = [
     "StaticTree",
@@ -436,7 +439,7 @@ class Publisher:
 
 
 async def run_publish(
-    settings,
+    settings: Settings,
     directory: str,
     *,
     follow: bool,

@@ -38,7 +38,7 @@ import logging
 import math
 import os
 import random
-from typing import Any, Deque, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Sequence, Tuple
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import msgpack
@@ -51,6 +51,9 @@ from ..status import STATUS_CODE
 from ..storage import Key, Record, RegistrationStore
 from . import BusError, InvalidationBus, Subscriber
 from .feed import FeedBus
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = [
     "RedisBus",
@@ -396,7 +399,9 @@ class RedisBus(FeedBus):
             self._forget(keys)
 
 
-def load_from_config(settings: Any, store: RegistrationStore, subscribe: bool = True) -> RedisBus:
+def load_from_config(
+    settings: Settings, store: RegistrationStore, subscribe: bool = True
+) -> RedisBus:
     return RedisBus(
         settings.pubsub,
         store,

@@ -29,10 +29,23 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+)
 from urllib.parse import unquote, urlsplit
 
 from ..status import REGISTERED, REVOKED, STATUS_CODE, STATUS_NAME  # re-exported for callers
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = [
     "REGISTERED",
@@ -367,7 +380,7 @@ def describe_storage(url: str) -> str:
     return parts.scheme
 
 
-def load_storage(settings) -> RegistrationStore:
+def load_storage(settings: Settings) -> RegistrationStore:
     """Build the backend the storage URL names (not yet opened)."""
     scheme = settings.storage.split(":", 1)[0]
     module = importlib.import_module(f"{__name__}.{scheme}")

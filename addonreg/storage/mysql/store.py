@@ -42,7 +42,7 @@ import os
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any, Dict, List, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, TypeVar
 
 import aiomysql
 import pymysql
@@ -69,6 +69,9 @@ from .. import (
 from .nodes import DRIVER_ERRORS, Node, NodeState, parse_url
 from .schema import SCHEMA
 from .sql import NODE_SERIAL, batch_time, from_us, key_list, packed, row_values, unpack
+
+if TYPE_CHECKING:
+    from ...config import Settings
 
 __all__ = ["MySQLStore", "load_from_config"]
 
@@ -896,7 +899,7 @@ async def _find_marker(
     return row
 
 
-def load_from_config(settings: Any) -> MySQLStore:
+def load_from_config(settings: Settings) -> MySQLStore:
     return MySQLStore(
         settings.storage,
         pool_size=settings.storage_pool_size,
