@@ -22,7 +22,7 @@ MAGIC = b"AREGFILT"
 VERSION = 1
 KIND_BASE = 0
 KIND_DELTA = 1
-KEY_SCHEME = 1  # keys.py: SHA-256-128 of the tagged, length-prefixed id (and hash)
+KEY_SCHEME = 1  # keys.py: add-on key SHA-256-128 of the length-prefixed id; file key fmix64
 
 UNCHANGED = 0  # a delta's answer: ask the base; the others are status codes (status.py)
 ANSWERS = {UNCHANGED: "unchanged", REGISTERED_CODE: REGISTERED, REVOKED_CODE: REVOKED}

@@ -10,10 +10,10 @@ a key's words are little-endian (k0 = bytes 0..7, k1 = bytes 8..15).
 The file's SHA-256 is already a uniform 256-bit value that no one can aim at
 a chosen target, so the file key only has to fold it to 128 bits and bind
 it to its add-on; fmix64 (a bijection, ribbon.py) keeps hashes that differ
-in any one word apart. Hashing it again with SHA-256 cost ~1.5 us per file
-in Python (35-60 s of a 10M-file build on this machine); this is a few
-numpy operations. SHA-256 for the add-on key because every platform has it
-(WebCrypto included).
+in any one word apart. Hashing it again with SHA-256 took a Python call per
+file, a large part of a big build's time (bench/filter.py measures builds);
+this is a few numpy operations over all the files at once. SHA-256 for the
+add-on key because every platform has it (WebCrypto included).
 """
 
 from __future__ import annotations
