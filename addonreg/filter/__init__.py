@@ -9,7 +9,7 @@ Reading: :class:`FilterReader` (``status(addon_id, sha256)`` ->
 
 from ..status import REGISTERED, REVOKED
 from .build import BuildError, Built, build_base, build_delta, verify
-from .fmt import FilterFile, FormatError
+from .filterfile import FilterFile, FormatError
 from .index import (
     IndexVerificationError,
     canonical_bytes,

@@ -26,8 +26,8 @@ from typing import Iterable, List, Optional, Tuple, Union
 import numpy as np
 
 from ..status import REGISTERED_CODE, REVOKED_CODE
-from . import fmt
-from .fmt import ADDON, FILE, UNCHANGED, FilterFile, Stage
+from . import filterfile
+from .filterfile import ADDON, FILE, UNCHANGED, FilterFile, Stage
 from .keys import KeySet, Record
 from .ribbon import BuildError, build_layer
 
@@ -84,7 +84,7 @@ def build_base(
         build_layer(keys.k0, keys.k1, membership_bits, 0) if membership_bits and len(keys) else None
     )
     f = FilterFile(
-        fmt.KIND_BASE,
+        filterfile.KIND_BASE,
         serial,
         serial,
         bytes(32),
@@ -135,7 +135,7 @@ def build_delta(
         current, desired, [((REVOKED_CODE, REGISTERED_CODE), UNCHANGED)]
     )
     f = FilterFile(
-        fmt.KIND_DELTA,
+        filterfile.KIND_DELTA,
         serial,
         base.serial,
         bytes.fromhex(base.sha256),

@@ -26,8 +26,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from ..status import REGISTERED, REGISTERED_CODE, REVOKED, REVOKED_CODE
-from . import fmt, keys
-from .fmt import FilterFile, FormatError
+from . import filterfile, keys
+from .filterfile import FilterFile, FormatError
 from .index import IndexVerificationError, verify_index
 
 NOT_IN_FILTER = "not-in-filter"
@@ -45,7 +45,7 @@ class FilterReader:
 
     Build it with :meth:`from_index` (checks everything) or :meth:`from_bytes`
     (files checked against the SHA-256 an index verified earlier names). The
-    constructor takes :class:`~addonreg.filter.fmt.FilterFile` objects as they
+    constructor takes :class:`~addonreg.filter.filterfile.FilterFile` objects as they
     are (built in this process; nothing is checked but their pairing).
     """
 
@@ -151,7 +151,7 @@ class FilterReader:
         """The answer code (1 registered, 2 revoked, 3 not-in-filter) of hashed keys."""
         if self.delta is not None:
             d = self.delta.answer_one(a, f)
-            if d != fmt.UNCHANGED:
+            if d != filterfile.UNCHANGED:
                 return d
         if not self.base.member_one(f):
             return _NOT_IN
@@ -169,7 +169,7 @@ class FilterReader:
         todo = np.arange(len(f0))
         if self.delta is not None:
             out = self.delta.answer_np(a0, a1, f0, f1)
-            todo = np.flatnonzero(out == fmt.UNCHANGED)
+            todo = np.flatnonzero(out == filterfile.UNCHANGED)
         if self.base.membership is not None:
             member = self.base.member_np(f0[todo], f1[todo])
             out[todo[~member]] = _NOT_IN
