@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
+from ..ids import normalize_sha256
 from ..status import REGISTERED, REGISTERED_CODE, REVOKED, REVOKED_CODE
 from . import filterfile, keys
 from .filterfile import FilterFile, FormatError
@@ -178,7 +179,6 @@ class FilterReader:
         return out
 
 
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}", re.ASCII).fullmatch
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", re.ASCII).fullmatch
 _U64 = 2**64
 _ENTRY_FIELDS = {
@@ -209,7 +209,7 @@ def _check_index(index: Dict[str, Any]) -> None:
             if field == "path":
                 ok = value == f"filter/{entry.get('sha256')}.bin"
             elif field == "sha256":
-                ok = type(value) is str and _SHA256_HEX(value) is not None
+                ok = type(value) is str and normalize_sha256(value) == value  # canonical
             elif field == "built_at":
                 ok = _is_time(value)
             else:
