@@ -17,8 +17,8 @@ from addonreg.filter import (
     filterfile,
     keys,
     ribbon,
-    synth,
 )
+from tests.filter import synth
 
 from .conftest import current
 
