@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import tornado.web
 
@@ -16,6 +16,9 @@ from .logs import log_request
 from .metrics import MetricsPump
 from .registry import Registry
 from .web import InFlight
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 __all__ = ["make_app", "version_info"]
 
@@ -50,7 +53,7 @@ def version_info() -> Dict[str, str]:
 
 def make_app(
     registry: Registry,
-    settings: Any,
+    settings: Settings,
     auth: HawkAuthenticator,
     in_flight: InFlight,
     version: Optional[Dict[str, str]] = None,

@@ -21,16 +21,21 @@ import calendar
 import json
 import re
 import time
-from typing import Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
 from . import media
 from .ids import InvalidIdentifier, check_version, is_addon_id, normalize_sha256
-from .storage import REGISTERED, REVOKED, BackendError, Record, RegistrationStore
+from .status import REGISTERED, REVOKED
+from .storage import BackendError, Record, RegistrationStore
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 __all__ = [
     "FeedError",
     "FeedRejected",
+    "FeedWentBackwards",
     "FeedSource",
     "StorageSource",
     "ServiceSource",
@@ -47,6 +52,11 @@ class FeedRejected(FeedError):
     """The feed answered something the contract rules out (a record with a bad
     identifier, status or serial; a list of another add-on). Not an outage:
     whoever reads the feed stops rather than retries."""
+
+
+class FeedWentBackwards(FeedError):
+    """The feed's serials are below the reader's (a database restored or
+    recreated): what the reader built from it must be built again."""
 
 
 class FeedSource(abc.ABC):
@@ -233,7 +243,7 @@ class ServiceSource(FeedSource):
         return body
 
 
-def feed_source(settings: Any, url: Optional[str]) -> FeedSource:
+def feed_source(settings: Settings, url: Optional[str]) -> FeedSource:
     """A running service's feed (``--from URL``), else storage's, as settings name it."""
     from .storage import load_storage
 

@@ -37,10 +37,9 @@ from .batcher import WriteBatcher
 from .bus import BusError, Nobody, load_bus
 from .config import Settings
 from .ids import InvalidIdentifier, check_addon_id, check_sha256, check_version
+from .status import REGISTERED, REVOKED
 from .storage import (
     RECORD_REVOKED,
-    REGISTERED,
-    REVOKED,
     BackendError,
     Key,
     Operation,
@@ -48,14 +47,14 @@ from .storage import (
     load_storage,
 )
 
-__all__ = ["ImportError_", "read_operations", "import_file", "initdb"]
+__all__ = ["ImportFailed", "read_operations", "import_file", "initdb"]
 
 FIELDS = ("addon_id", "sha256", "version", "status")
 REQUIRED = ("addon_id", "sha256")
 _OPS = {REGISTERED: "register", REVOKED: RECORD_REVOKED}
 
 
-class ImportError_(ValueError):
+class ImportFailed(ValueError):
     """A malformed input; the message names its line."""
 
 
@@ -72,7 +71,7 @@ def _utf8_lines(stream: Iterable[str]) -> Iterator[str]:
             try:
                 line.encode("utf-8")
             except UnicodeEncodeError as exc:
-                raise ImportError_(
+                raise ImportFailed(
                     f"line {number}: not UTF-8 (at column {exc.start + 1})"
                 ) from None
         yield line
@@ -89,7 +88,7 @@ def _row(line: int, addon_id: Any, sha256: Any, version: Any, status: Any) -> Op
     elif isinstance(status, str) and status in _OPS:
         op = _OPS[status]
     else:
-        raise ImportError_(
+        raise ImportFailed(
             f"line {line}: status must be registered or revoked, got {repr(status)[:40]}"
         )
     try:
@@ -100,7 +99,7 @@ def _row(line: int, addon_id: Any, sha256: Any, version: Any, status: Any) -> Op
             check_version(version if version != "" else None),
         )
     except InvalidIdentifier as exc:
-        raise ImportError_(f"line {line}: {exc}") from None
+        raise ImportFailed(f"line {line}: {exc}") from None
 
 
 def _unknown(names: Iterable[str]) -> List[str]:
@@ -115,14 +114,14 @@ def _json_lines(lines: Iterator[str], first: int) -> Iterator[Tuple[int, Operati
         try:
             row = json.loads(text)
         except RecursionError:
-            raise ImportError_(f"line {number}: JSON nested too deeply") from None
+            raise ImportFailed(f"line {number}: JSON nested too deeply") from None
         except ValueError:
-            raise ImportError_(f"line {number}: not valid JSON") from None
+            raise ImportFailed(f"line {number}: not valid JSON") from None
         if not isinstance(row, dict) or "addon_id" not in row or "sha256" not in row:
-            raise ImportError_(f"line {number}: expected an object with addon_id and sha256")
+            raise ImportFailed(f"line {number}: expected an object with addon_id and sha256")
         unknown = _unknown(row)
         if unknown:
-            raise ImportError_(
+            raise ImportFailed(
                 f"line {number}: unknown field {unknown[0]} (known: {', '.join(FIELDS)})"
             )
         yield (
@@ -145,7 +144,7 @@ def _csv_rows(
             if not row:
                 continue
             if len(row) != columns:
-                raise ImportError_(
+                raise ImportFailed(
                     f"line {number}: expected {columns} columns as the header says, got {len(row)}"
                 )
             yield (
@@ -159,17 +158,17 @@ def _csv_rows(
                 ),
             )
     except csv.Error as exc:  # a field over csv.field_size_limit(), 128 KiB
-        raise ImportError_(f"line {header_line + reader.line_num}: {exc}") from None
+        raise ImportFailed(f"line {header_line + reader.line_num}: {exc}") from None
 
 
 def _header(text: str, number: int) -> List[str]:
     try:
         header = [c.strip().lower() for c in next(csv.reader([text]))]
     except csv.Error as exc:
-        raise ImportError_(f"line {number}: {exc}") from None
+        raise ImportFailed(f"line {number}: {exc}") from None
     unknown = _unknown(header)
     if unknown or not all(c in header for c in REQUIRED) or len(set(header)) != len(header):
-        raise ImportError_(
+        raise ImportFailed(
             f"line {number}: "
             + (f"unknown column {unknown[0]}; " if unknown else "")
             + "a CSV file starts with a header naming its columns: addon_id and sha256, "
@@ -191,7 +190,7 @@ def _no_conflicts(rows: List[Tuple[int, Operation]]) -> None:
         first = seen.setdefault(op[1:3], i)  # (addon_id, sha256): op.key without a call
         if first != i and rows[first][1] != op:
             line, earlier = rows[first]
-            raise ImportError_(
+            raise ImportFailed(
                 f"lines {line} and {number}: two rows for the file {op.sha256} of "
                 f"{op.addon_id} disagree ({_describe(earlier)}; {_describe(op)}): "
                 "give each file once"
@@ -207,7 +206,7 @@ def read_operations(stream: Iterable[str]) -> List[Operation]:
         if first.strip():
             break
     else:
-        raise ImportError_("no rows: the input is empty")
+        raise ImportFailed("no rows: the input is empty")
     first = first.lstrip("\ufeff")  # a BOM when the stream did not drop it
     text = first.strip()
     if text.startswith("{"):
@@ -215,7 +214,7 @@ def read_operations(stream: Iterable[str]) -> List[Operation]:
     else:
         rows = list(_csv_rows(lines, number, _header(text, number)))
     if not rows:
-        raise ImportError_(f"no rows after line {number}")
+        raise ImportFailed(f"no rows after line {number}")
     _no_conflicts(rows)
     return [op for _, op in rows]
 
@@ -260,7 +259,7 @@ async def import_file(
         else:
             with open(path, "rb") as fh:
                 operations = read_operations(open_input(fh))
-    except ImportError_ as exc:
+    except ImportFailed as exc:
         print(f"addonreg import: {path}: {exc}; nothing was imported", file=sys.stderr)
         return 1
     except OSError as exc:

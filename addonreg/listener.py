@@ -25,10 +25,10 @@
   ``body_timeout`` after its headers, is closed. One sweep a tick (a tenth of
   the shorter timeout, at most a second) checks each connection's deadline.
   Tornado's own header and body timeouts wrap every read in
-  ``gen.with_timeout``, which cost ~8 µs a request (a sixth of a cached GET's
-  CPU); a timer armed and cancelled per request still ~2 µs; a deadline
-  written per request costs next to nothing, and the sweep ~0.1 µs per open
-  connection a tick.
+  ``gen.with_timeout``, a visible share of a cached GET's CPU; a timer armed
+  and cancelled per request still costs a part of that; a deadline written
+  per request costs next to nothing, and the sweep a little per open
+  connection a tick (bench/ measures the reads).
 
 Tornado's extension points are ``handle_stream``, ``on_close`` and
 ``start_request``; the accept loop is ours; the one attribute of Tornado's we

@@ -22,9 +22,12 @@ import re
 import sys
 import time
 import uuid
-from typing import Any, Callable, Dict, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple
 
 from . import metrics
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 __all__ = ["JSONFormatter", "TextFormatter", "Throttle", "configure_logging", "log_request"]
 
@@ -89,7 +92,7 @@ class Throttle:
         return True
 
 
-def configure_logging(settings: Any) -> None:
+def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if settings.log_format == "json" else TextFormatter())
     root = logging.getLogger()

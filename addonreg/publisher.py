@@ -50,11 +50,24 @@ import shutil
 import sys
 import time
 import uuid
-from typing import Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
 from . import media
-from .feeds import FeedError, FeedRejected, FeedSource, ServiceSource, StorageSource, feed_source
-from .storage import REGISTERED, BackendError, Record
+from .atomicfile import write_atomically
+from .feeds import (
+    FeedError,
+    FeedRejected,
+    FeedSource,
+    FeedWentBackwards,
+    ServiceSource,
+    StorageSource,
+    feed_source,
+)
+from .status import REGISTERED
+from .storage import BackendError, Record
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 __all__ = [
     "StaticTree",
@@ -136,11 +149,10 @@ class StaticTree:
             os.makedirs(directory, exist_ok=True)
             self._inside(directory)  # again, now that it exists
             self._dirs.add(directory)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(body)
+        # Not fsynced: the tree is rebuilt from the feed after a crash (the
+        # state file says from where), and a build writes millions of files.
+        write_atomically(path, body, durable=False)
         self.bytes += len(body)
-        os.replace(tmp, path)
 
     def remove(self, path: str) -> None:
         try:
@@ -238,12 +250,7 @@ class Publisher:
                 "source": self.source.name,
             }
         ).encode()
-        tmp = self.state_path + ".tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.state_path)
+        write_atomically(self.state_path, data)
 
     # Full build -----------------------------------------------------------------
 
@@ -349,7 +356,7 @@ class Publisher:
         """Apply the next page of changes; how many records it held."""
         records, next_since = await self.source.changes(self.serial, PAGE)
         if next_since < self.serial or any(r.serial <= self.serial for r in records):
-            raise FeedError(f"the feed went backwards ({next_since} < {self.serial})")
+            raise FeedWentBackwards(f"the feed went backwards ({next_since} < {self.serial})")
         if not records:
             return 0
         self.live.check(records)
@@ -402,7 +409,7 @@ class Publisher:
                     continue
                 last = await self.source.last_serial()
                 if last is not None and last < self.serial:
-                    raise FeedError(f"the feed went backwards ({last} < {self.serial})")
+                    raise FeedWentBackwards(f"the feed went backwards ({last} < {self.serial})")
                 applied = await self.apply_page()
                 if failing_since is not None:
                     log.info("feed back after %.1f s", time.monotonic() - failing_since)
@@ -411,11 +418,11 @@ class Publisher:
                     continue  # more waiting
             except FeedRejected:
                 raise  # asking again gets the same answer: stop, saying why
+            except FeedWentBackwards as exc:
+                log.warning("%s: full rebuild", exc)
+                await self.build()
+                continue
             except FeedError as exc:
-                if "backwards" in str(exc):
-                    log.warning("%s: full rebuild", exc)
-                    await self.build()
-                    continue
                 if failing_since is None:
                     failing_since = time.monotonic()
                     log.warning("feed unavailable: %s", exc)
@@ -432,7 +439,7 @@ class Publisher:
 
 
 async def run_publish(
-    settings,
+    settings: Settings,
     directory: str,
     *,
     follow: bool,

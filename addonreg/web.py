@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Dict, List, NamedTuple, Optional, Type
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Type
 
 import tornado.web
 from tornado.web import HTTPError
@@ -30,6 +30,9 @@ from .ids import InvalidIdentifier
 from .logs import Throttle
 from .nonces import NonceStoreError
 from .storage import BackendError, OutcomeUnknown
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 __all__ = ["ANSWERS", "as_api_error", "BaseHandler", "BodyHandler", "InFlight"]
 
@@ -145,7 +148,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def initialize(
         self,
         registry: Any,
-        settings: Any,
+        settings: Settings,
         in_flight: InFlight,
         auth: Optional[HawkAuthenticator] = None,
         **extra: Any,

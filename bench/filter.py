@@ -1,7 +1,7 @@
 """The ``filter`` family: addonreg.filter beside filtercascade (the MLBF AMO ships today).
 
 Run by ``bench/run.py --family filter`` (``--filter-sizes``); alone, ``bench/filter.py
-[--sizes 1000000,10000000]`` prints its markdown. Data: addonreg.filter.synth (its
+[--sizes 1000000,10000000]`` prints its markdown. Data: tests/filter/synth.py (its
 docstring says how): N files over N/10 add-ons, 1 % revoked, uniformly or clustered (90 %
 of revocations are whole add-ons), the same for both. Each (size, dataset, structure) runs
 in a fresh process: its peak RSS (ru_maxrss, records included) is its own.
@@ -24,6 +24,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,9 @@ Results = dict[tuple[int, str, str], dict[str, Any]]
 
 
 def dataset(n: int, clustered: bool) -> list[tuple[str, str, str]]:
-    from addonreg.filter import synth
+    # Test data, not the package's: tests/filter/synth.py, from the repo root.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.filter import synth
 
     return synth.registry(n, n // 10, revoked=0.01, clustered=clustered, seed=1)
 

@@ -175,7 +175,6 @@ def test_sigterm_lets_keep_alive_clients_go_without_cutting_a_request(server_pro
     new connections are refused: no request is left unanswered, nothing acknowledged is lost."""
     import http.client
     import threading
-    import time
 
     from addonreg.hawk import sign
 
@@ -184,6 +183,7 @@ def test_sigterm_lets_keep_alive_clients_go_without_cutting_a_request(server_pro
         {"ADDONREG_STORAGE": f"sqlite:///{db}", "ADDONREG_HAWK_CREDENTIALS": "amo:k"}
     )
     acked, outcomes = [], []
+    answered = [threading.Event() for _ in range(8)]  # each client's first write acknowledged
 
     def client(i):
         conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=10)
@@ -203,13 +203,16 @@ def test_sigterm_lets_keep_alive_clients_go_without_cutting_a_request(server_pro
                 return
             if response.status == 201:
                 acked.append((f"c{i}@example.com", sha(n)))
+                answered[i].set()
             if response.getheader("Connection") == "close":
                 conn.close()
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
-    time.sleep(1.0)
+    # Every client mid-stream on its kept-alive connection when SIGTERM lands
+    # (30 s: a liveness bound).
+    assert all(event.wait(30) for event in answered), "a client had no write acknowledged"
     proc.proc.send_signal(signal.SIGTERM)
     for t in threads:
         t.join(20)

@@ -47,6 +47,7 @@ from tests.conftest import (
     need_redis,
     redis_pubsub_url,
     reset_mysql,
+    wait_until,
 )
 from tests.nginx import NGINX, free_port, render_nginx_conf
 
@@ -589,9 +590,12 @@ async def test_the_host_and_scheme_reach_the_service(deploy, front):
     assert a.json()["url"] == f"http://{PUBLIC_HOST}/v1/"
 
 
-async def traffic(front, stop: asyncio.Event, clients: int, prefix: str) -> List[Answer]:
-    """``clients`` loops of reads and signed writes through nginx until ``stop``."""
-    answers: List[Answer] = []
+async def traffic(
+    front, stop: asyncio.Event, clients: int, prefix: str, answers: Optional[List[Answer]] = None
+) -> List[Answer]:
+    """``clients`` loops of reads and signed writes through nginx until ``stop``;
+    the answers, appended to ``answers`` as they come (for a test to wait on)."""
+    answers = [] if answers is None else answers
     known = file_path(0, f"{prefix}@example.com")
     assert (await front.fetch("PUT", known, signed=True)).code == 201
 
@@ -646,19 +650,21 @@ async def test_kill_9_of_a_process(deploy, front):
     pid = deploy.pid(victim)
     assert pid == before[victim]
     stop = asyncio.Event()
-    load = asyncio.create_task(traffic(front, stop, clients=8, prefix="kill"))
-    await asyncio.sleep(0.5)
+    answers: List[Answer] = []
+    load = asyncio.create_task(traffic(front, stop, 8, "kill", answers))
+    # Requests in flight when the kill lands: wait for traffic, not for a time.
+    await wait_until(lambda: len(answers) >= 100, "traffic under way", timeout=30)
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
-    while alive(pid):
-        await asyncio.sleep(0.001)
+    await wait_until(lambda: not alive(pid), "the killed process gone", timeout=10, every=0.001)
     dead = time.monotonic()
     restarted = await asyncio.to_thread(deploy.wait_running)
     assert restarted[victim] != pid and restarted[PROCS[1]] == before[PROCS[1]]
     assert "exited: addonreg_00 (terminated by SIGKILL; not expected)" in deploy.log()
-    await asyncio.sleep(0.5)  # and on, with the new process
+    before_stop = len(answers)  # and on, with the new process:
+    await wait_until(lambda: len(answers) >= before_stop + 150, "traffic after", timeout=30)
     stop.set()
-    answers = await asyncio.wait_for(load, 15)
+    await asyncio.wait_for(load, 15)
 
     assert len(answers) > 200
     failed = [a for a in answers if not ok(a)]
@@ -678,13 +684,15 @@ async def test_kill_9_of_a_process(deploy, front):
 async def test_supervisorctl_restart_one_process(deploy, front):
     before = deploy.wait_running()
     stop = asyncio.Event()
-    load = asyncio.create_task(traffic(front, stop, clients=8, prefix="restart"))
-    await asyncio.sleep(0.3)
+    answers: List[Answer] = []
+    load = asyncio.create_task(traffic(front, stop, 8, "restart", answers))
+    await wait_until(lambda: len(answers) >= 50, "traffic under way", timeout=30)
     out = await asyncio.to_thread(deploy.ctl, "restart", PROCS[1])
     assert f"{PROCS[1]}: stopped" in out and f"{PROCS[1]}: started" in out, out
-    await asyncio.sleep(0.3)
+    restarted = len(answers)  # and on, with the new process
+    await wait_until(lambda: len(answers) >= restarted + 50, "traffic after", timeout=30)
     stop.set()
-    answers = await asyncio.wait_for(load, 15)
+    await asyncio.wait_for(load, 15)
     after = deploy.wait_running()
     assert after[PROCS[1]] != before[PROCS[1]] and after[PROCS[0]] == before[PROCS[0]]
     assert "stopped: addonreg_01 (exit status 0)" in deploy.log()
@@ -717,7 +725,8 @@ async def test_supervisorctl_stop_all_while_writing(deploy, front):
             n += 1
 
     tasks = [asyncio.create_task(client(i)) for i in range(16)]
-    await asyncio.sleep(0.5)
+    # Writes in flight when supervisord stops the processes.
+    await wait_until(lambda: len(answers) >= 100, "writes under way", timeout=30)
     out = await asyncio.to_thread(deploy.ctl, "stop", "all")
     stop.set()
     await asyncio.wait_for(asyncio.gather(*tasks), 15)

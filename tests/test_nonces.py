@@ -1,6 +1,6 @@
-"""The nonce stores (addonreg.nonces): one contract suite on both, then what
-each adds: expiry in memory; sharing, hashed keys, one round trip per loop
-pass, a Redis that is down, and one that restarted (F12), for Redis.
+"""The nonce stores (addonreg.nonces): the contract suite (addonreg/nonces/testing.py)
+on both, then what each adds: expiry in memory; sharing, hashed keys, one round
+trip per loop pass, a Redis that is down, and one that restarted (F12), for Redis.
 
 Redis tests use ``$ADDONREG_TEST_REDIS`` under a key prefix of their own,
 deleted afterwards (private ``redis-server``s for restarts).
@@ -13,43 +13,17 @@ import uuid
 from typing import Any, AsyncIterator, Callable, List
 
 import pytest
+import redis.asyncio.connection
 
+from addonreg.bus.redis import parse_url
 from addonreg.nonces import (
     MemoryNonceStore,
-    NonceStore,
     NonceStoreError,
     RedisNonceStore,
     load_nonce_store,
 )
+from addonreg.nonces.testing import NonceStoreContract
 from tests.conftest import REDIS_URL, need_redis
-
-
-class NonceStoreContract:
-    """What every store guarantees. Fixture ``store``: an empty store."""
-
-    async def test_first_use_is_accepted_and_a_replay_refused(self, store: NonceStore) -> None:
-        assert await store.check_and_remember("amo", "n1", 0) is True
-        assert await store.check_and_remember("amo", "n1", 0) is False
-        assert await store.check_and_remember("amo", "n2", 0) is True
-
-    async def test_nonces_are_per_credential(self, store: NonceStore) -> None:
-        assert await store.check_and_remember("amo", "n", 0)
-        assert await store.check_and_remember("tools", "n", 0)
-        assert not await store.check_and_remember("tools", "n", 0)
-
-    async def test_the_same_nonce_twice_at_once_is_accepted_once(self, store: NonceStore) -> None:
-        answers = await asyncio.gather(
-            *(store.check_and_remember("amo", n, 0) for n in ["a", "b", "a", "c", "b", "a"])
-        )
-        assert answers == [True, True, False, True, False, False]
-
-    async def test_odd_nonces_are_just_nonces(self, store: NonceStore) -> None:
-        for odd in ("a b:c*?[x]\n\u00e9", "", "\ud800", "x" * 10_000):
-            assert await store.check_and_remember("amo", odd, 0)
-            assert not await store.check_and_remember("amo", odd, 0)
-
-    async def test_heartbeat(self, store: NonceStore) -> None:
-        await store.heartbeat()
 
 
 class Clock:
@@ -178,3 +152,20 @@ async def test_load_nonce_store_picks_the_backend() -> None:
     await remote.close()
     with pytest.raises(ValueError):
         load_nonce_store("memcached://127.0.0.1")
+
+
+async def test_load_nonce_store_reads_the_url_as_the_bus_does() -> None:
+    """One parser of Redis URLs (bus.redis.parse_url): TLS, the database and the
+    bus's options read the same way, and what the bus refuses is refused here."""
+    tls = load_nonce_store("rediss://:pw@redis.example:6380/2?channel=c&timeout=5")
+    assert isinstance(tls, RedisNonceStore) and tls.timeout == 5.0
+    pool = tls.client.connection_pool
+    assert pool.connection_class is redis.asyncio.connection.SSLConnection
+    assert (pool.connection_kwargs["port"], pool.connection_kwargs["db"]) == (6380, 2)
+    assert "channel" not in pool.connection_kwargs and "timeout" not in pool.connection_kwargs
+    await tls.close()
+    for bad in ("redis://h:1/0?chanel=x", "rediss://h:1/zero", "redis://h:1/0?timeout=0"):
+        with pytest.raises(ValueError):
+            parse_url(bad)
+        with pytest.raises(ValueError):
+            load_nonce_store(bad)

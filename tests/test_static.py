@@ -1,6 +1,5 @@
 """Static mode: nginx serves the published tree, kept fresh by a real publisher process."""
 
-import asyncio
 import os
 import re
 import signal
@@ -11,7 +10,7 @@ import time
 import pytest
 
 from addonreg.storage.testing import sha
-from tests.conftest import CREDS, ROOT, Writer, body
+from tests.conftest import CREDS, ROOT, Writer, body, wait_until
 from tests.nginx import Nginx, need_nginx
 
 pytestmark = pytest.mark.subprocess
@@ -90,15 +89,11 @@ def from_tree(response):
     )
 
 
-async def wait_for(check, timeout=1.0):
+async def seconds_until(check, what, timeout=1.0):
+    """Seconds until ``check()`` came true (conftest.wait_until, timed)."""
     started = time.monotonic()
-    while True:
-        result = await check()
-        if result:
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"not within {timeout} s")
-        await asyncio.sleep(0.01)
+    await wait_until(check, what, timeout=timeout, every=0.01)
+    return time.monotonic() - started
 
 
 async def test_nginx_serves_the_tree_and_falls_through(static):
@@ -113,7 +108,7 @@ async def test_nginx_serves_the_tree_and_falls_through(static):
             r = await front.get(path)
             return r.code == 200 and from_tree(r)
 
-        took = await wait_for(published)
+        took = await seconds_until(published, "the file published")
         r = await front.get(path)
         direct = await writer.get(path)
         assert r.body == direct.body  # byte for byte the service's answer
@@ -134,7 +129,7 @@ async def test_nginx_serves_the_tree_and_falls_through(static):
         async def list_published():
             return from_tree(await front.get(listing))
 
-        await wait_for(list_published)
+        await seconds_until(list_published, "the list published")
         assert (await front.get(listing)).body == (await writer.get(listing)).body
         # what is not in the tree goes to the service
         unknown = await front.get(f"/v1/addons/{GUID}/files/{sha(2)}")
@@ -147,7 +142,7 @@ async def test_nginx_serves_the_tree_and_falls_through(static):
         async def revoked():
             return (await front.get(path)).code == 410
 
-        assert await wait_for(revoked) <= 1.0
+        assert await seconds_until(revoked, "the revocation through") <= 1.0
         assert took <= 1.0
         # writes through the static location still reach the service
         path3 = f"/v1/addons/{GUID}/files/{sha(3)}"
@@ -169,12 +164,12 @@ async def test_a_restarted_publisher_resumes_without_a_rebuild(static):
         async def published(n):
             return from_tree(await front.get(f"/v1/addons/a@b/files/{sha(n)}"))
 
-        await wait_for(lambda: published(4), timeout=5)
+        await seconds_until(lambda: published(4), "the first build", timeout=5)
         first.stop(signal.SIGKILL)
         assert (await writer.signed("PUT", "/v1/addons/a@b/files/" + sha(9))).code == 201
         assert (await writer.signed("DELETE", "/v1/addons/a@b/files/" + sha(0))).code == 200
         start_publisher()
-        await wait_for(lambda: published(9))
+        await seconds_until(lambda: published(9), "the change after the restart")
         assert (await front.get(f"/v1/addons/a@b/files/{sha(0)}")).code == 410
         log = first.log()
         assert log.count("published ") == 1, log  # the first start's full build, only

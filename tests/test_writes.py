@@ -1,14 +1,20 @@
 """The write endpoints over a real server, on every backend: Hawk, PUT/DELETE, bulk, jobs."""
 
-import asyncio
-
 import msgpack
 import pytest
 
 from addonreg.hawk import sign
 from addonreg.server import Service
 from addonreg.storage.testing import sha
-from tests.conftest import BACKENDS, CREDS, Writer, assert_error, body, make_settings
+from tests.conftest import (
+    BACKENDS,
+    CREDS,
+    Writer,
+    assert_error,
+    body,
+    make_settings,
+    wait_until,
+)
 
 pytestmark = pytest.mark.parametrize("storage_url", BACKENDS, indirect=True)
 
@@ -176,11 +182,14 @@ async def test_async_registrations_and_jobs(service, writer):
     assert r.code == 202
     job = body(r)
     assert job["status"] == "queued" and r.headers["Location"] == f"/v1/jobs/{job['job']}"
-    for _ in range(200):
+
+    async def done():
+        nonlocal state
         state = await writer.signed("GET", f"/v1/jobs/{job['job']}")
-        if body(state)["status"] == "done":
-            break
-        await asyncio.sleep(0.01)
+        return body(state)["status"] == "done"
+
+    state = r
+    await wait_until(done, "the job done", timeout=5, every=0.01)
     data = body(state)
     assert state.code == 200 and data["status"] == "done" and data["job"] == job["job"]
     assert [x["sha256"] for x in data["results"]] == [sha(n) for n in range(50)]

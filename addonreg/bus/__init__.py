@@ -38,10 +38,13 @@ from __future__ import annotations
 import abc
 import importlib
 import logging
-from typing import Any, Dict, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Optional, Protocol, Sequence
 from urllib.parse import urlsplit
 
 from ..storage import Key, Record
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = ["Subscriber", "Nobody", "BusError", "InvalidationBus", "load_bus"]
 
@@ -182,7 +185,7 @@ class InvalidationBus(abc.ABC):
 _MODULES = {"local": "local", "feed": "feed", "redis": "redis", "rediss": "redis"}
 
 
-def load_bus(settings: Any, store: Any, subscribe: bool = True) -> InvalidationBus:
+def load_bus(settings: Settings, store: Any, subscribe: bool = True) -> InvalidationBus:
     """The bus ``settings.pubsub`` names, over ``store`` (not yet started).
 
     ``subscribe=False`` (a command that only writes, such as ``import``)

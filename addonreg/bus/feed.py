@@ -23,10 +23,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..storage import BackendError, Record, RegistrationStore
 from . import BusError, InvalidationBus, Subscriber
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = ["FeedBus", "load_from_config"]
 
@@ -131,7 +134,7 @@ class FeedBus(InvalidationBus):
 
 
 def load_from_config(
-    settings: Any, store: RegistrationStore, subscribe: bool = True
+    settings: Settings, store: RegistrationStore, subscribe: bool = True
 ) -> InvalidationBus:
     if not subscribe:
         from .local import LocalBus

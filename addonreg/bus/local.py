@@ -6,10 +6,13 @@ so it is always connected and never resets.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..storage import Record
 from . import InvalidationBus, Subscriber
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = ["LocalBus", "load_from_config"]
 
@@ -28,5 +31,5 @@ class LocalBus(InvalidationBus):
             self._counts["published"] += 1
 
 
-def load_from_config(settings: Any, store: Any, subscribe: bool = True) -> LocalBus:
+def load_from_config(settings: Settings, store: Any, subscribe: bool = True) -> LocalBus:
     return LocalBus()

@@ -38,7 +38,7 @@ import logging
 import math
 import os
 import random
-from typing import Any, Deque, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Sequence, Tuple
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import msgpack
@@ -47,13 +47,18 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ..storage import STATUS_CODE, Key, Record, RegistrationStore
+from ..status import STATUS_CODE
+from ..storage import Key, Record, RegistrationStore
 from . import BusError, InvalidationBus, Subscriber
 from .feed import FeedBus
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = [
     "RedisBus",
     "MessageError",
+    "MessageForged",
     "encode",
     "decode",
     "parse_url",
@@ -71,6 +76,11 @@ _OUTBOX_SIZE = 10_000  # messages waiting to be sent; beyond, they are dropped (
 
 class MessageError(ValueError):
     """A message on the channel is not one :func:`encode` writes."""
+
+
+class MessageForged(MessageError):
+    """A message whose MAC is missing or wrong: not written with our bus key
+    (forged, or from a process with another key or from before the MAC)."""
 
 
 def _mac(key: bytes, origin: bytes, sequence: int, rows: List[Any]) -> bytes:
@@ -111,7 +121,7 @@ def decode(key: bytes, payload: bytes) -> Tuple[bytes, List[Key], int]:
     if not isinstance(mac, bytes) or not hmac.compare_digest(
         mac, _mac(key, origin, sequence, rows)
     ):
-        raise MessageError("MAC missing or wrong")
+        raise MessageForged("MAC missing or wrong")
     keys = []
     for i, row in enumerate(rows):
         if (
@@ -370,7 +380,7 @@ class RedisBus(FeedBus):
         try:
             origin, keys, serial = decode(self.key, payload)
         except MessageError as exc:
-            kind = "rejected" if "MAC" in str(exc) else "malformed"
+            kind = "rejected" if isinstance(exc, MessageForged) else "malformed"
             self._counts[kind] += 1
             if self._counts[kind] in (1, 10, 100, 1000) or self._counts[kind] % 10000 == 0:
                 log.warning(
@@ -389,7 +399,9 @@ class RedisBus(FeedBus):
             self._forget(keys)
 
 
-def load_from_config(settings: Any, store: RegistrationStore, subscribe: bool = True) -> RedisBus:
+def load_from_config(
+    settings: Settings, store: RegistrationStore, subscribe: bool = True
+) -> RedisBus:
     return RedisBus(
         settings.pubsub,
         store,

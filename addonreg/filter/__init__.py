@@ -7,8 +7,9 @@ Reading: :class:`FilterReader` (``status(addon_id, sha256)`` ->
 ``registered`` | ``revoked`` | ``not-in-filter``).
 """
 
+from ..status import REGISTERED, REVOKED
 from .build import BuildError, Built, build_base, build_delta, verify
-from .fmt import FilterFile, FormatError
+from .filterfile import FilterFile, FormatError
 from .index import (
     IndexVerificationError,
     canonical_bytes,
@@ -21,7 +22,7 @@ from .index import (
     verify_index,
 )
 from .keys import KeySet, addon_key, file_key
-from .reader import NOT_IN_FILTER, REGISTERED, REVOKED, FilterReader, FilterRejected
+from .reader import NOT_IN_FILTER, FilterReader, FilterRejected
 from .writer import FilterWriter
 
 __all__ = [

@@ -25,8 +25,9 @@ from typing import Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
-from . import fmt
-from .fmt import ADDON, FILE, REGISTERED, REVOKED, UNCHANGED, FilterFile, Stage
+from ..status import REGISTERED_CODE, REVOKED_CODE
+from . import filterfile
+from .filterfile import ADDON, FILE, UNCHANGED, FilterFile, Stage
 from .keys import KeySet, Record
 from .ribbon import BuildError, build_layer
 
@@ -75,21 +76,21 @@ def build_base(
     _check_serial(serial)
     desired = keys.status
     orientations: List[Tuple[Tuple[int, ...], int]] = [
-        ((REVOKED,), REGISTERED),
-        ((REGISTERED,), REVOKED),
+        ((REVOKED_CODE,), REGISTERED_CODE),
+        ((REGISTERED_CODE,), REVOKED_CODE),
     ]
     stages, default = _build_stages(keys, desired, orientations)
     membership = (
         build_layer(keys.k0, keys.k1, membership_bits, 0) if membership_bits and len(keys) else None
     )
     f = FilterFile(
-        fmt.KIND_BASE,
+        filterfile.KIND_BASE,
         serial,
         serial,
         bytes(32),
         len(keys),
         _count_addons(keys),
-        int((desired == REVOKED).sum()),
+        int((desired == REVOKED_CODE).sum()),
         0,
         default,
         membership,
@@ -130,15 +131,17 @@ def build_delta(
         was[at >= 0] = base.keys.status[at[at >= 0]]
         desired = np.zeros(len(current), dtype=np.uint8)
         desired[current.locate(ch.k0, ch.k1)] = np.where(was == ch.status, UNCHANGED, ch.status)
-    stages, default = _build_stages(current, desired, [((REVOKED, REGISTERED), UNCHANGED)])
+    stages, default = _build_stages(
+        current, desired, [((REVOKED_CODE, REGISTERED_CODE), UNCHANGED)]
+    )
     f = FilterFile(
-        fmt.KIND_DELTA,
+        filterfile.KIND_DELTA,
         serial,
         base.serial,
         bytes.fromhex(base.sha256),
         len(current),
         _count_addons(current),
-        int((current.status == REVOKED).sum()),
+        int((current.status == REVOKED_CODE).sum()),
         int((desired != UNCHANGED).sum()),
         default,
         None,
@@ -212,7 +215,7 @@ def _build_stages(
     a0, a1, index = keys.addons
     n_addons = len(a0)
     files_per = np.bincount(index, minlength=n_addons)
-    revoked_per = np.bincount(index, weights=(desired == REVOKED), minlength=n_addons)
+    revoked_per = np.bincount(index, weights=(desired == REVOKED_CODE), minlength=n_addons)
     whole = revoked_per == files_per  # every known file of the add-on -> revoked
 
     # Per add-on counts of each wanted answer: a threshold's cost is then O(add-ons).
@@ -240,7 +243,7 @@ def _build_stages(
     tag = 0
     if chosen.any():
         stages.append(
-            _build_stage(ADDON, REVOKED, a0[chosen], a1[chosen], a0[~chosen], a1[~chosen], tag)
+            _build_stage(ADDON, REVOKED_CODE, a0[chosen], a1[chosen], a0[~chosen], a1[~chosen], tag)
         )
         tag += 1
     left = ~chosen[index]

@@ -26,7 +26,7 @@ import logging
 import signal
 import sys
 import time
-from typing import Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -35,6 +35,9 @@ from ..storage import BackendError, Record
 from .index import raw_public_key
 from .keys import KeySet
 from .writer import FilterWriter
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = ["follow_filter", "run_filter", "generate_key"]
 
@@ -104,7 +107,7 @@ async def follow_filter(
 
 
 async def run_filter(
-    settings: Any, directory: str, *, follow: bool, source_url: Optional[str]
+    settings: Settings, directory: str, *, follow: bool, source_url: Optional[str]
 ) -> int:
     """``addonreg filter``: the exit code."""
     if not settings.filter_key:

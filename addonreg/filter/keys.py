@@ -10,10 +10,10 @@ a key's words are little-endian (k0 = bytes 0..7, k1 = bytes 8..15).
 The file's SHA-256 is already a uniform 256-bit value that no one can aim at
 a chosen target, so the file key only has to fold it to 128 bits and bind
 it to its add-on; fmix64 (a bijection, ribbon.py) keeps hashes that differ
-in any one word apart. Hashing it again with SHA-256 cost ~1.5 us per file
-in Python (35-60 s of a 10M-file build on this machine); this is a few
-numpy operations. SHA-256 for the add-on key because every platform has it
-(WebCrypto included).
+in any one word apart. Hashing it again with SHA-256 took a Python call per
+file, a large part of a big build's time (bench/filter.py measures builds);
+this is a few numpy operations over all the files at once. SHA-256 for the
+add-on key because every platform has it (WebCrypto included).
 """
 
 from __future__ import annotations
@@ -26,11 +26,9 @@ from typing import Iterable, List, Tuple, Union
 
 import numpy as np
 
+from ..ids import normalize_sha256
+from ..status import STATUS_CODE
 from .ribbon import fmix64, fmix64_np
-
-REGISTERED = 1
-REVOKED = 2
-STATUS_CODES = {"registered": REGISTERED, "revoked": REVOKED}
 
 Record = Tuple[str, str, str]  # (addon_id, sha256 hex, "registered" | "revoked")
 
@@ -38,19 +36,11 @@ _sha256 = hashlib.sha256
 
 
 def sha256_bytes(value: str) -> bytes:
-    """The 32 bytes of a SHA-256 given as 64 hex digits (any case, optional ``sha256:``)."""
-    if len(value) != 64:
-        if len(value) == 71 and value[:7].lower() == "sha256:":
-            value = value[7:]
-        else:
-            raise ValueError(f"not a SHA-256: {value!r}")
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raise ValueError(f"not a SHA-256: {value!r}") from None
-    if len(raw) != 32:  # fromhex skips whitespace
+    """The 32 bytes of a SHA-256 given as the identifier rules take it (:mod:`addonreg.ids`)."""
+    sha = normalize_sha256(value)
+    if sha is None:
         raise ValueError(f"not a SHA-256: {value!r}")
-    return raw
+    return bytes.fromhex(sha)
 
 
 def _id_bytes(addon_id: str) -> bytes:
@@ -131,7 +121,7 @@ class KeySet:
     k1: np.ndarray
     a0: np.ndarray
     a1: np.ndarray
-    status: np.ndarray  # uint8: REGISTERED or REVOKED
+    status: np.ndarray  # uint8: a status code (status.py)
 
     def __len__(self) -> int:
         return len(self.k0)
@@ -261,7 +251,7 @@ def _hash_records(records: Iterable[Record]):
         raise ValueError("a record is (addon_id, sha256, status)")
     try:
         codes = np.fromiter(
-            map(STATUS_CODES.__getitem__, map(itemgetter(2), records)),
+            map(STATUS_CODE.__getitem__, map(itemgetter(2), records)),
             dtype=np.uint8,
             count=len(records),
         )

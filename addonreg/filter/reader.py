@@ -25,15 +25,15 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from . import fmt, keys
-from .fmt import FilterFile, FormatError
+from ..ids import normalize_sha256
+from ..status import REGISTERED, REGISTERED_CODE, REVOKED, REVOKED_CODE
+from . import filterfile, keys
+from .filterfile import FilterFile, FormatError
 from .index import IndexVerificationError, verify_index
 
-REGISTERED = "registered"
-REVOKED = "revoked"
 NOT_IN_FILTER = "not-in-filter"
 _NOT_IN = 3
-_NAMES = {fmt.REGISTERED: REGISTERED, fmt.REVOKED: REVOKED, _NOT_IN: NOT_IN_FILTER}
+_NAMES = {REGISTERED_CODE: REGISTERED, REVOKED_CODE: REVOKED, _NOT_IN: NOT_IN_FILTER}
 _NAME_LIST = [None, REGISTERED, REVOKED, NOT_IN_FILTER]
 
 
@@ -46,7 +46,7 @@ class FilterReader:
 
     Build it with :meth:`from_index` (checks everything) or :meth:`from_bytes`
     (files checked against the SHA-256 an index verified earlier names). The
-    constructor takes :class:`~addonreg.filter.fmt.FilterFile` objects as they
+    constructor takes :class:`~addonreg.filter.filterfile.FilterFile` objects as they
     are (built in this process; nothing is checked but their pairing).
     """
 
@@ -152,7 +152,7 @@ class FilterReader:
         """The answer code (1 registered, 2 revoked, 3 not-in-filter) of hashed keys."""
         if self.delta is not None:
             d = self.delta.answer_one(a, f)
-            if d != fmt.UNCHANGED:
+            if d != filterfile.UNCHANGED:
                 return d
         if not self.base.member_one(f):
             return _NOT_IN
@@ -170,7 +170,7 @@ class FilterReader:
         todo = np.arange(len(f0))
         if self.delta is not None:
             out = self.delta.answer_np(a0, a1, f0, f1)
-            todo = np.flatnonzero(out == fmt.UNCHANGED)
+            todo = np.flatnonzero(out == filterfile.UNCHANGED)
         if self.base.membership is not None:
             member = self.base.member_np(f0[todo], f1[todo])
             out[todo[~member]] = _NOT_IN
@@ -179,7 +179,6 @@ class FilterReader:
         return out
 
 
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}", re.ASCII).fullmatch
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", re.ASCII).fullmatch
 _U64 = 2**64
 _ENTRY_FIELDS = {
@@ -210,7 +209,7 @@ def _check_index(index: Dict[str, Any]) -> None:
             if field == "path":
                 ok = value == f"filter/{entry.get('sha256')}.bin"
             elif field == "sha256":
-                ok = type(value) is str and _SHA256_HEX(value) is not None
+                ok = type(value) is str and normalize_sha256(value) == value  # canonical
             elif field == "built_at":
                 ok = _is_time(value)
             else:

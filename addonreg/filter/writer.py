@@ -17,11 +17,11 @@ ever-growing delta.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, Optional, Set, Union
 
+from ..atomicfile import write_atomically
 from .build import Built, build_base, build_delta
 from .index import index_bytes, load_private_key, make_index, sign_index
 from .keys import KeySet, Record
@@ -135,20 +135,7 @@ class FilterWriter:
         self._write(name, data)
 
     def _write(self, name: str, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, os.path.join(self.dir, name))
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        write_atomically(os.path.join(self.dir, name), data)
 
     def _collect(self, keep: Set[str]) -> None:
         """Delete ``.bin`` files named by neither the current nor the previous index."""

@@ -29,8 +29,23 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+)
 from urllib.parse import unquote, urlsplit
+
+from ..status import REGISTERED, REVOKED, STATUS_CODE, STATUS_NAME  # re-exported for callers
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = [
     "REGISTERED",
@@ -53,11 +68,7 @@ __all__ = [
     "describe_storage",
 ]
 
-REGISTERED = "registered"
-REVOKED = "revoked"
 RECORD_REVOKED = "record-revoked"  # an Operation of the import only (see Operation)
-STATUS_CODE = {REGISTERED: 1, REVOKED: 2}  # as stored (SQL) and sent (bus)
-STATUS_NAME = {code: name for name, code in STATUS_CODE.items()}
 
 Key = Tuple[str, str]
 """(addon_id, sha256 as 64 lowercase hex digits)."""
@@ -369,7 +380,7 @@ def describe_storage(url: str) -> str:
     return parts.scheme
 
 
-def load_storage(settings) -> RegistrationStore:
+def load_storage(settings: Settings) -> RegistrationStore:
     """Build the backend the storage URL names (not yet opened)."""
     scheme = settings.storage.split(":", 1)[0]
     module = importlib.import_module(f"{__name__}.{scheme}")

@@ -8,7 +8,7 @@ no locking is needed on one event loop.
 from __future__ import annotations
 
 import bisect
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
 
 from . import (
     JOB_DONE,
@@ -23,6 +23,9 @@ from . import (
     plan,
     result_item,
 )
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = ["MemoryStore", "load_from_config"]
 
@@ -105,5 +108,5 @@ class MemoryStore(RegistrationStore):
         pass
 
 
-def load_from_config(settings) -> MemoryStore:
+def load_from_config(settings: Settings) -> MemoryStore:
     return MemoryStore()

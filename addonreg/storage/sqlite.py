@@ -15,15 +15,14 @@ import asyncio
 import json
 import os
 import sqlite3
-from typing import Any, Awaitable, Dict, Iterable, List, Optional, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Dict, Iterable, List, Optional, Sequence, TypeVar
 
 import aiosqlite
 
+from ..status import STATUS_CODE, STATUS_NAME
 from . import (
     JOB_DONE,
     JOB_QUEUED,
-    STATUS_CODE,
-    STATUS_NAME,
     Applied,
     BackendError,
     Job,
@@ -38,6 +37,9 @@ from . import (
     now_us,
     plan,
 )
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = ["SQLiteStore", "load_from_config"]
 
@@ -329,5 +331,5 @@ class SQLiteStore(RegistrationStore):
         await self._call(self._fetchall(self._reader, "SELECT 1 FROM counters LIMIT 1"))
 
 
-def load_from_config(settings) -> SQLiteStore:
+def load_from_config(settings: Settings) -> SQLiteStore:
     return SQLiteStore(settings.storage[len("sqlite:///") :], timeout=settings.storage_timeout)

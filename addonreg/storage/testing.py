@@ -12,7 +12,8 @@ import hashlib
 
 import pytest
 
-from . import RECORD_REVOKED, REGISTERED, REVOKED, Operation, RegistrationStore, now_us
+from ..status import REGISTERED, REVOKED
+from . import RECORD_REVOKED, Operation, RegistrationStore, now_us
 
 __all__ = ["StorageTests", "sha"]
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import collections
 from typing import Counter, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from addonreg.storage import REGISTERED, REVOKED
+from addonreg.status import STATUS_NAME
 from tests.faults.load import NO_ANSWER, Answer, Key
 from tests.faults.servers import PrivateMariaDB
 
@@ -48,14 +48,13 @@ NOT_WRITTEN = frozenset({201, 202, 203})
 OUTCOME_UNKNOWN = 204
 """errno of a 503 for a write whose outcome the service cannot know."""
 ABSENT = "absent"
-_STATUS_NAMES = {1: REGISTERED, 2: REVOKED}
 _ACKNOWLEDGED = {"put": (200, 201), "delete": (200,), "bulk": (200,)}
 
 
 def stored_states(db: PrivateMariaDB) -> Dict[Key, str]:
     """Every registration in storage: file -> ``registered`` or ``revoked``."""
     rows = db.query("SELECT addon_id, LOWER(HEX(sha256)), status FROM registrations")
-    return {(addon_id, digest): _STATUS_NAMES[status] for addon_id, digest, status in rows}
+    return {(addon_id, digest): STATUS_NAME[status] for addon_id, digest, status in rows}
 
 
 def _outcome(answer: Answer) -> str:

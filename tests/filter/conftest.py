@@ -7,7 +7,8 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from addonreg.filter import KeySet, build_base, synth
+from addonreg.filter import KeySet, build_base
+from tests.filter import synth
 
 Record = Tuple[str, str, str]
 

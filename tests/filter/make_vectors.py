@@ -16,7 +16,8 @@ from typing import Any, Dict, List
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from addonreg.filter import FilterReader, FilterWriter, addon_key, file_key, synth
+from addonreg.filter import FilterReader, FilterWriter, addon_key, file_key
+from tests.filter import synth
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vectors")
 TEST_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))

@@ -14,11 +14,11 @@ from addonreg.filter import (
     KeySet,
     build_base,
     build_delta,
-    fmt,
+    filterfile,
     keys,
     ribbon,
-    synth,
 )
+from tests.filter import synth
 
 from .conftest import current
 
@@ -41,7 +41,7 @@ def test_base_exact_on_every_known_file(records_100k, base_100k):
     assert base_100k.file.n_files == 100_000
     assert base_100k.file.n_revoked == sum(st == "revoked" for _, _, st in records_100k)
     # The clustered registry uses the add-on stage.
-    assert [s.kind for s in base_100k.file.stages][0] == fmt.ADDON
+    assert [s.kind for s in base_100k.file.stages][0] == filterfile.ADDON
 
 
 def test_delta_exact_on_every_known_file(records_100k, base_100k, changes_100k):
@@ -57,7 +57,7 @@ def test_delta_exact_on_every_known_file(records_100k, base_100k, changes_100k):
     before = {(a, s): st for a, s, st in records_100k}
     d = delta.file.answer_np(*keys.hash_pairs(pairs))
     changed = np.array([before.get(p) != state[p] for p in pairs])
-    assert ((d != fmt.UNCHANGED) == changed).all()
+    assert ((d != filterfile.UNCHANGED) == changed).all()
     assert delta.file.n_changed == int(changed.sum())
 
 
@@ -117,7 +117,7 @@ def test_addon_revoked_after_base_costs_one_key():
     ]
     base = build_base(recs, 1)
     delta = build_delta(base, [(a, s, "revoked") for a, s, _ in recs if a == "a7@x"], 2)
-    assert [(s.kind, s.n_positive) for s in delta.file.stages] == [(fmt.ADDON, 1)]
+    assert [(s.kind, s.n_positive) for s in delta.file.stages] == [(filterfile.ADDON, 1)]
     r = loaded(base, delta)
     assert r.status("a7@x", "%064x" % 7005) == "revoked"
     assert r.status("a8@x", "%064x" % 8005) == "registered"

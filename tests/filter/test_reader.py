@@ -22,7 +22,7 @@ from addonreg.filter import (
     index_bytes,
     sign_index,
 )
-from addonreg.filter.synth import registry
+from tests.filter.synth import registry
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 PUBLIC = [KEY.public_key()]

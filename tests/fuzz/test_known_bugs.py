@@ -163,6 +163,9 @@ def test_bug6_an_abandoned_body_does_not_hold_shutdown(server_process) -> None:
         probe.request("GET", "/__lbheartbeat__")  # the server has seen the headers by now
         assert probe.getresponse().status == 200
         probe.close()
+        # The probe's answer orders what matters (the headers were seen: the
+        # request is in flight). This pause only lets the partial body reach the
+        # server before the client goes; nothing observable marks that moment.
         time.sleep(0.2)
     finally:
         conn.close()

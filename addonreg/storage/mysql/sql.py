@@ -19,7 +19,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
-from .. import STATUS_NAME, BackendError, Key, Record
+from ...status import STATUS_NAME
+from .. import BackendError, Key, Record
 
 __all__ = [
     "sql_text",

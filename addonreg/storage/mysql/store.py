@@ -42,16 +42,15 @@ import os
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any, Dict, List, Optional, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, TypeVar
 
 import aiomysql
 import pymysql
 
+from ...status import REGISTERED, STATUS_CODE
 from .. import (
     JOB_DONE,
     JOB_QUEUED,
-    REGISTERED,
-    STATUS_CODE,
     Applied,
     BackendError,
     DatabaseMissing,
@@ -70,6 +69,9 @@ from .. import (
 from .nodes import DRIVER_ERRORS, Node, NodeState, parse_url, unreachable
 from .schema import SCHEMA
 from .sql import NODE_SERIAL, batch_time, from_us, key_list, packed, row_values, unpack
+
+if TYPE_CHECKING:
+    from ...config import Settings
 
 __all__ = ["MySQLStore", "load_from_config"]
 
@@ -931,7 +933,7 @@ async def _find_marker(
     return row
 
 
-def load_from_config(settings: Any) -> MySQLStore:
+def load_from_config(settings: Settings) -> MySQLStore:
     return MySQLStore(
         settings.storage,
         pool_size=settings.storage_pool_size,

@@ -1,4 +1,4 @@
-"""Synthetic registries for the tests and bench/filter.py (deterministic per seed).
+"""Synthetic registries for the filter tests and bench/filter.py (deterministic per seed).
 
 ``registry(n_files, n_addons, revoked=0.01, clustered=False, seed=0)``:
 

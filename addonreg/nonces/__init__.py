@@ -6,7 +6,8 @@ pub/sub Redis, so a request replayed to another process is refused too.
 :func:`load_nonce_store` picks one from the pub/sub URL. Stores are built
 once per process and used from its event loop (not thread-safe).
 
-Guarantees (``tests/test_nonces.py`` runs one contract suite on both):
+Guarantees (``nonces/testing.py``, the contract suite ``tests/test_nonces.py``
+runs on both):
 
 * :meth:`NonceStore.check_and_remember` is atomic: of two calls with the
   same ``(credential id, nonce)`` within ``2 * skew`` seconds exactly one
@@ -31,7 +32,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from .coalesce import PassBatch
+from ..coalesce import PassBatch
 
 __all__ = [
     "NonceStore",
@@ -205,7 +206,7 @@ def load_nonce_store(pubsub_url: str, skew: int = 60) -> NonceStore:
 
     Raises ``ValueError`` for an unknown scheme.
     """
-    from .bus.redis import parse_url  # the one parser of Redis URLs (the bus's options)
+    from ..bus.redis import parse_url  # the one parser of Redis URLs (the bus's options)
 
     scheme = urlsplit(pubsub_url).scheme
     if scheme in ("redis", "rediss"):

@@ -15,18 +15,17 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ..status import REGISTERED, REGISTERED_CODE, REVOKED, REVOKED_CODE
 from .ribbon import Layer
 
 MAGIC = b"AREGFILT"
 VERSION = 1
 KIND_BASE = 0
 KIND_DELTA = 1
-KEY_SCHEME = 1  # keys.py: SHA-256-128 of the tagged, length-prefixed id (and hash)
+KEY_SCHEME = 1  # keys.py: add-on key SHA-256-128 of the length-prefixed id; file key fmix64
 
-UNCHANGED = 0
-REGISTERED = 1
-REVOKED = 2
-ANSWERS = {UNCHANGED: "unchanged", REGISTERED: "registered", REVOKED: "revoked"}
+UNCHANGED = 0  # a delta's answer: ask the base; the others are status codes (status.py)
+ANSWERS = {UNCHANGED: "unchanged", REGISTERED_CODE: REGISTERED, REVOKED_CODE: REVOKED}
 
 ADDON = 0  # stage key kinds
 FILE = 1
@@ -44,7 +43,7 @@ class FormatError(ValueError):
 @dataclass(frozen=True)
 class Stage:
     kind: int  # ADDON or FILE
-    answer: int  # REGISTERED or REVOKED
+    answer: int  # REGISTERED_CODE or REVOKED_CODE
     n_positive: int
     l1: Optional[Layer]  # filter: passes when value == fingerprint
     l2: Optional[Layer]  # retrieval, k = 1: positive when value == 1
@@ -92,7 +91,7 @@ class FilterFile:
     def answer_np(
         self, a0: np.ndarray, a1: np.ndarray, f0: np.ndarray, f1: np.ndarray
     ) -> np.ndarray:
-        """The answer code (UNCHANGED/REGISTERED/REVOKED) of every (add-on key, file key)."""
+        """The answer code (UNCHANGED or a status code) of every (add-on key, file key)."""
         out = np.full(len(f0), self.default, dtype=np.uint8)
         todo = np.arange(len(f0))
         for stage in self.stages:
@@ -182,7 +181,7 @@ class FilterFile:
             raise FormatError(f"filter format version {version}; this reader reads {VERSION}")
         if kind not in (KIND_BASE, KIND_DELTA) or scheme != KEY_SCHEME or reserved:
             raise FormatError("bad header")
-        allowed = (UNCHANGED,) if kind == KIND_DELTA else (REGISTERED, REVOKED)
+        allowed = (UNCHANGED,) if kind == KIND_DELTA else (REGISTERED_CODE, REVOKED_CODE)
         if default not in allowed or (kind == KIND_DELTA and mbits):
             raise FormatError("bad header")
         off = HEADER_SIZE
@@ -199,7 +198,7 @@ class FilterFile:
             off += _STAGE.size
             if (
                 skind not in (ADDON, FILE)
-                or answer not in (REGISTERED, REVOKED)
+                or answer not in (REGISTERED_CODE, REVOKED_CODE)
                 or flags & ~3
                 or res
             ):
