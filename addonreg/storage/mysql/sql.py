@@ -104,9 +104,9 @@ def packed(order: str = "") -> str:
     """The select list that returns many records as ONE row: their count and
     the records joined in one string (``order``: an ORDER BY for the join).
 
-    PyMySQL parses every row packet in Python, about 20 µs a row, which was
-    most of a 5,000-key read (a re-import's) and of a full scan; splitting one
-    string costs about 1 µs a record. Text columns travel as hex, so no value
+    PyMySQL parses every row packet in Python, which was most of a 5,000-key
+    read (a re-import's) and of a full scan; splitting one string costs a small
+    fraction of that per record (bench/results/writes.md). Text columns travel as hex, so no value
     can hold a separator; the separators are literal characters, not escapes,
     so no sql_mode changes them. ``version`` is last: CONCAT_WS skips a NULL,
     so a NULL version is a missing sixth field.
