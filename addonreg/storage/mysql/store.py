@@ -194,6 +194,8 @@ class MySQLStore(RegistrationStore):
         try:
             conn = await asyncio.wait_for(pool.acquire(), self.timeout)
         except DRIVER_ERRORS as exc:
+            if isinstance(exc, pymysql.err.MySQLError) and exc.args[:1] == (_NO_DATABASE,):
+                raise DatabaseMissing(f"MySQL database {self.database!r} does not exist") from exc
             raise BackendError("MySQL unavailable", exc) from exc
         try:
             result = await asyncio.wait_for(work(conn), timeout)
@@ -254,6 +256,11 @@ class MySQLStore(RegistrationStore):
         """The node writes go to: the current one, or the first of the list that
         answers and accepts writes."""
         if self.writer is not None:
+            return self.writer
+        if len(self.nodes) == 1:
+            # One server: nothing to choose, so nothing to ask it first (a probe is a
+            # round trip that a stalled link would hold before every write).
+            self.writer = self.nodes[0]
             return self.writer
         async with self._choosing:
             if self.writer is not None:
