@@ -155,7 +155,7 @@ class LookupCache(Generic[K, V]):
         replaced, never mutated, on a change, and freshness is read from the item.
         """
         lru, now, codec = self._lru, self._clock(), self._codec
-        young = lru._gens[0].get if isinstance(lru, SegmentedLRU) else {}.get
+        young = lru.youngest.get if isinstance(lru, SegmentedLRU) else {}.get
         ttl, negative_ttl, remembered = self.ttl, self.negative_ttl, memo.get
         out: list[tuple] = []
         for key in keys:
@@ -281,7 +281,7 @@ class LookupCache(Generic[K, V]):
         # own get() first: a C call for most hits.
         lru, now = self._lru, self._clock()
         fresh = self._codec.fresh
-        young = lru._gens[0].get if isinstance(lru, SegmentedLRU) else {}.get
+        young = lru.youngest.get if isinstance(lru, SegmentedLRU) else {}.get
         ttl, negative_ttl = self.ttl, self.negative_ttl
         hits = 0
         for i, key in enumerate(keys):

@@ -48,6 +48,13 @@ class SegmentedLRU(Cache):
         self._quarter = max(1, int(maxsize) // self.GENERATIONS)
         self.evictions = 0
 
+    @property
+    def youngest(self) -> dict[Any, Any]:
+        """The youngest generation, to probe first (read-only use): most hits are
+        there, and its own ``get`` is one C call where ``self[key]`` is a Python one.
+        A key it lacks may still be in an older generation: then ``self[key]``."""
+        return self._gens[0]
+
     def __getitem__(self, key: Any) -> Any:
         gens = self._gens
         try:
