@@ -18,14 +18,14 @@ One cluster for the module (``galera_cluster``), healed before each test.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import pytest
 
 from addonreg.storage import Operation
 from addonreg.storage.mysql import MySQLStore
 from addonreg.storage.testing import sha
-from tests.conftest import CREDS, Client, ServerProcess, Writer, body, wait_until
+from tests.conftest import Client, Writer, body, wait_until
 from tests.faults.checker import NOT_WRITTEN, OUTCOME_UNKNOWN
 from tests.faults.clusters import GaleraCluster
 from tests.faults.conftest import STORAGE_TIMEOUT
@@ -76,25 +76,6 @@ async def store_on(galera: GaleraCluster):
         await store.close()
 
 
-@pytest.fixture
-def cluster_process(server_process: Callable[..., ServerProcess]) -> Callable[..., ServerProcess]:
-    """Factory: an ``addonreg serve`` process over ``storage`` (and ``storage_read``)."""
-
-    def start(storage: str, read: str = "", pubsub: str = "feed://", **env: str) -> ServerProcess:
-        return server_process(
-            {
-                "ADDONREG_STORAGE": storage,
-                "ADDONREG_STORAGE_READ": read,
-                "ADDONREG_PUBSUB": pubsub,
-                "ADDONREG_STORAGE_TIMEOUT": str(STORAGE_TIMEOUT),
-                "ADDONREG_HAWK_CREDENTIALS": ",".join(f"{k}:{v}" for k, v in CREDS.items()),
-                **env,
-            }
-        )
-
-    return start
-
-
 async def test_reads_go_to_the_read_node_and_none_to_the_write_node(galera, store_on):
     writer = await store_on(galera.url())
     await writer.apply([Operation("register", f"a{n}@b", sha(n), "1.0") for n in range(50)])
@@ -134,13 +115,13 @@ async def test_a_read_node_behind_what_was_seen_is_not_read_from(galera, store_o
     assert store.counts["causal_waits"] + store.counts["read_fallbacks"] >= 1
 
 
-async def test_the_write_node_killed_under_load(galera, cluster_process):
+async def test_the_write_node_killed_under_load(galera, serve):
     """Two processes (one reading from node 2), under mixed load; node 0 (the write
     node) killed with -9, then started again: it rejoins (IST) with every
     acknowledged write. The scenario's checks: see tests/faults/scenario.py."""
     processes = [
-        cluster_process(galera.url()),
-        cluster_process(galera.url(), read=galera.node_url(2)),
+        serve(galera.url(), pubsub="feed://"),
+        serve(galera.url(), galera.node_url(2), "feed://"),
     ]
 
     async def kill_write_node(run: Run) -> None:
@@ -192,8 +173,8 @@ async def test_the_write_node_killed_under_load(galera, cluster_process):
         assert rows, f"node 0 rejoined without the acknowledged {addon_id}"
 
 
-async def test_a_read_node_killed_reads_go_on(galera, cluster_process):
-    process = cluster_process(galera.url([0, 1]), read=galera.node_url(2))
+async def test_a_read_node_killed_reads_go_on(galera, serve):
+    process = serve(galera.url([0, 1]), galera.node_url(2), "feed://")
     client = Client(process.base)
     try:
         heartbeat = body(await client.get("/__heartbeat__"))
@@ -219,9 +200,9 @@ async def test_a_read_node_killed_reads_go_on(galera, cluster_process):
         client.close()
 
 
-async def test_a_process_reading_from_node_1_sends_the_write_node_nothing(galera, cluster_process):
+async def test_a_process_reading_from_node_1_sends_the_write_node_nothing(galera, serve):
     """Misses and the change feed (polled every 25 ms) all go to node 1."""
-    process = cluster_process(galera.url(), read=galera.node_url(1))
+    process = serve(galera.url(), galera.node_url(1), "feed://")
     writer = Writer(process.base)
     try:
         for n in range(5):

@@ -15,14 +15,13 @@ One replica set for the module, healed (rebuilt after a promotion) before each t
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 import pytest
 
 from addonreg.storage import Operation
 from addonreg.storage.mysql import MySQLStore
 from addonreg.storage.testing import sha
-from tests.conftest import CREDS, Client, ServerProcess, Writer, body, wait_until
+from tests.conftest import Client, Writer, body, wait_until
 from tests.faults.clusters import ReplicaSet
 from tests.faults.conftest import STORAGE_TIMEOUT
 from tests.faults.load import NEW_FILES_MIX
@@ -30,22 +29,6 @@ from tests.faults.scenario import Run, under_load
 from tests.faults.servers import PrivateRedis
 
 pytestmark = [pytest.mark.mysql, pytest.mark.subprocess]
-
-
-@pytest.fixture
-def cluster_process(server_process: Callable[..., ServerProcess]) -> Callable[..., ServerProcess]:
-    def start(storage: str, read: str = "", pubsub: str = "feed://") -> ServerProcess:
-        return server_process(
-            {
-                "ADDONREG_STORAGE": storage,
-                "ADDONREG_STORAGE_READ": read,
-                "ADDONREG_PUBSUB": pubsub,
-                "ADDONREG_STORAGE_TIMEOUT": str(STORAGE_TIMEOUT),
-                "ADDONREG_HAWK_CREDENTIALS": ",".join(f"{k}:{v}" for k, v in CREDS.items()),
-            }
-        )
-
-    return start
 
 
 async def put(writer: Writer, addon_id: str, digest: str, version: str) -> None:
@@ -63,14 +46,14 @@ async def version_on(client: Client, addon_id: str, digest: str) -> str:
 
 @pytest.mark.parametrize("bus", ["redis", "feed"])
 async def test_a_stopped_replica_never_makes_a_process_answer_older_than_it_heard(
-    bus: str, replica_set: ReplicaSet, cluster_process, request
+    bus: str, replica_set: ReplicaSet, serve, request
 ):
     pubsub = "feed://"
     if bus == "redis":
         redis: PrivateRedis = request.getfixturevalue("private_redis")
         pubsub = redis.url()
-    writer_process = cluster_process(replica_set.url(), pubsub=pubsub)
-    reader_process = cluster_process(replica_set.url(), read=replica_set.read_url(), pubsub=pubsub)
+    writer_process = serve(replica_set.url(), pubsub=pubsub)
+    reader_process = serve(replica_set.url(), replica_set.read_url(), pubsub)
     writer = Writer(writer_process.base)
     reader = Client(reader_process.base)
     addon_id, digest = f"{bus}@example.com", sha(7)
@@ -110,11 +93,11 @@ async def _serving(client: Client) -> bool:
     return all(n.get("serving", True) for n in nodes if n["role"] == "read")
 
 
-async def test_the_primary_lost_and_the_replica_promoted(replica_set: ReplicaSet, cluster_process):
+async def test_the_primary_lost_and_the_replica_promoted(replica_set: ReplicaSet, serve):
     """Semi-synchronous (AFTER_SYNC): a commit is acknowledged once the replica has
     it, so the promoted replica holds every acknowledged write."""
     replica_set.set_semi_sync(True)
-    processes = [cluster_process(replica_set.url()) for _ in range(2)]
+    processes = [serve(replica_set.url(), pubsub="feed://") for _ in range(2)]
 
     async def lose_the_primary(run: Run) -> None:
         replica_set.kill_primary()
