@@ -4,13 +4,15 @@ Under load many requests want the same kind of small storage or Redis call
 at once: a cache miss of one file, a nonce check. Made one by one they
 queue for a few connections and each pays a round trip. :class:`PassBatch`
 gathers the calls made while the event loop runs one pass and sends them
-together once the pass is over; :class:`Coalescer` builds on it for reads
-by key (the "data loader" pattern).
+together once the pass is over. The nonce store checks nonces with it; the
+lookup cache (:mod:`addonreg.cache`) sends its misses with it, de-duplicated
+by its own single flight.
 
-Guarantees (both):
+Guarantees:
 
 * A call answers its own item's result, in order, or raises what the send
-  raised (every call of that send does).
+  raised (every call of that send does), or the exception the send answered
+  for its item.
 * At most ``max_batch`` items go in one send; more make several sends.
 * A caller that is cancelled does not cancel the send for the others.
 
@@ -20,33 +22,20 @@ Not thread-safe: one per event loop.
 from __future__ import annotations
 
 import asyncio
-from typing import (
-    Awaitable,
-    Callable,
-    Generic,
-    Hashable,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Set,
-    Tuple,
-    TypeVar,
-)
+from typing import Awaitable, Callable, Generic, List, Sequence, Set, Tuple, TypeVar
 
-__all__ = ["PassBatch", "Coalescer"]
+__all__ = ["PassBatch"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 
 
 class PassBatch(Generic[T, R]):
     """``await call(item)``: the items of one loop pass go to ``send`` as one list.
 
-    ``send(items)`` returns one result per item, in order. Items are not
-    merged: the same item twice is sent twice (a nonce check relies on it).
+    ``send(items)`` returns one result per item, in order; an exception
+    instance as an item's result is raised to that item's caller. Items are
+    not merged: the same item twice is sent twice (a nonce check relies on it).
     """
 
     def __init__(
@@ -58,12 +47,17 @@ class PassBatch(Generic[T, R]):
         self._tasks: Set[asyncio.Task] = set()  # the loop only keeps weak references
 
     async def call(self, item: T) -> R:
+        return await asyncio.shield(self.add(item))
+
+    def add(self, item: T) -> asyncio.Future:
+        """The future of ``item``'s result, to await shielded (a cancelled waiter must
+        not cancel it: others may wait for it too)."""
         loop = asyncio.get_running_loop()
         if not self._pending:
             loop.call_soon(self._flush)  # once the current pass is over
         future = loop.create_future()
         self._pending.append((item, future))
-        return await asyncio.shield(future)
+        return future
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -85,28 +79,10 @@ class PassBatch(Generic[T, R]):
                 raise
             return
         for (_, future), result in zip(pending, results):
-            if not future.done():
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+                future.exception()  # retrieved: the waiters re-raise it
+            else:
                 future.set_result(result)
-
-
-class Coalescer(Generic[K, V]):
-    """Single-key reads of one loop pass become one ``fetch_many`` call.
-
-    ``load(key)`` answers what ``fetch_many`` found for ``key`` (None when it
-    was not found). A key asked for twice in one pass is fetched once.
-    """
-
-    def __init__(
-        self, fetch_many: Callable[[List[K]], Awaitable[Mapping[K, V]]], max_batch: int = 1000
-    ) -> None:
-        self._fetch_many = fetch_many
-        self._batch: PassBatch[K, Optional[V]] = PassBatch(self._fetch, max_batch)
-        self.calls = 0  # fetch_many calls made (for tests and metrics)
-
-    async def load(self, key: K) -> Optional[V]:
-        return await self._batch.call(key)
-
-    async def _fetch(self, keys: List[K]) -> List[Optional[V]]:
-        self.calls += 1
-        found = await self._fetch_many(list(dict.fromkeys(keys)))
-        return [found.get(key) for key in keys]

@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Dict, Optional
 from . import __version__, apidoc, inputs, media, metrics
 from .errors import ERRNO, APIError
 from .ids import check_addon_id, check_sha256
-from .registry import MISSING, Answer, render
+from .registry import MISSING, Answer
 from .storage import REVOKED, Key, Operation, Record, result_item
 from .web import BaseHandler, BodyHandler, cache_control
 
@@ -63,7 +63,7 @@ class FileHandler(BaseHandler):
     head = get
 
     async def fill(self, key: Key) -> None:
-        self.answer(key, render(await self.registry.file(key)))
+        self.answer(key, await self.registry.answer(key))
 
     def answer(self, key: Key, answer: Answer) -> None:
         if answer.record is None:

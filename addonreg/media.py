@@ -143,11 +143,12 @@ def addon_files_body(addon_id: str, records: Any) -> bytes:
     return encode_json({"addon_id": addon_id, "files": [r.to_dict() for r in records]})
 
 
-def lookup_items(key: Tuple[str, str], brief: Any) -> Tuple[bytes, bytes]:
-    """One result item of ``POST /v1/lookup`` (``brief``: (status, version) or None for
-    unknown), as JSON and as msgpack, to be joined by :func:`lookup_results`."""
-    status, version = brief or ("unknown", None)
-    item = {"addon_id": key[0], "sha256": key[1], "status": status, "version": version}
+def lookup_item(
+    addon_id: str, sha256: str, status: str, version: Optional[str]
+) -> Tuple[bytes, bytes]:
+    """One result item of ``POST /v1/lookup`` (status ``unknown`` for a file storage does
+    not have), as JSON and as msgpack, to be joined by :func:`lookup_results`."""
+    item = {"addon_id": addon_id, "sha256": sha256, "status": status, "version": version}
     return _json_bytes(item), msgpack.packb(item, use_bin_type=True)
 
 

@@ -12,10 +12,12 @@ answers live only ``cache_disconnected_ttl`` seconds).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
-from operator import itemgetter
+from operator import attrgetter
 from typing import (
+    TYPE_CHECKING,
     Any,
     Awaitable,
     Callable,
@@ -30,13 +32,13 @@ from typing import (
 
 from . import media
 from .batcher import QueueFull, WriteBatcher
-from .cache import MISSING, CacheKey, LookupCache, RecordPacking, cache_key, cache_keys, file_key
-from .coalesce import Coalescer
+from .cache import MISSING, LookupCache
 from .media import file_body
+from .memo import Memo
+from .packing import CacheKey, RecordPacking, cache_key, cache_keys, file_key
 from .storage import (
     JOB_QUEUED,
     REGISTERED,
-    REVOKED,
     Applied,
     Job,
     Key,
@@ -45,38 +47,55 @@ from .storage import (
     RegistrationStore,
 )
 
-__all__ = ["Registry", "MISSING", "Answer"]
+if TYPE_CHECKING:
+    from .config import Settings
+
+__all__ = ["Registry", "MISSING", "Answer", "LookupItem"]
 
 Check = Callable[[], Awaitable[Any]]
 
 
 class Answer(NamedTuple):
     """One file's answer as ``GET`` writes it: the record (None: unknown), its ETag
-    and, when registered, the body."""
+    and, when registered, the body; kept rendered until ``expires``."""
 
     record: Optional[Record]
     etag: str
     body: bytes
+    expires: float
 
 
-_RENDERED = 4096  # answers kept rendered (the hot files); the memo restarts when full
-_FRAGMENTS = 32768  # bulk-lookup items kept rendered, likewise
+class LookupItem(NamedTuple):
+    """One file's answer to a bulk lookup: its ``POST /v1/lookup`` result item as JSON
+    and as MessagePack, whether it is registered (the 2013 API's answer), and until
+    when it may be answered (kept rendered: :mod:`addonreg.memo`)."""
+
+    json: bytes
+    msgpack: bytes
+    registered: bool
+    expires: float
 
 
-_MISS = (None, 0.0, False, b"", b"", False)  # a file LookupCache.rendered has no entry for
+_ANSWERS = 4096  # GET answers kept rendered (the hot files); the memo restarts when full
+_LOOKUP_ITEMS = 32768  # bulk-lookup items kept rendered, likewise
+_JSON, _MSGPACK, _REGISTERED = (attrgetter(f) for f in ("json", "msgpack", "registered"))
 
 
-def _lookup_item(ckey: CacheKey, brief: Optional[Tuple[str, Optional[str]]]) -> Tuple[Any, ...]:
-    """A file's lookup item (JSON, msgpack) from its (status, version), and "registered"."""
-    return (*media.lookup_items(file_key(ckey), brief), brief is not None and brief[0] != REVOKED)
-
-
-def render(record: Optional[Record]) -> Answer:
+def render(record: Optional[Record], expires: float = 0.0) -> Answer:
     """A file's :class:`Answer` for its record (None: unknown)."""
     if record is None:
-        return Answer(None, "", b"")
+        return Answer(None, "", b"", expires)
     body = file_body(record) if record.status == REGISTERED else b""
-    return Answer(record, f'"{record.serial}"', body)
+    return Answer(record, f'"{record.serial}"', body, expires)
+
+
+def lookup_item(key: Key, record: Optional[Record], expires: float = 0.0) -> LookupItem:
+    """A file's :class:`LookupItem` for its record (None: unknown)."""
+    if record is None:
+        json, packed = media.lookup_item(key[0], key[1], "unknown", None)
+        return LookupItem(json, packed, False, expires)
+    json, packed = media.lookup_item(key[0], key[1], record.status, record.version)
+    return LookupItem(json, packed, record.status == REGISTERED, expires)
 
 
 class Registry:
@@ -89,7 +108,7 @@ class Registry:
         self,
         store: RegistrationStore,
         batcher: WriteBatcher,
-        settings: Any,
+        settings: Settings,
         checks: Mapping[str, Check],
     ) -> None:
         self.store = store
@@ -100,17 +119,24 @@ class Registry:
             settings.cache_size,
             settings.cache_ttl,
             settings.cache_negative_ttl,
+            self._fill_files,
             packing=RecordPacking(),
         )
         # An add-on's file list; None when it has none. Smaller: lists are rarer.
         self.addons: LookupCache[str, Tuple[Record, ...]] = LookupCache(
-            max(settings.cache_size // 10, 100), settings.cache_ttl, settings.cache_negative_ttl
+            max(settings.cache_size // 10, 100),
+            settings.cache_ttl,
+            settings.cache_negative_ttl,
+            self._fill_addons,
         )
-        # Concurrent misses of single files share one bulk query.
-        self._file_loader: Coalescer[CacheKey, Record] = Coalescer(self._fetch_files)
+        # What the hot paths answer, rendered once per change of a file.
+        self._answers: Memo[Key, Answer] = Memo(_ANSWERS, file_key, render(None, -math.inf))
+        self._lookup_items: Memo[Key, LookupItem] = Memo(
+            _LOOKUP_ITEMS, file_key, lookup_item(("", ""), None, -math.inf)
+        )
+        self.files.follow(self._answers)
+        self.files.follow(self._lookup_items)
         self._lag_samples: List[float] = []
-        self._rendered: Dict[CacheKey, Tuple[Any, Answer]] = {}
-        self._fragments: Dict[CacheKey, Tuple[Any, ...]] = {}
 
     # Reads ---------------------------------------------------------------
 
@@ -118,78 +144,96 @@ class Registry:
         """The cached answer for one file, rendered (:class:`Answer`), or :data:`MISSING`.
 
         The hot path of every ``GET``: a popular file's body is rendered once
-        per change, not once per request (the memo is keyed by the cache
-        entry itself, which a change replaces).
+        per change, not once per request.
         """
-        ckey = cache_key(key)
-        entry = self.files.peek_entry(ckey)
-        if entry is MISSING:
+        answer = self._answers.get(key, self.files.clock())
+        if answer is not None:
+            self.files.count_hits(1)
+            return answer
+        found = self.files.peek_expiring(cache_key(key))
+        if found is MISSING:
             return MISSING
-        memo = self._rendered.get(ckey)
-        if memo is not None and memo[0] is entry:
-            return memo[1]
-        answer = render(self.files.value_of(ckey, entry))
-        if len(self._rendered) >= _RENDERED:
-            self._rendered.clear()
-        self._rendered[ckey] = (entry, answer)
+        answer = render(*found)
+        self._answers.add(key, answer)
         return answer
 
-    def cached_file(self, key: Key) -> Any:
-        """The cached answer for one file (a Record or None), or :data:`MISSING`."""
-        return self.files.peek(cache_key(key))
+    async def answer(self, key: Key) -> Answer:
+        """One file's answer, from storage when it is not cached. Raises BackendError."""
+        return render(await self.file(key))
 
     async def file(self, key: Key) -> Optional[Record]:
         """One file's record, or None when unknown. Raises BackendError."""
-        return await self.files.get(cache_key(key), self._file_loader.load)
-
-    async def _fetch_files(self, ckeys: List[CacheKey]) -> Dict[CacheKey, Record]:
-        if len(ckeys) == 1:
-            record = await self.store.get(*file_key(ckeys[0]))
-            return {ckeys[0]: record} if record is not None else {}
-        return await self._fill_files(ckeys)
+        return await self.files.get(cache_key(key))
 
     async def lookup_body(self, keys: Sequence[Key], msgpack_wanted: bool) -> bytes:
         """The body of ``POST /v1/lookup`` for ``keys`` (JSON, or msgpack): the files'
-        items, each rendered once per change (:meth:`_items`), joined."""
-        which = itemgetter(4 if msgpack_wanted else 3)
-        return media.lookup_results(list(map(which, await self._items(keys))), msgpack_wanted)
+        items (:meth:`lookup_items`) joined."""
+        which = _MSGPACK if msgpack_wanted else _JSON
+        return media.lookup_results(list(map(which, await self.lookup_items(keys))), msgpack_wanted)
 
     async def registered(self, keys: Sequence[Optional[Key]]) -> List[bool]:
         """Whether each file is registered (None, a key that breaks the rules: not)."""
-        found = iter(await self._items([k for k in keys if k is not None]))
-        return [key is not None and next(found)[5] for key in keys]
+        if None not in keys:
+            return list(map(_REGISTERED, await self.lookup_items(keys)))  # type: ignore[arg-type]
+        found = iter(await self.lookup_items([k for k in keys if k is not None]))
+        return [key is not None and next(found).registered for key in keys]
 
-    async def _items(self, keys: Sequence[Key]) -> List[Tuple[Any, ...]]:
-        """Each file's memo item: its ``POST /v1/lookup`` item as JSON (3) and msgpack (4),
-        and whether it is registered (5); misses filled by one storage call.
+    async def lookup_items(self, keys: Sequence[Key]) -> List[LookupItem]:
+        """Each file's :class:`LookupItem`, in order.
 
-        A cached file's item is rendered once per change and kept, keyed by its cache
-        entry (:meth:`LookupCache.rendered`): no dict is built nor encoded per file.
+        When every file is memoised and fresh (a browser's add-ons are popular
+        files), one pass over the memo answers, with no Python call per file.
+        Otherwise each file comes from the memo, else from its cache entry (then
+        memoised), else from storage: all the misses in one call.
         """
-        ckeys = cache_keys(keys)
-        items = self.files.rendered(ckeys, self._fragments, _FRAGMENTS, _lookup_item, _MISS)
-        missing = [i for i, item in enumerate(items) if item is _MISS]
-        if missing:
-            records = await self.files.get_many([ckeys[i] for i in missing], self._fill_files)
-            for i, r in zip(missing, records):
-                items[i] = (
-                    None,
-                    0.0,
-                    False,
-                    *_lookup_item(ckeys[i], None if r is None else (r.status, r.version)),
-                )
-        return items
+        items = self._lookup_items.all_fresh(keys, self.files.clock())
+        if items is not None:
+            self.files.count_hits(len(items))
+            return items
+        return await self._lookup_items_slowly(keys)
+
+    async def _lookup_items_slowly(self, keys: Sequence[Key]) -> List[LookupItem]:
+        memo, now = self._lookup_items, self.files.clock()
+        items: List[Optional[LookupItem]] = []
+        misses: List[int] = []
+        memo_hits = 0
+        for i, key in enumerate(keys):
+            item = memo.get(key, now)
+            if item is not None:
+                memo_hits += 1
+            else:
+                found = self.files.peek_expiring(cache_key(key))
+                if found is MISSING:
+                    misses.append(i)
+                else:
+                    item = lookup_item(key, *found)
+                    memo.add(key, item)
+            items.append(item)
+        self.files.count_hits(memo_hits)
+        if misses:
+            # Not memoised: a fill may have read the state before a change it raced.
+            records = await self.files.fetch_many(cache_keys([keys[i] for i in misses]))
+            for i, record in zip(misses, records):
+                items[i] = lookup_item(keys[i], record)
+        return items  # type: ignore[return-value]  # every None was replaced
 
     async def _fill_files(self, ckeys: List[CacheKey]) -> Dict[CacheKey, Record]:
-        found = await self.store.get_many([file_key(k) for k in ckeys])
-        return {cache_key(k): r for k, r in found.items()}
+        """The files cache's one way to storage (see :mod:`addonreg.cache`)."""
+        keys = list(map(file_key, ckeys))
+        if len(keys) == 1:
+            record = await self.store.get(*keys[0])
+            return {ckeys[0]: record} if record is not None else {}
+        found = await self.store.get_many(keys)
+        return {ckey: found[key] for ckey, key in zip(ckeys, keys) if key in found}
 
     async def addon_files(self, addon_id: str) -> Tuple[Record, ...]:
         """Every record of an add-on sorted by sha256; empty when it has none."""
-        return await self.addons.get(addon_id, self._fill_addon) or ()
+        return await self.addons.get(addon_id) or ()
 
-    async def _fill_addon(self, addon_id: str) -> Optional[Tuple[Record, ...]]:
-        return tuple(await self.store.list_files(addon_id)) or None
+    async def _fill_addons(self, addon_ids: List[str]) -> Dict[str, Tuple[Record, ...]]:
+        """The add-ons cache's way to storage: the lists missed in one loop pass."""
+        lists = await asyncio.gather(*map(self.store.list_files, addon_ids))
+        return {a: tuple(files) for a, files in zip(addon_ids, lists) if files}
 
     async def changes(self, since: int, limit: int) -> List[Record]:
         return await self.store.changes(since, limit)

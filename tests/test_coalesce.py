@@ -1,67 +1,67 @@
-"""Coalescer: concurrent single-key reads become one bulk read."""
+"""PassBatch: the calls of one event-loop pass are sent as one."""
 
 import asyncio
 
 import pytest
 
-from addonreg.coalesce import Coalescer
+from addonreg.coalesce import PassBatch
 from addonreg.storage import BackendError
 
 
-class Store:
-    def __init__(self, data, gate=None, error=None):
-        self.data, self.gate, self.error = data, gate, error
+class Sender:
+    def __init__(self, gate=None, error=None):
+        self.gate, self.error = gate, error
         self.calls = []
-        self.entered = asyncio.Event()  # set once a fetch is in flight
+        self.entered = asyncio.Event()  # set once a send is in flight
 
-    async def fetch_many(self, keys):
-        self.calls.append(list(keys))
+    async def send(self, items):
+        self.calls.append(list(items))
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
         if self.error is not None:
             raise self.error
-        return {k: self.data[k] for k in keys if k in self.data}
+        return [ValueError(f"bad {i}") if i < 0 else i * 10 for i in items]
 
 
-async def test_concurrent_loads_share_one_fetch():
-    store = Store({i: f"v{i}" for i in range(0, 100, 2)})
-    loader = Coalescer(store.fetch_many)
-    results = await asyncio.gather(*(loader.load(i) for i in range(50)), loader.load(3))
-    assert results == [f"v{i}" if i % 2 == 0 else None for i in range(50)] + [None]
-    assert len(store.calls) == 1 and sorted(store.calls[0]) == list(range(50))
+async def test_one_pass_is_one_send_in_order_and_items_are_not_merged():
+    sender = Sender()
+    batch = PassBatch(sender.send)
+    results = await asyncio.gather(*(batch.call(i) for i in (3, 1, 3)))
+    assert results == [30, 10, 30] and sender.calls == [[3, 1, 3]]
 
 
-async def test_later_loads_make_a_new_fetch_and_batches_are_bounded():
-    store = Store({"a": 1, "b": 2})
-    loader = Coalescer(store.fetch_many, max_batch=3)
-    assert await loader.load("a") == 1
-    assert await loader.load("b") == 2
-    assert store.calls == [["a"], ["b"]]
-    store.calls.clear()
-    await asyncio.gather(*(loader.load(k) for k in "abcdefg"))
-    assert [len(c) for c in store.calls] == [3, 3, 1]
+async def test_later_calls_make_a_new_send_and_sends_are_bounded():
+    sender = Sender()
+    batch = PassBatch(sender.send, max_batch=3)
+    assert await batch.call(1) == 10
+    assert await batch.call(2) == 20
+    assert sender.calls == [[1], [2]]
+    sender.calls.clear()
+    await asyncio.gather(*(batch.call(i) for i in range(7)))
+    assert [len(c) for c in sender.calls] == [3, 3, 1]
 
 
-async def test_an_error_reaches_every_waiter():
-    store = Store({}, error=BackendError("down"))
-    loader = Coalescer(store.fetch_many)
-    results = await asyncio.gather(loader.load(1), loader.load(2), return_exceptions=True)
-    assert all(isinstance(r, BackendError) for r in results)
-    assert len(store.calls) == 1
+async def test_a_failed_send_reaches_every_caller_and_an_item_can_fail_alone():
+    sender = Sender(error=BackendError("down"))
+    batch = PassBatch(sender.send)
+    results = await asyncio.gather(batch.call(1), batch.call(2), return_exceptions=True)
+    assert all(isinstance(r, BackendError) for r in results) and len(sender.calls) == 1
+    sender.error = None
+    results = await asyncio.gather(batch.call(1), batch.call(-1), return_exceptions=True)
+    assert results[0] == 10 and isinstance(results[1], ValueError)
 
 
-async def test_a_cancelled_caller_does_not_cancel_the_others():
+async def test_a_cancelled_caller_does_not_cancel_the_send_for_the_others():
     gate = asyncio.Event()
-    store = Store({1: "one", 2: "two"}, gate=gate)
-    loader = Coalescer(store.fetch_many)
-    first = asyncio.ensure_future(loader.load(1))
-    second = asyncio.ensure_future(loader.load(2))
-    again = asyncio.ensure_future(loader.load(1))
-    await store.entered.wait()
+    sender = Sender(gate=gate)
+    batch = PassBatch(sender.send)
+    first = asyncio.ensure_future(batch.call(1))
+    second = asyncio.ensure_future(batch.call(2))
+    await sender.entered.wait()
     first.cancel()
     gate.set()
-    assert await second == "two" and await again == "one"
+    assert await second == 20
     with pytest.raises(asyncio.CancelledError):
         await first
-    assert len(store.calls) == 1
+    assert len(sender.calls) == 1

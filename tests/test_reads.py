@@ -317,12 +317,12 @@ async def test_unknown_path_and_method(service, client):
 
 async def test_concurrent_misses_share_storage_queries(service, client):
     await seed(service, *[reg(f"a{i}@b", i, str(i)) for i in range(30)])
-    before = service.registry._file_loader.calls
+    before = service.registry.files.fills
     answers = await asyncio.gather(
         *(client.get(f"/v1/addons/a{i}@b/files/{sha(i)}") for i in range(30)),
         client.get(f"/v1/addons/a0@b/files/{sha(99)}"),
     )
     assert [r.code for r in answers] == [200] * 30 + [404]
     assert [body(r)["version"] for r in answers[:30]] == [str(i) for i in range(30)]
-    calls = service.registry._file_loader.calls - before
+    calls = service.registry.files.fills - before
     assert 1 <= calls < 31
