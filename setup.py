@@ -21,6 +21,9 @@ setup(
         "aiosqlite>=0.20,<0.23",
         "cachetools>=5.3,<9",
         "msgpack>=1.0,<2",
+        # Bulk lookup bodies decoded and typed in one C pass (addonreg/inputs.py):
+        # half msgpack-python's time for a 100-file MessagePack body.
+        "msgspec>=0.18,<0.24",
         "orjson>=3.9,<4",
         "tqdm>=4.66,<5",
         # redis-py 8.2 hangs RedisBus.close() while the pub/sub client is

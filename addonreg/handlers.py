@@ -140,15 +140,22 @@ class LookupHandler(BodyHandler):
     endpoint = "lookup"
 
     async def post(self) -> None:
-        body = self.body(msgpack_allowed=True)
-        files = inputs.checked_list(
-            body.get("files"), "files", self.config.max_lookup, "max_lookup"
-        )
         as_msgpack = media.wants_msgpack(self.request.headers.get("Accept"))
-        body = await self.registry.lookup_body(inputs.lookup_keys(files), as_msgpack)
+        max_lookup = self.config.max_lookup
+        pairs = inputs.lookup_pairs(self.raw_body, self.request.headers.get("Content-Type"))
+        items = None
+        if pairs is not None:
+            inputs.checked_list(pairs, "files", max_lookup, "max_lookup")
+            items = self.registry.memoised_items(pairs)
+            keys = inputs.checked_keys(pairs) if items is None else []
+        else:  # not the canonical shape: the general decoder says what is wrong, if anything
+            files = self.body(msgpack_allowed=True).get("files")
+            keys = inputs.lookup_keys(inputs.checked_list(files, "files", max_lookup, "max_lookup"))
+        if items is None:
+            items = await self.registry.lookup_items(keys)
         self.set_header("Content-Type", media.MSGPACK if as_msgpack else media.JSON_UTF8)
         self.set_header("Vary", "Accept")
-        self.finish(body)
+        self.finish(self.registry.lookup_body(items, as_msgpack))
 
 
 class ChangesHandler(BaseHandler):
@@ -241,10 +248,19 @@ class OldAddonsHandler(BodyHandler):
     endpoint = "old_addons"
 
     async def post(self) -> None:
+        max_lookup = self.config.max_lookup
+        pairs = inputs.legacy_pairs(self.raw_body)
+        if pairs is not None:
+            inputs.checked_list(pairs, "addons", max_lookup, "max_lookup", empty_ok=True)
+            memoised = self.registry.memoised_items(pairs)
+            if memoised is not None:  # every key checked and normalised: echoed as it is
+                self.set_header("Content-Type", media.JSON_UTF8)
+                self.finish(self.registry.legacy_body(memoised))
+                return
         items = inputs.checked_list(
             self.body(exact=True).get("addons"),
             "addons",
-            self.config.max_lookup,
+            max_lookup,
             "max_lookup",
             empty_ok=True,
         )

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
+import msgspec
+
 from . import media
 from .errors import ERRNO, APIError
 from .ids import (
@@ -28,6 +30,9 @@ __all__ = [
     "bad_request",
     "body_object",
     "checked_list",
+    "lookup_pairs",
+    "legacy_pairs",
+    "checked_keys",
     "lookup_keys",
     "operations",
     "legacy_pair",
@@ -96,6 +101,64 @@ def checked_list(
             413, ERRNO.TOO_MANY_ITEMS, f"at most {max_items} {name} per request", {limit: max_items}
         )
     return value
+
+
+# Bulk lookups in their canonical shape, decoded and typed in one C pass (msgspec): no
+# dict per item, and the two strings of each item are all that is built. Any other body
+# (an extra field, a value of another type, a body that does not parse) is None here
+# and goes the general way (body_object, then lookup_keys), which names what is wrong.
+
+
+class _File(msgspec.Struct, forbid_unknown_fields=True):
+    addon_id: str
+    sha256: str
+
+
+class _Lookup(msgspec.Struct, forbid_unknown_fields=True):
+    files: List[_File]
+
+
+class _LegacyFile(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    sha256: str
+
+
+class _LegacyLookup(msgspec.Struct, forbid_unknown_fields=True):
+    addons: List[_LegacyFile]
+
+
+_LOOKUP_JSON = msgspec.json.Decoder(_Lookup)
+_LOOKUP_MSGPACK = msgspec.msgpack.Decoder(_Lookup)
+_LEGACY_JSON = msgspec.json.Decoder(_LegacyLookup)
+
+
+def lookup_pairs(raw: bytes, content_type: Optional[str]) -> Optional[List[Tuple[str, str]]]:
+    """The ``(addon_id, sha256)`` of each item of a ``POST /v1/lookup`` body in its
+    canonical shape, as sent (not yet checked: :func:`checked_keys`); None for any other
+    body. JSON, or MessagePack by its Content-Type, as :func:`body_object` decides."""
+    decoder = _LOOKUP_MSGPACK if media.is_msgpack(content_type) else _LOOKUP_JSON
+    try:
+        files = decoder.decode(raw).files
+    except msgspec.DecodeError:  # ValidationError included: not the canonical shape
+        return None
+    return [(f.addon_id, f.sha256) for f in files]
+
+
+def legacy_pairs(raw: bytes) -> Optional[List[Tuple[str, str]]]:
+    """:func:`lookup_pairs` for the 2013 ``POST /addons`` body (JSON, ``{id, sha256}``)."""
+    try:
+        files = _LEGACY_JSON.decode(raw).addons
+    except msgspec.DecodeError:
+        return None
+    return [(f.id, f.sha256) for f in files]
+
+
+def checked_keys(pairs: List[Tuple[str, str]]) -> List[Key]:
+    """The keys of :func:`lookup_pairs`' pairs, normalised, or the first bad one's 400."""
+    keys = valid_keys([a for a, _ in pairs], [s for _, s in pairs])
+    if keys is not None:
+        return keys
+    return lookup_keys([{"addon_id": a, "sha256": s} for a, s in pairs])
 
 
 def lookup_keys(items: List[Any]) -> List[Key]:

@@ -152,6 +152,17 @@ def lookup_item(
     return _json_bytes(item), msgpack.packb(item, use_bin_type=True)
 
 
+def legacy_item(key: Tuple[str, str], registered: bool) -> bytes:
+    """One item of the 2013 ``POST /addons`` answer for a checked key (its id and hash
+    echoed), to be joined by :func:`legacy_results`."""
+    return _json_bytes({"id": key[0], "sha256": key[1], "registered": registered})
+
+
+def legacy_results(items: Sequence[bytes]) -> bytes:
+    """``{"addons": [items…]}`` from items already encoded."""
+    return b'{"addons":[' + b",".join(items) + b"]}"
+
+
 def lookup_results(items: Sequence[bytes], msgpack_wanted: bool) -> bytes:
     """``{"results": [items…]}`` from items already encoded (hand-joined: encoding the
     whole list again was most of a bulk lookup's answer)."""

@@ -67,18 +67,22 @@ class Answer(NamedTuple):
 
 class LookupItem(NamedTuple):
     """One file's answer to a bulk lookup: its ``POST /v1/lookup`` result item as JSON
-    and as MessagePack, whether it is registered (the 2013 API's answer), and until
-    when it may be answered (kept rendered: :mod:`addonreg.memo`)."""
+    and as MessagePack, whether it is registered, its 2013 ``POST /addons`` item (JSON:
+    the id and hash echoed are the key's), and until when it may be answered (kept
+    rendered: :mod:`addonreg.memo`)."""
 
     json: bytes
     msgpack: bytes
     registered: bool
+    legacy: bytes
     expires: float
 
 
 _ANSWERS = 4096  # GET answers kept rendered (the hot files); the memo restarts when full
 _LOOKUP_ITEMS = 32768  # bulk-lookup items kept rendered, likewise
-_JSON, _MSGPACK, _REGISTERED = (attrgetter(f) for f in ("json", "msgpack", "registered"))
+_JSON, _MSGPACK, _REGISTERED, _LEGACY = (
+    attrgetter(f) for f in ("json", "msgpack", "registered", "legacy")
+)
 
 
 def render(record: Optional[Record], expires: float = 0.0) -> Answer:
@@ -93,9 +97,10 @@ def lookup_item(key: Key, record: Optional[Record], expires: float = 0.0) -> Loo
     """A file's :class:`LookupItem` for its record (None: unknown)."""
     if record is None:
         json, packed = media.lookup_item(key[0], key[1], "unknown", None)
-        return LookupItem(json, packed, False, expires)
+        return LookupItem(json, packed, False, media.legacy_item(key, False), expires)
     json, packed = media.lookup_item(key[0], key[1], record.status, record.version)
-    return LookupItem(json, packed, record.status == REGISTERED, expires)
+    registered = record.status == REGISTERED
+    return LookupItem(json, packed, registered, media.legacy_item(key, registered), expires)
 
 
 class Registry:
@@ -165,32 +170,37 @@ class Registry:
         """One file's record, or None when unknown. Raises BackendError."""
         return await self.files.get(cache_key(key))
 
-    async def lookup_body(self, keys: Sequence[Key], msgpack_wanted: bool) -> bytes:
-        """The body of ``POST /v1/lookup`` for ``keys`` (JSON, or msgpack): the files'
-        items (:meth:`lookup_items`) joined."""
+    def lookup_body(self, items: Sequence[LookupItem], msgpack_wanted: bool) -> bytes:
+        """The body of ``POST /v1/lookup`` (JSON, or msgpack) of the files' items."""
         which = _MSGPACK if msgpack_wanted else _JSON
-        return media.lookup_results(list(map(which, await self.lookup_items(keys))), msgpack_wanted)
+        return media.lookup_results(list(map(which, items)), msgpack_wanted)
+
+    def legacy_body(self, items: Sequence[LookupItem]) -> bytes:
+        """The body of the 2013 ``POST /addons`` of the files' items (their keys echoed)."""
+        return media.legacy_results(list(map(_LEGACY, items)))
 
     async def registered(self, keys: Sequence[Optional[Key]]) -> List[bool]:
         """Whether each file is registered (None, a key that breaks the rules: not)."""
-        if None not in keys:
-            return list(map(_REGISTERED, await self.lookup_items(keys)))  # type: ignore[arg-type]
         found = iter(await self.lookup_items([k for k in keys if k is not None]))
         return [key is not None and next(found).registered for key in keys]
 
-    async def lookup_items(self, keys: Sequence[Key]) -> List[LookupItem]:
-        """Each file's :class:`LookupItem`, in order.
+    def memoised_items(self, pairs: Sequence[Tuple[str, str]]) -> Optional[List[LookupItem]]:
+        """Each file's :class:`LookupItem` when every one is memoised and fresh, else None.
 
-        When every file is memoised and fresh (a browser's add-ons are popular
-        files), one pass over the memo answers, with no Python call per file.
-        Otherwise each file comes from the memo, else from its cache entry (then
-        memoised), else from storage: all the misses in one call.
+        One pass over the memo, with no Python call per file: a browser's
+        add-ons are popular files. ``pairs`` need not be checked: only checked,
+        normalised keys are ever memoised, so a pair that breaks the rules (or is
+        not normalised) is simply not found.
         """
-        items = self._lookup_items.all_fresh(keys, self.files.clock())
+        items = self._lookup_items.all_fresh(pairs, self.files.clock())
         if items is not None:
             self.files.count_hits(len(items))
-            return items
-        return await self._lookup_items_slowly(keys)
+        return items
+
+    async def lookup_items(self, keys: Sequence[Key]) -> List[LookupItem]:
+        """Each file's :class:`LookupItem`, in order: from the memo, else from its cache
+        entry (then memoised), else from storage, all the misses in one call."""
+        return self.memoised_items(keys) or await self._lookup_items_slowly(keys)
 
     async def _lookup_items_slowly(self, keys: Sequence[Key]) -> List[LookupItem]:
         memo, now = self._lookup_items, self.files.clock()

@@ -214,6 +214,52 @@ async def test_lookup_limits_and_validation(service, client):
     assert data["details"]["index"] == 0
 
 
+async def test_memoised_lookups_answer_as_the_general_path(service, client):
+    """Once its files are memoised, a lookup is answered in one pass over the memo; the
+    answer is byte for byte the one the general path gives, in both formats and in the
+    2013 API, and what is not a checked key still goes the general way (its 400 too)."""
+    await seed(service, reg("a@b", 1, "1"), reg("a@b", 2), rev("a@b", 2))
+    keys = [("a@b", sha(1)), ("a@b", sha(2)), ("c@d", sha(3)), ("a@b", sha(1))]
+    files = [{"addon_id": a, "sha256": s} for a, s in keys]
+    legacy = [{"id": a, "sha256": s} for a, s in keys]
+    packed = {"Content-Type": "application/msgpack", "Accept": "application/msgpack"}
+    hits = service.registry.files.hits
+
+    async def answers():
+        return (
+            (await client.post("/v1/lookup", {"files": files})).body,
+            (
+                await client.post("/v1/lookup", raw=msgpack.packb({"files": files}), headers=packed)
+            ).body,
+            (await client.post("/addons", {"addons": legacy})).body,
+        )
+
+    first = await answers()  # from storage, then memoised from the cache entries
+    assert await answers() == first == await answers()
+    assert service.registry.files.hits - hits >= 2 * 3 * 4
+    assert json.loads(first[2]) == {
+        "addons": [dict(i, registered=r) for i, r in zip(legacy, [True, False, False, True])]
+    }
+    # Not normalised, or not the canonical shape: the general path, the same answers.
+    upper = [dict(f, sha256=f["sha256"].upper()) for f in files]
+    assert (await client.post("/v1/lookup", {"files": upper})).body == first[0]
+    extra = [dict(f, note="x") for f in files]
+    assert (await client.post("/v1/lookup", {"files": extra, "more": 1})).body == first[0]
+    echoed = body(
+        await client.post("/addons", {"addons": [{"id": "a@b", "sha256": sha(1).upper()}]})
+    )
+    assert echoed == {"addons": [{"id": "a@b", "sha256": sha(1).upper(), "registered": True}]}
+    # A bad item among memoised ones is still named.
+    bad = files[:2] + [{"addon_id": "no id", "sha256": sha(1)}]
+    data = assert_error(await client.post("/v1/lookup", {"files": bad}), 400, 107)
+    assert data["details"] == {"index": 2, "field": "addon_id"}
+    assert_error(await client.post("/v1/lookup", {"files": files * 251}), 413, 117)
+    # A change reaches the memoised answer.
+    await seed(service, rev("a@b", 1))
+    results = body(await client.post("/v1/lookup", {"files": files}))["results"]
+    assert [r["status"] for r in results] == ["revoked", "revoked", "unknown", "revoked"]
+
+
 async def test_oversized_body_is_413(service, client):
     big = b'{"files": [' + b" " * (4 * 1024 * 1024) + b"]}"
     r = await client.post("/v1/lookup", raw=big)
