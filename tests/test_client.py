@@ -207,6 +207,16 @@ async def test_async_writer_and_checker(server):
         assert (await amo.check(ident, sha(7))).status == "unknown"
 
 
+def test_filter_reader_is_offline_filter_under_its_old_name():
+    import addonreg.client
+    import addonreg_client
+
+    for module in (addonreg_client, addonreg.client):
+        with pytest.warns(DeprecationWarning, match="use addonreg_client.OfflineFilter"):
+            assert module.FilterReader is addonreg_client.OfflineFilter
+    assert "FilterReader" not in addonreg_client.__all__  # a star import does not warn
+
+
 def test_a_replayed_hawk_request_is_refused(server):
     """The same signed request twice: the second is a 401 (the nonce is spent)."""
     url = f"{server.base}/v1/addons/{addon()}/files/{sha(1)}"

@@ -69,7 +69,7 @@ from typing import Any, Literal, overload
 
 import httpx
 
-from ._core import DEFAULT_SERVER, FileLike, FilterReader, LookupLogic, WriterLogic
+from ._core import DEFAULT_SERVER, FileLike, LookupLogic, OfflineFilter, WriterLogic
 from ._drivers import AsyncDriver, SyncDriver
 from .auth import Credentials
 from .cache import ResponseCache
@@ -127,12 +127,12 @@ class _Face:
         return self._logic.cache
 
     @property
-    def filter(self) -> FilterReader | None:
+    def filter(self) -> OfflineFilter | None:
         """The offline filter (may be replaced by a newer one at any time)."""
         return self._logic.filter
 
     @filter.setter
-    def filter(self, reader: FilterReader | None) -> None:
+    def filter(self, reader: OfflineFilter | None) -> None:
         self._logic.filter = reader
 
     def __repr__(self) -> str:
