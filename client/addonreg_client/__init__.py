@@ -12,7 +12,7 @@ Its own distribution (``client/`` in the addonreg repository: ``pip install
 * :class:`LookupClient`, :class:`AsyncLookupClient` — ``check``, ``check_many``,
   ``service_info``.
 * :class:`WriterClient`, :class:`AsyncWriterClient` — also ``register``,
-  ``revoke``, ``register_many``, ``job``, ``wait_for_job`` (Hawk).
+  ``revoke``, ``write_many``, ``job``, ``wait_for_job`` (Hawk).
 * Results: :class:`CheckResult`, :class:`WriteResult`, :class:`Job`,
   :class:`Operation`, :class:`ServiceInfo`.
 * Errors: :class:`AddonregError` and its subclasses.
