@@ -12,7 +12,7 @@ mirrors and clients see the same bytes.
 ``DIR`` is what the service's ``filter_dir`` and nginx's filter location
 point at; ``DIR/filter/latest.json`` is the signed index.
 
-A service's feed is checked record by record (:mod:`addonreg.feeds`): a
+A service's feed is checked record by record (:mod:`addonreg.sources`): a
 record that breaks the contract stops the command (exit 1, one line naming
 its serial) before anything built from its page is written. File names in
 ``DIR/filter/`` are the files' own SHA-256, never taken from the feed.
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..feeds import FeedError, FeedRejected, FeedSource, feed_source
+from ..sources import FeedError, FeedRejected, FeedSource, feed_source
 from ..storage import BackendError, Record
 from .index import raw_public_key
 from .keys import FileStatus, KeySet
