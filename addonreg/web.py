@@ -159,13 +159,11 @@ class BaseHandler(tornado.web.RequestHandler):
         settings: Settings,
         in_flight: InFlight,
         auth: Optional[HawkAuthenticator] = None,
-        **extra: Any,
     ) -> None:
         self.registry = registry
         self.config = settings
         self.in_flight = in_flight
         self.auth = auth
-        self.extra = extra
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
