@@ -1,5 +1,6 @@
-"""The ``addonreg`` command: ``serve``, ``initdb``, ``import``, ``publish``; and the
-client commands of :mod:`addonreg.tools` (``hash``, ``check``, ``register``, ``revoke``)."""
+"""The ``addonreg`` command: ``serve``, ``initdb``, ``import``, ``publish``, ``filter``;
+and the client commands of :mod:`addonreg.tools` (``hash``, ``check``, ``register``,
+``revoke``)."""
 
 from __future__ import annotations
 

@@ -362,8 +362,16 @@ class HeartbeatHandler(BaseHandler):
 class VersionHandler(BaseHandler):
     endpoint = "version"
 
+    # Tornado calls initialize with the route's keywords: the ones every handler
+    # takes, and this route's own, by name (a keyword the base's signature lacks).
+    def initialize(  # type: ignore[override]
+        self, *, version: Dict[str, str], **deps: Any
+    ) -> None:
+        super().initialize(**deps)
+        self.version = version
+
     def get(self) -> None:
-        self.finish(media.encode_json(self.extra["version"]))
+        self.finish(media.encode_json(self.version))
 
 
 class MetricsHandler(BaseHandler):
@@ -371,9 +379,15 @@ class MetricsHandler(BaseHandler):
 
     endpoint = "metrics"
 
+    def initialize(  # type: ignore[override]  # as VersionHandler's
+        self, *, pump: Optional[metrics.MetricsPump], **deps: Any
+    ) -> None:
+        super().initialize(**deps)
+        self.pump = pump
+
     def get(self) -> None:
-        if self.extra.get("pump") is not None:
-            self.extra["pump"].pump()  # this process's latest, not a second old
+        if self.pump is not None:
+            self.pump.pump()  # this process's latest, not a second old
         self.set_header("Content-Type", metrics.CONTENT_TYPE)
         self.set_header("Cache-Control", "no-store")
         self.finish(metrics.exposition())

@@ -1,7 +1,7 @@
 """The LRU containers of the lookup caches: ``cachetools.Cache`` mappings.
 
 :class:`SegmentedLRU` for the large caches (an approximate LRU in four
-generations of plain dicts, a third less memory an entry), and an exact
+generations of plain dicts, less memory an entry), and an exact
 ``cachetools.LRUCache`` that counts its evictions for the small ones.
 """
 
@@ -29,13 +29,14 @@ class SegmentedLRU(Cache):
     """A ``cachetools.Cache`` that approximates LRU in four generations of plain dicts.
 
     Hand-written because of a measured cost: ``cachetools.LRUCache`` keeps an
-    ``OrderedDict`` beside its data dict, about 100 bytes an entry and three
-    Python calls a hit; at a million entries of ~60-byte packed records the
-    bookkeeping was most of the 314 bytes an entry took. Here an entry lives
-    in exactly one dict: new and touched entries go to the youngest
-    generation; when it holds a quarter of ``maxsize``, the oldest generation
-    is dropped whole (its entries are the ones not touched for longest) and a
-    new youngest begins. So the cache holds 3/4 to all of ``maxsize``; a hit
+    ``OrderedDict`` beside its data dict, a linked node an entry and several
+    Python calls a hit; with small packed records in the cache, that
+    bookkeeping was most of what an entry took (the figures are in
+    bench/results/README.md). Here an entry lives in exactly one dict: new
+    and touched entries go to the youngest generation; when it holds a
+    quarter of ``maxsize``, the oldest generation is dropped whole (its
+    entries are the ones not touched for longest) and a new youngest
+    begins. So the cache holds 3/4 to all of ``maxsize``; a hit
     is one dict probe (up to four, and a move, for entries not touched
     lately); iteration and ``popitem`` go oldest first.
     """

@@ -25,7 +25,7 @@ Guarantees:
 * A revoked file's static copy is removed, so its request falls through to
   the service, which answers ``410``. Unknown files are never in the tree.
 * Nothing is written outside ``DIR``: a service's feed is checked record by
-  record (:mod:`addonreg.feeds`), and, should anything get past that, every
+  record (:mod:`addonreg.sources`), and, should anything get past that, every
   path is resolved and refused unless it stays inside the tree. A feed that
   breaks the contract stops the publisher (exit 1, one line naming the
   record's serial) with nothing of its page written; a build it interrupts
@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
 from . import media
 from .atomicfile import write_atomically
-from .feeds import (
+from .sources import (
     FeedError,
     FeedRejected,
     FeedSource,

@@ -3,9 +3,10 @@
 * :class:`BaseHandler` receives its dependencies through ``initialize()``
   (from the URL table in ``app.py``), writes answers with :meth:`~BaseHandler.respond`,
   and shapes every error in one place, :meth:`~BaseHandler.write_error`.
-* :data:`ANSWERS` is the one table from a service exception (storage, the
-  write queue, shutdown, identifiers, Hawk) to status, errno and message;
-  ``write_error`` and ``log_exception`` both read it.
+* :data:`ERROR_REPLIES` is the one table from a service exception (storage,
+  the write queue, shutdown, identifiers, Hawk) to its :class:`ErrorReply`:
+  status, errno, message and log level; ``write_error`` and
+  ``log_exception`` both read it.
 * :class:`BodyHandler` takes a body, refusing one over ``max_body_size`` with
   ``413`` as soon as that is known.
 * :class:`InFlight` counts requests in flight for shutdown: the server waits
@@ -34,14 +35,21 @@ from .storage import BackendError, OutcomeUnknown
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["ANSWERS", "as_api_error", "BaseHandler", "BodyHandler", "InFlight"]
+__all__ = [
+    "ERROR_REPLIES",
+    "ErrorReply",
+    "as_api_error",
+    "BaseHandler",
+    "BodyHandler",
+    "InFlight",
+]
 
 log = logging.getLogger("addonreg.handlers")
 # What a client can cause at will is logged a line a second per kind, with a count.
 _failures = Throttle(log, interval=1.0)
 
 
-class Answer(NamedTuple):
+class ErrorReply(NamedTuple):
     """How a service exception is answered and logged."""
 
     status: int
@@ -50,10 +58,10 @@ class Answer(NamedTuple):
     level: int  # logging level of the failure
 
 
-ANSWERS: Dict[Type[BaseException], Answer] = {
-    InvalidIdentifier: Answer(400, ERRNO.INVALID_PARAMETERS, None, logging.DEBUG),
-    AuthError: Answer(401, ERRNO.INVALID_AUTH_TOKEN, None, logging.INFO),
-    OutcomeUnknown: Answer(
+ERROR_REPLIES: Dict[Type[BaseException], ErrorReply] = {
+    InvalidIdentifier: ErrorReply(400, ERRNO.INVALID_PARAMETERS, None, logging.DEBUG),
+    AuthError: ErrorReply(401, ERRNO.INVALID_AUTH_TOKEN, None, logging.INFO),
+    OutcomeUnknown: ErrorReply(
         503,
         ERRNO.OUTCOME_UNKNOWN,
         "Storage did not confirm the write in "
@@ -61,19 +69,19 @@ ANSWERS: Dict[Type[BaseException], Answer] = {
         "or read the file back.",
         logging.WARNING,
     ),
-    BackendError: Answer(
+    BackendError: ErrorReply(
         503, ERRNO.BACKEND, "Storage is unavailable; retry later.", logging.WARNING
     ),
-    NonceStoreError: Answer(
+    NonceStoreError: ErrorReply(
         503, ERRNO.BACKEND, "Authentication is unavailable; retry later.", logging.WARNING
     ),
-    ShuttingDown: Answer(
+    ShuttingDown: ErrorReply(
         503,
         ERRNO.SHUTTING_DOWN,
         "This server is shutting down; retry. Nothing was written.",
         logging.INFO,
     ),
-    QueueFull: Answer(
+    QueueFull: ErrorReply(
         503,
         ERRNO.QUEUE_FULL,
         "Too many writes queued; retry later. Nothing was written.",
@@ -92,10 +100,10 @@ def as_api_error(exc: Optional[BaseException]) -> Optional[APIError]:
     """The :class:`APIError` a service exception is answered with (None: not one of ours)."""
     if exc is None or isinstance(exc, APIError):
         return exc
-    answer = next((a for kind, a in ANSWERS.items() if isinstance(exc, kind)), None)
-    if answer is None:
+    reply = next((r for kind, r in ERROR_REPLIES.items() if isinstance(exc, kind)), None)
+    if reply is None:
         return None
-    api = APIError(answer.status, answer.errno, answer.message or str(exc), log_message=str(exc))
+    api = APIError(reply.status, reply.errno, reply.message or str(exc), log_message=str(exc))
     if isinstance(exc, InvalidIdentifier):
         api.details = (
             {"field": exc.field} if exc.index is None else {"index": exc.index, "field": exc.field}
@@ -151,13 +159,11 @@ class BaseHandler(tornado.web.RequestHandler):
         settings: Settings,
         in_flight: InFlight,
         auth: Optional[HawkAuthenticator] = None,
-        **extra: Any,
     ) -> None:
         self.registry = registry
         self.config = settings
         self.in_flight = in_flight
         self.auth = auth
-        self.extra = extra
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
@@ -249,7 +255,7 @@ class BaseHandler(tornado.web.RequestHandler):
             super().log_exception(typ, value, tb)
             return
         level = (
-            next(a.level for kind, a in ANSWERS.items() if isinstance(value, kind))
+            next(r.level for kind, r in ERROR_REPLIES.items() if isinstance(value, kind))
             if not isinstance(value, APIError)
             else logging.INFO
         )

@@ -31,7 +31,7 @@ def main() -> None:
 
         # 2. Many at once: chunked to the service's max_write, all or nothing per chunk.
         batch = [Operation.register(ADDON_ID, f"{n:064x}", f"0.{n}") for n in range(1, 21)]
-        results = amo.register_many(batch)
+        results = amo.write_many(batch)
         print(f"bulk: {len(results)} files registered")
 
         # 3. Revoke one (a revoked file is "not registered"; register it again to undo).
@@ -39,7 +39,7 @@ def main() -> None:
         print(f"revoked …{revoked.sha256[-6:]} serial {revoked.serial}")
 
         # 4. A large upload as a job: answered 202 once stored, applied in the background.
-        jobs = amo.register_many(batch[10:], respond_async=True)
+        jobs = amo.write_many(batch[10:], respond_async=True)
         for job_id in jobs:
             job = amo.wait_for_job(job_id, timeout=30)
             print(f"job {job.id}: {job.status}, {len(job.results)} results")

@@ -114,7 +114,7 @@ def writer(server: ServerProcess, **options: Any) -> WriterClient:
 def test_check_many_chunks_to_max_lookup_in_msgpack(server):
     ident = addon()
     with writer(server) as amo:
-        amo.register_many([Operation.register(ident, sha(n), f"{n}.0") for n in range(0, 12, 3)])
+        amo.write_many([Operation.register(ident, sha(n), f"{n}.0") for n in range(0, 12, 3)])
         amo.revoke(ident, sha(3))
     recorder = Recorder()
     with LookupClient(server.base, transport=recorder) as client:
@@ -174,7 +174,7 @@ def test_writes_jobs_and_errors(server):
         assert created.created and created.status == "registered"
         assert amo.register(ident, sha(1)).created is False
         ops = [Operation.register(ident, sha(n)) for n in range(2, 14)]
-        jobs = amo.register_many(ops, respond_async=True)
+        jobs = amo.write_many(ops, respond_async=True)
         assert len(jobs) == 3  # max_write 5: 5 + 5 + 2
         done = [amo.wait_for_job(job, timeout=10) for job in jobs]
         assert [j.status for j in done] == ["done"] * 3
@@ -196,15 +196,43 @@ def test_writes_jobs_and_errors(server):
 async def test_async_writer_and_checker(server):
     ident = addon()
     async with AsyncWriterClient(server.base, "amo", CREDS["amo"]) as amo:
-        results = await amo.register_many(
+        results = await amo.write_many(
             [{"op": "register", "addon_id": ident, "sha256": sha(n)} for n in range(7)]
         )
         assert [r.status for r in results] == ["registered"] * 7
-        [job] = await amo.register_many([Operation.revoke(ident, sha(0))], respond_async=True)
+        [job] = await amo.write_many([Operation.revoke(ident, sha(0))], respond_async=True)
         assert (await amo.wait_for_job(job, timeout=10)).results[0].status == "revoked"
         checked = await amo.check_many([(ident, sha(n)) for n in range(8)])
         assert [r.status for r in checked] == ["revoked"] + ["registered"] * 6 + ["unknown"]
         assert (await amo.check(ident, sha(7))).status == "unknown"
+
+
+def test_filter_reader_is_offline_filter_under_its_old_name():
+    import addonreg.client
+    import addonreg_client
+
+    for module in (addonreg_client, addonreg.client):
+        with pytest.warns(DeprecationWarning, match="use addonreg_client.OfflineFilter"):
+            assert module.FilterReader is addonreg_client.OfflineFilter
+    assert "FilterReader" not in addonreg_client.__all__  # a star import does not warn
+
+
+def test_register_many_is_write_many_under_its_old_name(server):
+    ident = addon()
+    with writer(server) as amo:
+        with pytest.warns(DeprecationWarning, match=r"use write_many\(\)") as warned:
+            [result] = amo.register_many([Operation.register(ident, sha(1))])
+    assert result.status == "registered"
+    assert [w.filename for w in warned] == [__file__]  # the caller's line
+
+
+async def test_async_register_many_is_write_many_under_its_old_name(server):
+    ident = addon()
+    async with AsyncWriterClient(server.base, "amo", CREDS["amo"]) as amo:
+        with pytest.warns(DeprecationWarning, match=r"use write_many\(\)") as warned:
+            [result] = await amo.register_many([Operation.register(ident, sha(1))])
+    assert result.status == "registered"
+    assert [w.filename for w in warned] == [__file__]
 
 
 def test_a_replayed_hawk_request_is_refused(server):

@@ -18,10 +18,10 @@ from typing import Any, Dict, List, Optional
 import pytest
 from tornado import httpserver, netutil, web
 
-from addonreg.feeds import FeedRejected, check_change
 from addonreg.filter.follow import generate_key
 from addonreg.ids import InvalidIdentifier
 from addonreg.publisher import OutsideTree, Publisher, StaticTree
+from addonreg.sources import FeedRejected, check_change
 from addonreg.storage import REGISTERED, REVOKED, Record
 from addonreg.storage.testing import sha
 from tests.conftest import ROOT
@@ -332,7 +332,7 @@ async def test_an_answer_that_is_not_a_feed_is_one_line(tmp_path, hostile, comma
 
 
 async def test_a_feed_that_never_answers_is_an_error_within_the_timeout():
-    from addonreg.feeds import FeedError, ServiceSource
+    from addonreg.sources import FeedError, ServiceSource
 
     listener = netutil.bind_sockets(0, "127.0.0.1")[0]  # accepts (backlog), never answers
     source = ServiceSource(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.5)
@@ -348,7 +348,7 @@ async def test_a_feed_that_never_answers_is_an_error_within_the_timeout():
 
 async def test_a_list_of_another_addon_is_refused(tmp_path, hostile):
     feed = hostile([change("good@example.com", sha(1), 1)])
-    from addonreg.feeds import ServiceSource
+    from addonreg.sources import ServiceSource
 
     source = ServiceSource(feed.url)
     try:

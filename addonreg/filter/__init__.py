@@ -1,7 +1,8 @@
 """A downloadable filter of the whole registry (docs/filter.md).
 
 Builder: :func:`build_base`, :func:`build_delta` (each verified against every
-known key before it is returned), :class:`KeySet` (the hashed registry).
+known key before it is returned) over :data:`FileStatus` records, :class:`KeySet`
+(the hashed registry).
 Publishing: :class:`FilterWriter`, :func:`sign_index`, :func:`make_index`.
 Reading: :class:`FilterReader` (``status(addon_id, sha256)`` ->
 ``registered`` | ``revoked`` | ``not-in-filter``).
@@ -21,7 +22,7 @@ from .index import (
     sign_index,
     verify_index,
 )
-from .keys import KeySet, addon_key, file_key
+from .keys import FileStatus, KeySet, addon_key, file_key
 from .reader import NOT_IN_FILTER, FilterReader, FilterRejected
 from .writer import FilterWriter
 
@@ -42,6 +43,7 @@ __all__ = [
     "make_index",
     "sign_index",
     "verify_index",
+    "FileStatus",
     "KeySet",
     "addon_key",
     "file_key",

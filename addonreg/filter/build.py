@@ -28,7 +28,7 @@ import numpy as np
 from ..status import REGISTERED_CODE, REVOKED_CODE
 from . import filterfile
 from .filterfile import ADDON, FILE, UNCHANGED, FilterFile, Stage
-from .keys import KeySet, Record
+from .keys import FileStatus, KeySet
 from .ribbon import BuildError, build_layer
 
 __all__ = ["Built", "BuildError", "build_base", "build_delta", "verify"]
@@ -62,7 +62,7 @@ class Built:
 
 
 def build_base(
-    records: Union[Iterable[Record], KeySet], serial: int, *, membership_bits: int = 0
+    records: Union[Iterable[FileStatus], KeySet], serial: int, *, membership_bits: int = 0
 ) -> Built:
     """A verified base filter of the registry (records or an already hashed KeySet) at ``serial``.
 
@@ -100,7 +100,7 @@ def build_base(
 
 
 def build_delta(
-    base: Built, changes: Union[Iterable[Record], KeySet], serial: int, *, whole: bool = False
+    base: Built, changes: Union[Iterable[FileStatus], KeySet], serial: int, *, whole: bool = False
 ) -> Built:
     """A verified cumulative delta over ``base`` at ``serial``.
 

@@ -12,7 +12,7 @@ mirrors and clients see the same bytes.
 ``DIR`` is what the service's ``filter_dir`` and nginx's filter location
 point at; ``DIR/filter/latest.json`` is the signed index.
 
-A service's feed is checked record by record (:mod:`addonreg.feeds`): a
+A service's feed is checked record by record (:mod:`addonreg.sources`): a
 record that breaks the contract stops the command (exit 1, one line naming
 its serial) before anything built from its page is written. File names in
 ``DIR/filter/`` are the files' own SHA-256, never taken from the feed.
@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..feeds import FeedError, FeedRejected, FeedSource, feed_source
+from ..sources import FeedError, FeedRejected, FeedSource, feed_source
 from ..storage import BackendError, Record
 from .index import raw_public_key
-from .keys import KeySet
+from .keys import FileStatus, KeySet
 from .writer import FilterWriter
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def generate_key() -> Tuple[str, str]:
     )
 
 
-def _rows(records: List[Record]) -> List[Tuple[str, str, str]]:
+def _statuses(records: List[Record]) -> List[FileStatus]:
     return [(r.addon_id, r.sha256, r.status) for r in records]
 
 
@@ -74,7 +74,7 @@ async def follow_filter(
     """Publish a base, then (``follow``) deltas until ``stopping`` is set."""
     records, since = await source.snapshot()
     # A file read twice (it changed during the read): its later record wins.
-    keys = KeySet.from_changes(_rows(records))
+    keys = KeySet.from_changes(_statuses(records))
     index = writer.publish_base(keys, since)
     log.info(
         "filter base: %d files at serial %d, %d bytes", len(keys), since, index["base"]["size"]
@@ -91,7 +91,7 @@ async def follow_filter(
         except FeedError as exc:
             log.warning("feed unavailable: %s", exc)
         if pending and time.monotonic() - last >= interval:
-            index = writer.update(_rows(pending), since)
+            index = writer.update(_statuses(pending), since)
             log.info(
                 "filter at serial %d: %d change(s); base %d bytes, delta %d bytes",
                 since,

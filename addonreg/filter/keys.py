@@ -30,7 +30,10 @@ from ..ids import normalize_sha256
 from ..status import STATUS_CODE
 from .ribbon import fmix64, fmix64_np
 
-Record = Tuple[str, str, str]  # (addon_id, sha256 hex, "registered" | "revoked")
+FileStatus = Tuple[str, str, str]
+"""``(addon_id, sha256 hex, "registered" | "revoked")``: one file and its status, what the
+filter is built over (the filter's "records"; :class:`addonreg.storage.Record` is a file's
+whole stored state)."""
 
 _sha256 = hashlib.sha256
 
@@ -132,7 +135,7 @@ class KeySet:
         return cls(z, z, z, z, np.zeros(0, dtype=np.uint8))
 
     @classmethod
-    def from_records(cls, records: Iterable[Record]) -> "KeySet":
+    def from_records(cls, records: Iterable[FileStatus]) -> "KeySet":
         """Hash ``(addon_id, sha256, status)`` records; order does not matter.
 
         A file listed twice must have one status both times (ValueError otherwise).
@@ -140,11 +143,11 @@ class KeySet:
         return cls._canonical(*_hash_records(records), last_wins=False)
 
     @classmethod
-    def from_changes(cls, changes: Iterable[Record]) -> "KeySet":
+    def from_changes(cls, changes: Iterable[FileStatus]) -> "KeySet":
         """Hash change records (in feed order: a later record of a file wins)."""
         return cls._canonical(*_hash_records(changes), last_wins=True)
 
-    def apply(self, changes: Union[Iterable[Record], "KeySet"]) -> "KeySet":
+    def apply(self, changes: Union[Iterable[FileStatus], "KeySet"]) -> "KeySet":
         """This registry after ``changes`` (records in feed order, or ``from_changes``)."""
         ch = changes if isinstance(changes, KeySet) else KeySet.from_changes(changes)
         if not len(ch):
@@ -245,7 +248,7 @@ def _longest_run(eq: np.ndarray) -> int:
     return int((edges[1::2] - edges[::2]).max()) if len(edges) else 0
 
 
-def _hash_records(records: Iterable[Record]):
+def _hash_records(records: Iterable[FileStatus]):
     records = records if isinstance(records, list) else list(records)
     if records and set(map(len, records)) != {3}:
         raise ValueError("a record is (addon_id, sha256, status)")

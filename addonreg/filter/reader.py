@@ -21,7 +21,19 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import numpy as np
 
@@ -30,6 +42,9 @@ from ..status import REGISTERED, REGISTERED_CODE, REVOKED, REVOKED_CODE
 from . import filterfile, keys
 from .filterfile import FilterFile, FormatError
 from .index import IndexVerificationError, verify_index
+
+if TYPE_CHECKING:
+    from addonreg_client import OfflineFilter
 
 NOT_IN_FILTER = "not-in-filter"
 _NOT_IN = 3
@@ -48,6 +63,9 @@ class FilterReader:
     (files checked against the SHA-256 an index verified earlier names). The
     constructor takes :class:`~addonreg.filter.filterfile.FilterFile` objects as they
     are (built in this process; nothing is checked but their pairing).
+
+    The lookup clients take one as their ``filter``: it offers their protocol,
+    :class:`addonreg_client.OfflineFilter` (mypy checks it, below).
     """
 
     def __init__(
@@ -250,3 +268,9 @@ def _fetched(entry: Dict[str, Any], get: Callable[[str], bytes], what: str) -> b
     if len(data) != entry["size"]:
         raise FilterRejected(f"{what} file {entry['path']} does not match the index")
     return data
+
+
+if TYPE_CHECKING:
+
+    def _is_an_offline_filter(reader: FilterReader) -> OfflineFilter:
+        return reader  # mypy: FilterReader offers all that the clients' protocol asks

@@ -16,9 +16,10 @@ Why our own code: of the libraries checked, none does GF(2) retrieval or
 k-bit filters for a chosen k: pyfusefilter has fixed 8/16-bit xor/fuse
 filters only (and its wrapper hashes ``str(item)`` with an xxhash call that
 xxhash 4 refuses), rbloom is a Bloom filter (filtercascade's layer type).
-Measured on the same 1M keys (bench/filter.py): a cascade of Fuse8 filters
-is 17,940 bytes, filtercascade 18,146, these layers 11,163 (uniform; 2,849
-with the add-on stage on the clustered registry).
+On the same keys these layers are smaller than a cascade of Fuse8 filters
+and than filtercascade, and much smaller with the add-on stage on a
+clustered registry (bench/filter.py measures them: docs/filter.md, "Sizes",
+and bench/results/filter.md).
 
 Everything here is specified byte for byte in docs/filter.md ("Layers").
 Solving is plain Python over Python ints (128-bit rows); hashing and
@@ -45,8 +46,8 @@ _F2 = 0xC4CEB9FE1A85EC53
 
 MAX_W = 128
 MAX_K = 32
-# Keys are evaluated this many at a time: the temporaries stay in cache
-# (measured 2-3x faster than whole 4M-key arrays).
+# Keys are evaluated this many at a time: the temporaries stay in the CPU cache
+# (measured faster than whole arrays of millions of keys: bench/results/README.md).
 CHUNK = 1 << 14
 # Planes get this many zero bytes of padding in memory so that a 128-bit
 # window at any start can read three whole 64-bit words.

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Set, Union
 from ..atomicfile import write_atomically
 from .build import Built, build_base, build_delta
 from .index import index_bytes, load_private_key, make_index, sign_index
-from .keys import KeySet, Record
+from .keys import FileStatus, KeySet
 
 INDEX_NAME = "latest.json"
 
@@ -70,7 +70,9 @@ class FilterWriter:
     def serial(self) -> int:
         return (self.delta or self.base).serial if self.base else -1
 
-    def publish_base(self, records: Union[Iterable[Record], KeySet], serial: int) -> Dict[str, Any]:
+    def publish_base(
+        self, records: Union[Iterable[FileStatus], KeySet], serial: int
+    ) -> Dict[str, Any]:
         """Build and publish a base of the whole registry at ``serial`` (no delta)."""
         base = build_base(records, serial, membership_bits=self.membership_bits)
         now = self.clock()
@@ -88,7 +90,7 @@ class FilterWriter:
             or self.clock() - self.base_time >= self.max_base_age
         )
 
-    def update(self, changes: Iterable[Record], serial: int) -> Dict[str, Any]:
+    def update(self, changes: Iterable[FileStatus], serial: int) -> Dict[str, Any]:
         """Publish the registry at ``serial`` after ``changes`` (records since the last call)."""
         if self.base is None:
             raise RuntimeError("publish_base first")

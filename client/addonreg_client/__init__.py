@@ -12,10 +12,12 @@ Its own distribution (``client/`` in the addonreg repository: ``pip install
 * :class:`LookupClient`, :class:`AsyncLookupClient` — ``check``, ``check_many``,
   ``service_info``.
 * :class:`WriterClient`, :class:`AsyncWriterClient` — also ``register``,
-  ``revoke``, ``register_many``, ``job``, ``wait_for_job`` (Hawk).
+  ``revoke``, ``write_many``, ``job``, ``wait_for_job`` (Hawk).
 * Results: :class:`CheckResult`, :class:`WriteResult`, :class:`Job`,
   :class:`Operation`, :class:`ServiceInfo`.
 * Errors: :class:`AddonregError` and its subclasses.
+* :class:`OfflineFilter`: what a client's ``filter=`` must offer (the
+  service's ``addonreg.filter.FilterReader`` does).
 * :func:`sha256_file`; :class:`RetryPolicy` to tune retries and the deadline;
   :class:`HawkAuth`, Hawk as an ``httpx.Auth`` for any httpx client.
 
@@ -24,7 +26,10 @@ rules in :mod:`addonreg_client.retry`. Quickstarts: ``docs/quickstart-checker.md
 and ``docs/quickstart-writer.md``.
 """
 
-from ._core import DEFAULT_SERVER, FilterReader
+import warnings
+from typing import TYPE_CHECKING
+
+from ._core import DEFAULT_SERVER, OfflineFilter
 from ._version import __version__
 from .auth import Credentials, HawkAuth
 from .clients import (
@@ -69,13 +74,13 @@ __all__ = [
     "CheckResult",
     "Credentials",
     "DeadlineExceeded",
-    "FilterReader",
     "HawkAuth",
     "InvalidRequestError",
     "Job",
     "JobTimeout",
     "LookupClient",
     "NotFoundError",
+    "OfflineFilter",
     "Operation",
     "RedirectRefused",
     "RetryPolicy",
@@ -89,3 +94,23 @@ __all__ = [
     "server_url",
     "sha256_file",
 ]
+
+# Names of earlier releases, kept working with a DeprecationWarning (and left out of
+# __all__, so that a star import does not warn). Type checkers see plain aliases,
+# not a module __getattr__ that would let any misspelt name through.
+_DEPRECATED_NAMES = {"FilterReader": "OfflineFilter"}
+
+if TYPE_CHECKING:
+    FilterReader = OfflineFilter
+else:
+
+    def __getattr__(name: str) -> object:
+        new = _DEPRECATED_NAMES.get(name)
+        if new is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        warnings.warn(
+            f"addonreg_client.{name} is deprecated; use addonreg_client.{new}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[new]

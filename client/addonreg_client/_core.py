@@ -70,8 +70,8 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "BodyLimit",
     "Engine",
-    "FilterReader",
     "LookupLogic",
+    "OfflineFilter",
     "Reply",
     "Send",
     "Sleep",
@@ -152,9 +152,9 @@ class BodyLimit:
         )
 
 
-class FilterReader(Protocol):
-    """The offline filter's reader, as the lookup clients use it (``docs/filter.md``):
-    ``addonreg.filter.FilterReader.from_index`` builds one."""
+class OfflineFilter(Protocol):
+    """The offline filter, what the lookup clients use of it (``docs/filter.md``): the
+    service's reader, ``addonreg.filter.FilterReader`` (``from_index`` builds one), is one."""
 
     @property
     def serial(self) -> int:
@@ -444,7 +444,7 @@ class LookupLogic(Engine):
         server: str = DEFAULT_SERVER,
         *,
         cache_size: int = 10_000,
-        filter: FilterReader | None = None,
+        filter: OfflineFilter | None = None,
         filter_max_age: float = DEFAULT_FILTER_MAX_AGE,
         wall_clock: Callable[[], float] = time.time,
         **options: Any,

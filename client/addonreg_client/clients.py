@@ -64,12 +64,13 @@ or call ``close()`` / ``await aclose()``.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, overload
 
 import httpx
 
-from ._core import DEFAULT_SERVER, FileLike, FilterReader, LookupLogic, WriterLogic
+from ._core import DEFAULT_SERVER, FileLike, LookupLogic, OfflineFilter, WriterLogic
 from ._drivers import AsyncDriver, SyncDriver
 from .auth import Credentials
 from .cache import ResponseCache
@@ -112,6 +113,13 @@ def server_url(server: str | None = None, environ: Mapping[str, str] | None = No
     return server or env.get(ENV_SERVER) or DEFAULT_SERVER
 
 
+def _renamed(old: str, new: str) -> None:
+    """Warn the caller of a method by its name of an earlier release."""
+    warnings.warn(
+        f"{old}() is deprecated; use {new}(), the same call", DeprecationWarning, stacklevel=3
+    )
+
+
 class _Face:
     """What the four clients share: their logic, and its settings as attributes."""
 
@@ -127,12 +135,12 @@ class _Face:
         return self._logic.cache
 
     @property
-    def filter(self) -> FilterReader | None:
+    def filter(self) -> OfflineFilter | None:
         """The offline filter (may be replaced by a newer one at any time)."""
         return self._logic.filter
 
     @filter.setter
-    def filter(self, reader: FilterReader | None) -> None:
+    def filter(self, reader: OfflineFilter | None) -> None:
         self._logic.filter = reader
 
     def __repr__(self) -> str:
@@ -258,6 +266,24 @@ class WriterClient(LookupClient):
         return self._driver.run(self._logic._revoke(addon_id, sha256))
 
     @overload
+    def write_many(
+        self, operations: Iterable[OperationLike], respond_async: Literal[False] = False
+    ) -> list[WriteResult]: ...
+
+    @overload
+    def write_many(
+        self, operations: Iterable[OperationLike], respond_async: Literal[True]
+    ) -> list[str]: ...
+
+    def write_many(
+        self, operations: Iterable[OperationLike], respond_async: bool = False
+    ) -> list[WriteResult] | list[str]:
+        """Apply many operations (registrations and revocations, :class:`Operation`):
+        ``POST /v1/registrations`` in chunks of ``max_write``; each operation's result,
+        or with ``respond_async`` the job id of each chunk (see :meth:`wait_for_job`)."""
+        return self._driver.run(self._logic._write_many(operations, respond_async))
+
+    @overload
     def register_many(
         self, operations: Iterable[OperationLike], respond_async: Literal[False] = False
     ) -> list[WriteResult]: ...
@@ -270,8 +296,8 @@ class WriterClient(LookupClient):
     def register_many(
         self, operations: Iterable[OperationLike], respond_async: bool = False
     ) -> list[WriteResult] | list[str]:
-        """``POST /v1/registrations`` in chunks of ``max_write``: each operation's result,
-        or with ``respond_async`` the job id of each chunk (see :meth:`wait_for_job`)."""
+        """Deprecated: :meth:`write_many`, the same call (it revokes too)."""
+        _renamed("register_many", "write_many")
         return self._driver.run(self._logic._write_many(operations, respond_async))
 
     def job(self, job_id: str) -> Job:
@@ -310,6 +336,22 @@ class AsyncWriterClient(AsyncLookupClient):
         return await self._driver.run(self._logic._revoke(addon_id, sha256))
 
     @overload
+    async def write_many(
+        self, operations: Iterable[OperationLike], respond_async: Literal[False] = False
+    ) -> list[WriteResult]: ...
+
+    @overload
+    async def write_many(
+        self, operations: Iterable[OperationLike], respond_async: Literal[True]
+    ) -> list[str]: ...
+
+    async def write_many(
+        self, operations: Iterable[OperationLike], respond_async: bool = False
+    ) -> list[WriteResult] | list[str]:
+        """As :meth:`WriterClient.write_many`."""
+        return await self._driver.run(self._logic._write_many(operations, respond_async))
+
+    @overload
     async def register_many(
         self, operations: Iterable[OperationLike], respond_async: Literal[False] = False
     ) -> list[WriteResult]: ...
@@ -322,7 +364,8 @@ class AsyncWriterClient(AsyncLookupClient):
     async def register_many(
         self, operations: Iterable[OperationLike], respond_async: bool = False
     ) -> list[WriteResult] | list[str]:
-        """As :meth:`WriterClient.register_many`."""
+        """Deprecated: :meth:`write_many`, the same call (it revokes too)."""
+        _renamed("register_many", "write_many")
         return await self._driver.run(self._logic._write_many(operations, respond_async))
 
     async def job(self, job_id: str) -> Job:

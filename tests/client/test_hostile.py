@@ -207,12 +207,12 @@ def test_writes_believe_only_a_proved_answer(lookalike):
     with writer(lookalike, "valid") as amo:
         assert amo.register(ADDON, SHA, "1.0").created
         assert amo.revoke(ADDON, SHA).status == "revoked"
-        results = amo.register_many([{"op": "register", "addon_id": ADDON, "sha256": SHA}])
+        results = amo.write_many([{"op": "register", "addon_id": ADDON, "sha256": SHA}])
         assert [r.status for r in results] == ["registered"]
         with pytest.raises(InvalidRequestError):
             amo.register(ADDON, SHA, "bad\nversion")
         with pytest.raises(InvalidRequestError) as bad_op:
-            amo.register_many([{"op": "register", "addon_id": ADDON, "sha256": SHA}, {"op": "x"}])
+            amo.write_many([{"op": "register", "addon_id": ADDON, "sha256": SHA}, {"op": "x"}])
         assert "operation 1" in str(bad_op.value)
     for scenario, words in [
         ("other-file", "answered for another file"),
@@ -231,7 +231,7 @@ def test_writes_believe_only_a_proved_answer(lookalike):
         ("serial-text", "serial must be a positive integer"),
     ]:
         with writer(lookalike, scenario) as amo, pytest.raises(BadAnswerError) as raised:
-            amo.register_many(ops)
+            amo.write_many(ops)
         assert words in str(raised.value), scenario
 
 

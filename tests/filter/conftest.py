@@ -7,10 +7,8 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from addonreg.filter import KeySet, build_base
+from addonreg.filter import FileStatus, KeySet, build_base
 from tests.filter import synth
-
-Record = Tuple[str, str, str]
 
 
 def flip(status: str) -> str:
@@ -18,7 +16,7 @@ def flip(status: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def records_100k() -> List[Record]:
+def records_100k() -> List[FileStatus]:
     return synth.registry(100_000, 10_000, clustered=True, seed=11)
 
 
@@ -33,7 +31,7 @@ def base_100k(keys_100k):
 
 
 @pytest.fixture(scope="session")
-def changes_100k(records_100k) -> List[Record]:
+def changes_100k(records_100k) -> List[FileStatus]:
     """1,000 changes after the base: 900 flips of known files, 100 new files
     (60 registered, 40 of them then revoked)."""
     rnd = random.Random(7)
@@ -42,7 +40,7 @@ def changes_100k(records_100k) -> List[Record]:
     return changes + new + [(a, s, "revoked") for a, s, _ in new[:40]]
 
 
-def current(records: List[Record], changes: List[Record]) -> Dict[Tuple[str, str], str]:
+def current(records: List[FileStatus], changes: List[FileStatus]) -> Dict[Tuple[str, str], str]:
     state = {(a, s): st for a, s, st in records}
     for a, s, st in changes:
         state[(a, s)] = st

@@ -16,11 +16,11 @@
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List
 
 import numpy as np
 
-Record = Tuple[str, str, str]
+from addonreg.filter import FileStatus
 
 
 def addon_of_files(n_files: int, n_addons: int, rng: np.random.Generator) -> np.ndarray:
@@ -60,7 +60,7 @@ def revoked_mask(
 
 def registry(
     n_files: int, n_addons: int, revoked: float = 0.01, clustered: bool = False, seed: int = 0
-) -> List[Record]:
+) -> List[FileStatus]:
     """``(addon_id, sha256 hex, status)`` records (see the module doc)."""
     rng = np.random.default_rng(seed)
     addon = addon_of_files(n_files, n_addons, rng)

@@ -10,7 +10,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from addonreg.feeds import StorageSource
 from addonreg.filter import (
     FilterReader,
     FilterRejected,
@@ -27,6 +26,7 @@ from addonreg.filter import (
     verify_index,
 )
 from addonreg.filter.follow import follow_filter
+from addonreg.sources import StorageSource
 from addonreg.storage import Operation
 from addonreg.storage.sqlite import SQLiteStore
 from addonreg.storage.testing import sha

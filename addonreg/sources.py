@@ -1,4 +1,6 @@
-"""Where the static publisher (and the filter builder) read the change feed from.
+"""Where the static publisher (and the filter builder) read the change feed from:
+its sources. (The other reader of the feed, ``bus/feed.py``, is the invalidation
+bus that keeps the processes' caches current.)
 
 :class:`StorageSource` reads storage directly (the publisher runs beside the
 database); :class:`ServiceSource` reads a running service's
