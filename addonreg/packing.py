@@ -21,7 +21,7 @@ __all__ = [
     "CacheKey",
     "cache_key",
     "cache_keys",
-    "file_key",
+    "storage_key",
     "EntryPacking",
     "RecordPacking",
 ]
@@ -44,8 +44,8 @@ def cache_keys(keys: Sequence[Key]) -> list[CacheKey]:
     return list(map(operator.add, hashes, ids))
 
 
-def file_key(ckey: CacheKey) -> Key:
-    """The ``(addon_id, sha256)`` of a cache key."""
+def storage_key(ckey: CacheKey) -> Key:
+    """The storage key ``(addon_id, sha256)`` of a cache key."""
     return ckey[32:].decode("ascii"), ckey[:32].hex()
 
 
@@ -97,7 +97,7 @@ class RecordPacking(EntryPacking[Record]):
             if flags & self._NO_VERSION
             else entry[self._HEAD.size :].decode("utf-8", "surrogatepass")
         )
-        addon_id, sha256 = file_key(key)
+        addon_id, sha256 = storage_key(key)
         status = REVOKED if flags & self._REVOKED else REGISTERED
         return stored_at, Record(addon_id, sha256, version, status, serial, updated_at)
 

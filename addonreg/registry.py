@@ -35,7 +35,7 @@ from .batcher import QueueFull, WriteBatcher
 from .cache import MISSING, LookupCache
 from .media import file_body
 from .memo import Memo
-from .packing import CacheKey, RecordPacking, cache_key, cache_keys, file_key
+from .packing import CacheKey, RecordPacking, cache_key, cache_keys, storage_key
 from .storage import (
     JOB_QUEUED,
     REGISTERED,
@@ -135,9 +135,9 @@ class Registry:
             self._fill_addons,
         )
         # What the hot paths answer, rendered once per change of a file.
-        self._answers: Memo[Key, Answer] = Memo(_ANSWERS, file_key, render(None, -math.inf))
+        self._answers: Memo[Key, Answer] = Memo(_ANSWERS, storage_key, render(None, -math.inf))
         self._lookup_items: Memo[Key, LookupItem] = Memo(
-            _LOOKUP_ITEMS, file_key, lookup_item(("", ""), None, -math.inf)
+            _LOOKUP_ITEMS, storage_key, lookup_item(("", ""), None, -math.inf)
         )
         self.files.follow(self._answers)
         self.files.follow(self._lookup_items)
@@ -229,7 +229,7 @@ class Registry:
 
     async def _fill_files(self, ckeys: List[CacheKey]) -> Dict[CacheKey, Record]:
         """The files cache's one way to storage (see :mod:`addonreg.cache`)."""
-        keys = list(map(file_key, ckeys))
+        keys = list(map(storage_key, ckeys))
         if len(keys) == 1:
             record = await self.store.get(*keys[0])
             return {ckeys[0]: record} if record is not None else {}

@@ -199,7 +199,7 @@ async def test_expired_entries_are_served_when_the_fill_fails():
 
 
 def test_record_packing_round_trip():
-    from addonreg.packing import RecordPacking, cache_key, cache_keys, file_key
+    from addonreg.packing import RecordPacking, cache_key, cache_keys, storage_key
     from addonreg.storage import Record
     from addonreg.storage.testing import sha
 
@@ -211,7 +211,7 @@ def test_record_packing_round_trip():
     assert cache_keys([r.key for r in records]) == [cache_key(r.key) for r in records]
     for record in records:
         key = cache_key(record.key)
-        assert file_key(key) == record.key
+        assert storage_key(key) == record.key
         entry = packing.pack(123.5, record)
         assert packing.stored_at(entry) == 123.5 and not packing.is_negative(entry)
         assert packing.unpack(key, entry) == (123.5, record)
