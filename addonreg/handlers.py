@@ -282,12 +282,12 @@ class RegistrationsHandler(BodyHandler):
 
     async def post(self) -> None:
         owner = await self.authenticate()
-        items = inputs.checked_list(
-            self.body(msgpack_allowed=True, write=True).get("operations"),
-            "operations",
-            self.config.max_write,
-            "max_write",
-        )
+        kind = self.request.headers.get("Content-Type")
+        items = inputs.operation_items(self.raw_body, kind)
+        if items is None or not (media.is_json(kind) or media.is_msgpack(kind)):
+            # Not the canonical shape, or a Content-Type to refuse: the general decoder.
+            items = self.body(msgpack_allowed=True, write=True).get("operations")
+        items = inputs.checked_list(items, "operations", self.config.max_write, "max_write")
         ops = inputs.operations(items)
         if "respond-async" in self.request.headers.get("Prefer", "").lower():
             job_id = await self.registry.write_async(owner, ops)

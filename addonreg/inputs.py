@@ -34,6 +34,7 @@ __all__ = [
     "legacy_pairs",
     "checked_keys",
     "lookup_keys",
+    "operation_items",
     "operations",
     "legacy_pair",
     "legacy_key",
@@ -181,35 +182,57 @@ def lookup_keys(items: List[Any]) -> List[Key]:
     return found
 
 
+class _Operation(msgspec.Struct, forbid_unknown_fields=True):
+    op: str
+    addon_id: str
+    sha256: str
+    version: Optional[str] = None
+
+
+class _Registrations(msgspec.Struct, forbid_unknown_fields=True):
+    operations: List[_Operation]
+
+
+_REGISTRATIONS_JSON = msgspec.json.Decoder(_Registrations)
+_REGISTRATIONS_MSGPACK = msgspec.msgpack.Decoder(_Registrations)
+
+
+def operation_items(raw: bytes, content_type: Optional[str]) -> Optional[List[_Operation]]:
+    """The operations of a ``POST /v1/registrations`` body in its canonical shape, decoded
+    and typed in one C pass, as :func:`lookup_pairs` does; None for any other body."""
+    decoder = _REGISTRATIONS_MSGPACK if media.is_msgpack(content_type) else _REGISTRATIONS_JSON
+    try:
+        return decoder.decode(raw).operations
+    except msgspec.DecodeError:
+        return None
+
+
 def operations(items: List[Any]) -> List[Operation]:
-    """The operations of ``POST /v1/registrations`` (a checked list)."""
+    """The operations of ``POST /v1/registrations`` (a checked list), decoded items or
+    :func:`operation_items`; the first bad one is named (its index, and its field)."""
     ops = []
+    op: Any
     for i, item in enumerate(items):
-        if (
-            not isinstance(item, dict)
-            or item.get("op") not in ("register", "revoke")
-            or "addon_id" not in item
-            or "sha256" not in item
-        ):
+        if isinstance(item, _Operation):
+            op, addon_id, sha256, version = item.op, item.addon_id, item.sha256, item.version
+        elif isinstance(item, dict) and "addon_id" in item and "sha256" in item:
+            op, addon_id, sha256 = item.get("op"), item["addon_id"], item["sha256"]
+            version = item.get("version")
+        else:
+            op = None
+        if op not in ("register", "revoke"):
             raise bad_request(
                 f"operation {i} must be an object with op (register or revoke), "
                 "addon_id and sha256",
                 index=i,
             )
         try:
-            version = check_version(item.get("version"))
-            if item["op"] == "revoke":
+            version = check_version(version)
+            if op == "revoke":
                 # The contract lets any operation carry a version; a revocation keeps
                 # the stored one, so a revoke's version is checked, then not used.
                 version = None
-            ops.append(
-                Operation(
-                    item["op"],
-                    check_addon_id(item["addon_id"]),
-                    check_sha256(item["sha256"]),
-                    version,
-                )
-            )
+            ops.append(Operation(op, check_addon_id(addon_id), check_sha256(sha256), version))
         except InvalidIdentifier as exc:
             raise exc.at(i) from None
     return ops
