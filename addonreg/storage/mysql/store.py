@@ -158,7 +158,7 @@ class MySQLStore(RegistrationStore):
 
     async def open(self) -> None:
         if self.read_nodes:
-            await asyncio.gather(*(node.probe() for node in self.read_nodes))
+            await asyncio.gather(*(self._probe(node) for node in self.read_nodes))
         if self.read_nodes or len(self.nodes) > 1:
             self._watcher = asyncio.get_running_loop().create_task(
                 self._watch(), name="addonreg-mysql-watch"
@@ -183,7 +183,7 @@ class MySQLStore(RegistrationStore):
                 await self._recheck_writer()
             for node in self.read_nodes:
                 before = self._healthy(node)
-                await node.probe()
+                await self._probe(node)
                 if self._healthy(node) != before:
                     log.warning(
                         "read node %s %s",
@@ -222,6 +222,14 @@ class MySQLStore(RegistrationStore):
             raise
         pool.release(conn)
         return result
+
+    async def _probe(self, node: Node) -> NodeState:
+        """Ask ``node`` what it is now (:meth:`.Node.ask`); never raises."""
+        try:
+            node.state = await self._run(await node.reads(), node.ask, self.timeout)
+        except BackendError as exc:
+            node.state = unreachable(exc)
+        return node.state
 
     async def _row(
         self, node: Node, sql: str, params: Sequence[Any] = (), timeout: Optional[float] = None
@@ -280,7 +288,7 @@ class MySQLStore(RegistrationStore):
             if self.writer is not None:
                 return self.writer
             for candidate in self.nodes:
-                if (await candidate.probe()).writable:
+                if (await self._probe(candidate)).writable:
                     self._switch_writer(candidate)
                     return candidate
             if all(n.state.code == _NO_DATABASE for n in self.nodes):
@@ -303,7 +311,7 @@ class MySQLStore(RegistrationStore):
         if current is None or current is self.nodes[0]:
             return
         for candidate in self.nodes[: self.nodes.index(current)]:
-            if (await candidate.probe()).writable:
+            if (await self._probe(candidate)).writable:
                 if self.writer is current:  # nobody moved it meanwhile
                     self._switch_writer(candidate)
                 return
@@ -515,7 +523,7 @@ class MySQLStore(RegistrationStore):
         every = self.nodes + self.read_nodes
         if len(every) == 1:
             return []
-        states = await asyncio.gather(*(node.probe() for node in every))
+        states = await asyncio.gather(*(self._probe(node) for node in every))
         shown = []
         for node, state in zip(every, states):
             role = "read" if node in self.read_nodes else "write"
