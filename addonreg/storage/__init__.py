@@ -15,12 +15,15 @@ Guarantees every backend gives (``storage/testing.py`` checks them all):
 * An operation that changes nothing (registering a registered file with the
   same or no version, revoking a revoked one) takes no serial.
 * Driver exceptions never leave a backend: they become :class:`BackendError`,
-  which the handlers answer with ``503`` + ``Retry-After``.
+  which the handlers answer with ``503`` + ``Retry-After``. The base class,
+  :class:`RegistrationStore`, does that and applies ``storage_timeout``, in
+  one place for every backend; backends implement the operations.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 import datetime
 import functools
@@ -28,9 +31,11 @@ import importlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Coroutine
 from typing import (
     TYPE_CHECKING,
+    Any,
+    ClassVar,
     Dict,
     Iterable,
     List,
@@ -39,6 +44,8 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
+    Type,
+    TypeVar,
 )
 from urllib.parse import unquote, urlsplit
 
@@ -69,6 +76,8 @@ __all__ = [
 ]
 
 RECORD_REVOKED = "record-revoked"  # an Operation of the import only (see Operation)
+
+T = TypeVar("T")
 
 Key = Tuple[str, str]
 """(addon_id, sha256 as 64 lowercase hex digits)."""
@@ -282,7 +291,60 @@ def plan(
 
 
 class RegistrationStore(abc.ABC):
-    """Where registrations live. All methods may raise :class:`BackendError`."""
+    """Where registrations live. Every operation may raise :class:`BackendError`.
+
+    The public operations are defined here, once; a backend implements the
+    protected method of the same name (``get`` runs ``_get``, ``apply`` runs
+    ``_apply``) and never times or wraps its own work. What this class
+    guarantees of every operation, whatever the backend:
+
+    * It runs within :attr:`operation_timeout`: ``storage_timeout``, but for
+      writes (:meth:`apply`, which bound themselves) and for MySQL (which
+      bounds each call to a node instead).
+    * An exception of the backend's :attr:`driver_errors`, or running out of
+      time, comes out as :class:`BackendError` with the backend's
+      :attr:`unavailable` message, the driver's exception as its ``original``
+      and cause. Any other exception (a BackendError the backend raised
+      itself, a cancellation) comes out as it is.
+
+    Both happen in one place, :meth:`_call`, which a backend also uses for
+    its own calls to storage outside an operation (opening a file, one
+    query on one MySQL node). A public operation is a plain method returning
+    :meth:`_call`'s coroutine, not a coroutine of its own: awaiting ``get_many``
+    (the read miss path) runs one frame of this class around the backend's.
+
+    ``open``, ``close`` and ``observe`` are the backend's own: connecting and
+    forgetting, not operations on the registrations.
+    """
+
+    timeout: Optional[float] = None
+    """``storage_timeout`` in seconds (None: no limit)."""
+
+    driver_errors: ClassVar[Tuple[Type[BaseException], ...]] = ()
+    """The exceptions of the backend's driver, which :meth:`_call` turns into BackendError."""
+
+    unavailable: ClassVar[str] = "storage unavailable"
+    """The message of the BackendError :meth:`_call` raises (the driver's error follows it)."""
+
+    @property
+    def operation_timeout(self) -> Optional[float]:
+        """How long one operation may take: :attr:`timeout`. A backend whose one
+        operation may be several calls, each within the timeout, says None."""
+        return self.timeout
+
+    async def _call(
+        self, operation: Awaitable[T], timeout: Optional[float], message: Optional[str] = None
+    ) -> T:
+        """Await ``operation`` within ``timeout`` seconds (None: no limit); a driver
+        error (:attr:`driver_errors`) or running out of time becomes
+        ``BackendError(message or self.unavailable, original)``, raised from it."""
+        try:
+            if timeout is None:  # no limit (memory; MySQL operations; writes): 1.5 µs saved
+                return await operation
+            async with asyncio.timeout(timeout):
+                return await operation
+        except self.driver_errors + (TimeoutError,) as exc:  # evaluated on an exception only
+            raise BackendError(message or self.unavailable, exc) from exc
 
     async def open(self) -> None:
         """Connect (pools, files). Called once, before anything else."""
@@ -290,80 +352,142 @@ class RegistrationStore(abc.ABC):
     async def close(self) -> None:
         """Release connections. Further calls are not allowed."""
 
-    async def create_database(self) -> bool:
+    def create_database(self) -> Coroutine[Any, Any, bool]:
         """Create the database itself when the backend has one and it is missing
         (``addonreg initdb``; ``serve`` never does). True when it was created."""
+        return self._call(self._create_database(), self.operation_timeout)
+
+    async def _create_database(self) -> bool:
         return False
 
-    @abc.abstractmethod
-    async def create_schema(self) -> None:
+    def create_schema(self) -> Coroutine[Any, Any, None]:
         """Create missing tables; idempotent."""
+        return self._call(self._create_schema(), self.operation_timeout)
 
     @abc.abstractmethod
-    async def get(self, addon_id: str, sha256: str) -> Optional[Record]:
+    async def _create_schema(self) -> None: ...
+
+    def get(self, addon_id: str, sha256: str) -> Coroutine[Any, Any, Optional[Record]]:
         """The record of one file, or None when unknown."""
+        return self._call(self._get(addon_id, sha256), self.operation_timeout)
 
     @abc.abstractmethod
-    async def get_many(self, keys: Iterable[Key]) -> Dict[Key, Record]:
+    async def _get(self, addon_id: str, sha256: str) -> Optional[Record]: ...
+
+    def get_many(self, keys: Iterable[Key]) -> Coroutine[Any, Any, Dict[Key, Record]]:
         """The records of many files in one round trip; unknown ones are absent."""
+        return self._call(self._get_many(keys), self.operation_timeout)
 
     @abc.abstractmethod
-    async def list_files(self, addon_id: str) -> List[Record]:
+    async def _get_many(self, keys: Iterable[Key]) -> Dict[Key, Record]: ...
+
+    def list_files(self, addon_id: str) -> Coroutine[Any, Any, List[Record]]:
         """Every record of an add-on (revoked included), sorted by sha256."""
+        return self._call(self._list_files(addon_id), self.operation_timeout)
 
     @abc.abstractmethod
-    async def changes(self, since: int, limit: int) -> List[Record]:
+    async def _list_files(self, addon_id: str) -> List[Record]: ...
+
+    def changes(self, since: int, limit: int) -> Coroutine[Any, Any, List[Record]]:
         """Records whose serial is greater than ``since``, ascending, at most ``limit``."""
+        return self._call(self._changes(since, limit), self.operation_timeout)
+
+    @abc.abstractmethod
+    async def _changes(self, since: int, limit: int) -> List[Record]: ...
 
     async def snapshot(self, page: int = 10_000) -> AsyncIterator[List[Record]]:
         """Every record, in pages of at most ``page``, in no set order. Rows that
         change during the read may come twice or not at all: a consistent view
         is this plus the :meth:`changes` after a :meth:`last_serial` read first,
-        later records winning (``feeds.StorageSource.snapshot``). Here, the
-        change feed from 0; a backend may read in a cheaper order."""
+        later records winning (``feeds.StorageSource.snapshot``). Each page is
+        one operation (:meth:`_call`)."""
+        pages = self._snapshot(page)
+        try:
+            while True:
+                try:
+                    records = await self._call(anext(pages), self.operation_timeout)
+                except StopAsyncIteration:
+                    return
+                yield records
+        finally:
+            await pages.aclose()
+
+    async def _snapshot(self, page: int) -> AsyncGenerator[List[Record], None]:
+        """The pages of :meth:`snapshot`. Here, the change feed from 0; a backend
+        may read in a cheaper order."""
         since = 0
-        while records := await self.changes(since, page):
+        while records := await self._changes(since, page):
             yield records
             since = records[-1].serial
 
-    @abc.abstractmethod
-    async def apply(
+    def apply(
         self, ops: Sequence[Operation], job_id: Optional[str] = None
-    ) -> Optional[List[Applied]]:
+    ) -> Coroutine[Any, Any, Optional[List[Applied]]]:
         """Commit a batch of operations in one transaction (see :func:`plan`).
 
         With ``job_id``, the batch is that job's operations: in the same
         transaction the job is marked done with its results, unless it is no
         longer queued (another process finished it), in which case nothing is
         written and None is returned.
+
+        Not within :attr:`operation_timeout`: a commit cut short at a deadline
+        may or may not have happened, so each backend bounds its own write
+        (``2 × storage_timeout``) and says which it was (:class:`OutcomeUnknown`
+        when it cannot tell). Driver errors still become BackendError here.
         """
+        return self._call(self._apply(ops, job_id), None)
 
     @abc.abstractmethod
-    async def create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:
+    async def _apply(
+        self, ops: Sequence[Operation], job_id: Optional[str]
+    ) -> Optional[List[Applied]]: ...
+
+    def create_job(
+        self, job_id: str, owner: str, ops: Sequence[Operation]
+    ) -> Coroutine[Any, Any, None]:
         """Store a queued job durably (committed when this returns)."""
+        return self._call(self._create_job(job_id, owner, ops), self.operation_timeout)
 
     @abc.abstractmethod
-    async def get_job(self, job_id: str) -> Optional[Job]:
+    async def _create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None: ...
+
+    def get_job(self, job_id: str) -> Coroutine[Any, Any, Optional[Job]]:
         """The job, or None when unknown."""
+        return self._call(self._get_job(job_id), self.operation_timeout)
 
     @abc.abstractmethod
-    async def pending_jobs(self) -> List[Job]:
+    async def _get_job(self, job_id: str) -> Optional[Job]: ...
+
+    def pending_jobs(self) -> Coroutine[Any, Any, List[Job]]:
         """Every job still queued, oldest first (to finish after a restart)."""
+        return self._call(self._pending_jobs(), self.operation_timeout)
 
     @abc.abstractmethod
-    async def last_serial(self) -> int:
+    async def _pending_jobs(self) -> List[Job]: ...
+
+    def last_serial(self) -> Coroutine[Any, Any, int]:
         """The greatest serial committed so far (0 when none)."""
+        return self._call(self._last_serial(), self.operation_timeout)
 
     @abc.abstractmethod
-    async def heartbeat(self) -> None:
+    async def _last_serial(self) -> int: ...
+
+    def heartbeat(self) -> Coroutine[Any, Any, None]:
         """Return when storage answers; raise :class:`BackendError` otherwise."""
+        return self._call(self._heartbeat(), self.operation_timeout)
+
+    @abc.abstractmethod
+    async def _heartbeat(self) -> None: ...
 
     def observe(self, serial: int) -> None:
         """This process has seen changes up to ``serial`` (its own commit, a message
         on the bus): no read may answer an older state. One node: nothing to do."""
 
-    async def topology(self) -> List[Dict[str, object]]:
+    def topology(self) -> Coroutine[Any, Any, List[Dict[str, Any]]]:
         """Each configured node, its role and state (``/__heartbeat__``); [] for one."""
+        return self._call(self._topology(), self.operation_timeout)
+
+    async def _topology(self) -> List[Dict[str, Any]]:
         return []
 
 

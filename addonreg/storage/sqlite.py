@@ -15,7 +15,7 @@ import asyncio
 import json
 import os
 import sqlite3
-from typing import TYPE_CHECKING, Any, Awaitable, Dict, Iterable, List, Optional, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence
 
 import aiosqlite
 
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
     from ..config import Settings
 
 __all__ = ["SQLiteStore", "load_from_config"]
-
-T = TypeVar("T")
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS registrations (
@@ -77,18 +75,16 @@ def _record(row: Any) -> Record:
 
 
 class SQLiteStore(RegistrationStore):
+    # ValueError: aiosqlite's "no active connection", a bad hex key.
+    driver_errors = (sqlite3.Error, OSError, ValueError)
+    unavailable = "SQLite unavailable"
+
     def __init__(self, path: str, timeout: float = 2.0) -> None:
         self.path = path
         self.timeout = timeout or None
         self._reader: Optional[aiosqlite.Connection] = None
         self._writer: Optional[aiosqlite.Connection] = None
         self._write_lock = asyncio.Lock()
-
-    async def _call(self, coro: Awaitable[T]) -> T:
-        try:
-            return await asyncio.wait_for(coro, self.timeout)
-        except (sqlite3.Error, OSError, ValueError, asyncio.TimeoutError) as exc:
-            raise BackendError("SQLite unavailable", exc) from exc
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(
@@ -108,8 +104,8 @@ class SQLiteStore(RegistrationStore):
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
             raise BackendError(f"cannot create {directory}", exc) from exc
-        self._reader = await self._call(self._connect())
-        self._writer = await self._call(self._connect())
+        self._reader = await self._call(self._connect(), self.timeout)
+        self._writer = await self._call(self._connect(), self.timeout)
 
     async def close(self) -> None:
         for conn in (self._reader, self._writer):
@@ -120,13 +116,10 @@ class SQLiteStore(RegistrationStore):
                     pass
         self._reader = self._writer = None
 
-    async def create_schema(self) -> None:
-        async def create() -> None:
-            async with self._write_lock:
-                for statement in SCHEMA:
-                    await self._open(self._writer).execute(statement)
-
-        await self._call(create())
+    async def _create_schema(self) -> None:
+        async with self._write_lock:
+            for statement in SCHEMA:
+                await self._open(self._writer).execute(statement)
 
     @staticmethod
     def _open(conn: Optional[aiosqlite.Connection]) -> aiosqlite.Connection:
@@ -140,19 +133,22 @@ class SQLiteStore(RegistrationStore):
         async with self._open(conn).execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
-    async def get(self, addon_id: str, sha256: str) -> Optional[Record]:
-        rows = await self._call(
-            self._fetchall(
-                self._reader,
-                f"SELECT {_COLUMNS} FROM registrations WHERE addon_id = ? AND sha256 = ?",
-                (addon_id, bytes.fromhex(sha256)),
-            )
+    async def _get(self, addon_id: str, sha256: str) -> Optional[Record]:
+        rows = await self._fetchall(
+            self._reader,
+            f"SELECT {_COLUMNS} FROM registrations WHERE addon_id = ? AND sha256 = ?",
+            (addon_id, bytes.fromhex(sha256)),
         )
         return _record(rows[0]) if rows else None
 
-    async def _get_many(
+    async def _get_many(self, keys: Iterable[Key]) -> Dict[Key, Record]:
+        return await self._select_many(self._reader, keys)
+
+    async def _select_many(
         self, conn: Optional[aiosqlite.Connection], many: Iterable[Key]
     ) -> Dict[Key, Record]:
+        """The records of ``many`` keys, read on ``conn`` (the reader, or the writer
+        inside a batch's transaction)."""
         keys = list(dict.fromkeys(many))
         found: Dict[Key, Record] = {}
         for i in range(0, len(keys), _CHUNK):
@@ -174,38 +170,32 @@ class SQLiteStore(RegistrationStore):
                 found[record.key] = record
         return found
 
-    async def get_many(self, keys: Iterable[Key]) -> Dict[Key, Record]:
-        return await self._call(self._get_many(self._reader, keys))
-
-    async def list_files(self, addon_id: str) -> List[Record]:
-        rows = await self._call(
-            self._fetchall(
-                self._reader,
-                f"SELECT {_COLUMNS} FROM registrations WHERE addon_id = ? ORDER BY sha256",
-                (addon_id,),
-            )
+    async def _list_files(self, addon_id: str) -> List[Record]:
+        rows = await self._fetchall(
+            self._reader,
+            f"SELECT {_COLUMNS} FROM registrations WHERE addon_id = ? ORDER BY sha256",
+            (addon_id,),
         )
         return [_record(r) for r in rows]
 
-    async def changes(self, since: int, limit: int) -> List[Record]:
-        rows = await self._call(
-            self._fetchall(
-                self._reader,
-                f"SELECT {_COLUMNS} FROM registrations WHERE serial > ? ORDER BY serial LIMIT ?",
-                (since, limit),
-            )
+    async def _changes(self, since: int, limit: int) -> List[Record]:
+        rows = await self._fetchall(
+            self._reader,
+            f"SELECT {_COLUMNS} FROM registrations WHERE serial > ? ORDER BY serial LIMIT ?",
+            (since, limit),
         )
         return [_record(r) for r in rows]
 
-    async def last_serial(self) -> int:
-        rows = await self._call(
-            self._fetchall(self._reader, "SELECT value FROM counters WHERE name = 'serial'")
+    async def _last_serial(self) -> int:
+        rows = await self._fetchall(
+            self._reader, "SELECT value FROM counters WHERE name = 'serial'"
         )
         return rows[0][0] if rows else 0
 
-    async def _apply(
+    async def _transaction(
         self, ops: Sequence[Operation], job_id: Optional[str]
     ) -> Optional[List[Applied]]:
+        """The batch in one ``BEGIN IMMEDIATE`` transaction on the writer connection."""
         conn = self._writer
         if conn is None:
             raise BackendError("SQLite store is not open")
@@ -218,7 +208,7 @@ class SQLiteStore(RegistrationStore):
                     return None
             rows = await self._fetchall(conn, "SELECT value FROM counters WHERE name = 'serial'")
             last = rows[0][0]
-            current = await self._get_many(conn, (op.key for op in ops))
+            current = await self._select_many(conn, (op.key for op in ops))
             results, changed, new_last = plan(ops, current, last, now_us())
             if changed:
                 await conn.executemany(
@@ -255,8 +245,8 @@ class SQLiteStore(RegistrationStore):
             raise
         return results
 
-    async def apply(
-        self, ops: Sequence[Operation], job_id: Optional[str] = None
+    async def _apply(
+        self, ops: Sequence[Operation], job_id: Optional[str]
     ) -> Optional[List[Applied]]:
         """See :meth:`RegistrationStore.apply`; answered within ``2 × storage_timeout``.
 
@@ -270,10 +260,8 @@ class SQLiteStore(RegistrationStore):
         async def locked() -> Optional[List[Applied]]:
             async with self._write_lock:
                 began.set()
-                try:
-                    return await self._apply(ops, job_id)
-                except (sqlite3.Error, OSError, ValueError) as exc:
-                    raise BackendError("SQLite write failed", exc) from exc
+                # No time limit here: the deadline is the wait below.
+                return await self._call(self._transaction(ops, job_id), None, "SQLite write failed")
 
         task = asyncio.ensure_future(locked())
         done, _ = await asyncio.wait({task}, timeout=2 * (self.timeout or 30))
@@ -285,16 +273,13 @@ class SQLiteStore(RegistrationStore):
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         raise OutcomeUnknown("SQLite did not finish the write in time")
 
-    async def create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:
-        async def create() -> None:
-            async with self._write_lock:
-                await self._open(self._writer).execute(
-                    "INSERT INTO jobs (id, owner, status, operations, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (job_id, owner, JOB_QUEUED, encode_operations(ops), now_us()),
-                )
-
-        await self._call(create())
+    async def _create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:
+        async with self._write_lock:
+            await self._open(self._writer).execute(
+                "INSERT INTO jobs (id, owner, status, operations, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (job_id, owner, JOB_QUEUED, encode_operations(ops), now_us()),
+            )
 
     @staticmethod
     def _job(row: Any) -> Job:
@@ -306,29 +291,25 @@ class SQLiteStore(RegistrationStore):
             json.loads(row[4]) if row[4] is not None else None,
         )
 
-    async def get_job(self, job_id: str) -> Optional[Job]:
-        rows = await self._call(
-            self._fetchall(
-                self._reader,
-                "SELECT id, owner, status, operations, results FROM jobs WHERE id = ?",
-                (job_id,),
-            )
+    async def _get_job(self, job_id: str) -> Optional[Job]:
+        rows = await self._fetchall(
+            self._reader,
+            "SELECT id, owner, status, operations, results FROM jobs WHERE id = ?",
+            (job_id,),
         )
         return self._job(rows[0]) if rows else None
 
-    async def pending_jobs(self) -> List[Job]:
-        rows = await self._call(
-            self._fetchall(
-                self._reader,
-                "SELECT id, owner, status, operations, results FROM jobs "
-                "WHERE status = ? ORDER BY created_at",
-                (JOB_QUEUED,),
-            )
+    async def _pending_jobs(self) -> List[Job]:
+        rows = await self._fetchall(
+            self._reader,
+            "SELECT id, owner, status, operations, results FROM jobs "
+            "WHERE status = ? ORDER BY created_at",
+            (JOB_QUEUED,),
         )
         return [self._job(r) for r in rows]
 
-    async def heartbeat(self) -> None:
-        await self._call(self._fetchall(self._reader, "SELECT 1 FROM counters LIMIT 1"))
+    async def _heartbeat(self) -> None:
+        await self._fetchall(self._reader, "SELECT 1 FROM counters LIMIT 1")
 
 
 def load_from_config(settings: Settings) -> SQLiteStore:

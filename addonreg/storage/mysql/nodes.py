@@ -8,7 +8,8 @@ prefer them::
 Each :class:`Node` owns two connection pools, made on first use (a node
 that is never used costs nothing): ``reads`` (``pool_size`` autocommit
 connections, so none keeps an old snapshot) and ``writer`` (one connection,
-with a short lock wait). :meth:`Node.probe` asks the server what it is:
+with a short lock wait). :meth:`Node.ask` asks the server what it is (the
+store runs it on the read pool, within ``storage_timeout``: ``_probe``):
 
 * a **Galera** node (``@@wsrep_on``) accepts writes and serves current reads
   while ``wsrep_ready`` is on, it is ``Synced`` and its component is
@@ -116,7 +117,7 @@ def parse_url(url: str) -> ClusterURL:
 
 @dataclasses.dataclass(frozen=True)
 class NodeState:
-    """What a node said of itself when last asked (:meth:`Node.probe`)."""
+    """What a node said of itself when last asked (:meth:`Node.ask`)."""
 
     reachable: bool
     galera: bool = False
@@ -156,7 +157,7 @@ class Node:
         self.timeout = timeout
         self.state = UNREACHABLE
         # A serial this node was found behind when a read needed it: reads skip the
-        # node until a look (:meth:`probe`) finds it past (store.py, _read_node).
+        # node until a look (store.py, _probe) finds it past (store.py, _read_node).
         self.wanted = 0
         self._connect_args = dict(
             host=address.host,
@@ -210,27 +211,8 @@ class Node:
     def connect_args(self, **changes: Any) -> Dict[str, Any]:
         return dict(self._connect_args, **changes)
 
-    async def probe(self) -> NodeState:
-        """Ask the node what it is now (see the module doc); never raises."""
-        try:
-            pool = await self.reads()
-            conn = await asyncio.wait_for(pool.acquire(), self.timeout)
-        except (BackendError, *DRIVER_ERRORS) as exc:
-            self.state = unreachable(exc)
-            return self.state
-        try:
-            self.state = await asyncio.wait_for(self._ask(conn), self.timeout)
-        except BaseException as exc:
-            conn.close()  # interrupted mid-call: its state is unknown
-            pool.release(conn)
-            if not isinstance(exc, DRIVER_ERRORS):
-                raise
-            self.state = unreachable(exc)
-            return self.state
-        pool.release(conn)
-        return self.state
-
-    async def _ask(self, conn: aiomysql.Connection) -> NodeState:
+    async def ask(self, conn: aiomysql.Connection) -> NodeState:
+        """What the node is now, asked on ``conn`` (see the module doc)."""
         lag: Optional[float]
         async with conn.cursor() as cur:
             await cur.execute("SELECT @@read_only, @@wsrep_on")
@@ -287,8 +269,9 @@ class Node:
 def unreachable(exc: BaseException) -> NodeState:
     """Why a node did not answer, shown on ``/__heartbeat__``: a kind and a code,
     never the driver's text (it may name hosts, users, SQL)."""
-    if isinstance(exc, BackendError) and exc.original is not None:
-        exc = exc.original
+    if isinstance(exc, BackendError):
+        # The driver's exception: its original, or its cause (DatabaseMissing's).
+        exc = exc.original or exc.__cause__ or exc
     if isinstance(exc, asyncio.TimeoutError):
         return NodeState(False, error="timed out")
     if isinstance(exc, pymysql.err.MySQLError) and exc.args and isinstance(exc.args[0], int):

@@ -28,8 +28,11 @@
   transaction: concurrent writers (several processes or hosts) take turns,
   and serial order is commit order, so a feed reader never sees a serial
   commit after a larger one.
-* Every driver error, and a call that outlives its timeout, becomes
-  :class:`BackendError`; a connection interrupted mid-call is closed.
+* Time limits are per call to a node, not per operation (a read may try
+  several nodes): each call (:meth:`MySQLStore._run`) goes through the base
+  class's ``_call``, so a driver error, or a call that outlives
+  ``storage_timeout``, becomes :class:`BackendError`; a connection
+  interrupted mid-call is closed.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, TypeVar
 
 import aiomysql
@@ -105,6 +108,9 @@ class _Attempt:
 
 
 class MySQLStore(RegistrationStore):
+    driver_errors = DRIVER_ERRORS
+    unavailable = "MySQL unavailable"
+
     def __init__(
         self,
         url: str,
@@ -139,13 +145,20 @@ class MySQLStore(RegistrationStore):
         self._batches = 0
         self._watcher: Optional[asyncio.Task] = None
         self._closed = False
-        self._expect_new, self._expect_same = True, False  # see _apply
+        self._expect_new, self._expect_same = True, False  # see _batch
+
+    @property
+    def operation_timeout(self) -> Optional[float]:
+        """None: each call to a node is timed instead (:meth:`_run`). One read may
+        ask a read node, then the write node, each within ``storage_timeout``;
+        one limit on the whole would cut the fallback short."""
+        return None
 
     # Opening, closing --------------------------------------------------------
 
     async def open(self) -> None:
         if self.read_nodes:
-            await asyncio.gather(*(node.probe() for node in self.read_nodes))
+            await asyncio.gather(*(self._probe(node) for node in self.read_nodes))
         if self.read_nodes or len(self.nodes) > 1:
             self._watcher = asyncio.get_running_loop().create_task(
                 self._watch(), name="addonreg-mysql-watch"
@@ -170,7 +183,7 @@ class MySQLStore(RegistrationStore):
                 await self._recheck_writer()
             for node in self.read_nodes:
                 before = self._healthy(node)
-                await node.probe()
+                await self._probe(node)
                 if self._healthy(node) != before:
                     log.warning(
                         "read node %s %s",
@@ -189,25 +202,34 @@ class MySQLStore(RegistrationStore):
         work: Callable[[aiomysql.Connection], Awaitable[T]],
         timeout: Optional[float],
     ) -> T:
-        """Run ``work`` on a pooled connection (had within ``storage_timeout``; the
-        work then gets ``timeout``), every driver failure a BackendError."""
+        """Run ``work`` on a pooled connection, had within ``storage_timeout``, the
+        work then within ``timeout``: both through :meth:`_call`, so every driver
+        failure or timeout is a BackendError. A connection interrupted mid-call
+        is closed."""
         try:
-            conn = await asyncio.wait_for(pool.acquire(), self.timeout)
-        except DRIVER_ERRORS as exc:
-            if isinstance(exc, pymysql.err.MySQLError) and exc.args[:1] == (_NO_DATABASE,):
-                raise DatabaseMissing(f"MySQL database {self.database!r} does not exist") from exc
-            raise BackendError("MySQL unavailable", exc) from exc
+            conn = await self._call(pool.acquire(), self.timeout)
+        except BackendError as exc:
+            cause = exc.original
+            if isinstance(cause, pymysql.err.MySQLError) and cause.args[:1] == (_NO_DATABASE,):
+                raise DatabaseMissing(f"MySQL database {self.database!r} does not exist") from cause
+            raise
         try:
-            result = await asyncio.wait_for(work(conn), timeout)
-        except BaseException as exc:
+            result = await self._call(work(conn), timeout, "MySQL query failed")
+        except BaseException:
             # Interrupted mid-call: the connection's state is unknown.
             conn.close()
             pool.release(conn)
-            if isinstance(exc, DRIVER_ERRORS):
-                raise BackendError("MySQL query failed", exc) from exc
             raise
         pool.release(conn)
         return result
+
+    async def _probe(self, node: Node) -> NodeState:
+        """Ask ``node`` what it is now (:meth:`.Node.ask`); never raises."""
+        try:
+            node.state = await self._run(await node.reads(), node.ask, self.timeout)
+        except BackendError as exc:
+            node.state = unreachable(exc)
+        return node.state
 
     async def _row(
         self, node: Node, sql: str, params: Sequence[Any] = (), timeout: Optional[float] = None
@@ -266,7 +288,7 @@ class MySQLStore(RegistrationStore):
             if self.writer is not None:
                 return self.writer
             for candidate in self.nodes:
-                if (await candidate.probe()).writable:
+                if (await self._probe(candidate)).writable:
                     self._switch_writer(candidate)
                     return candidate
             if all(n.state.code == _NO_DATABASE for n in self.nodes):
@@ -289,7 +311,7 @@ class MySQLStore(RegistrationStore):
         if current is None or current is self.nodes[0]:
             return
         for candidate in self.nodes[: self.nodes.index(current)]:
-            if (await candidate.probe()).writable:
+            if (await self._probe(candidate)).writable:
                 if self.writer is current:  # nobody moved it meanwhile
                     self._switch_writer(candidate)
                 return
@@ -417,13 +439,13 @@ class MySQLStore(RegistrationStore):
             await self._read(f"SELECT {packed(order)}, {NODE_SERIAL} FROM {source}", params)
         )
 
-    async def get(self, addon_id: str, sha256: str) -> Optional[Record]:
+    async def _get(self, addon_id: str, sha256: str) -> Optional[Record]:
         found = await self._records(
             "registrations WHERE addon_id = %s AND sha256 = UNHEX(%s)", (addon_id, sha256)
         )
         return found[0] if found else None
 
-    async def get_many(self, keys: Iterable[Key]) -> Dict[Key, Record]:
+    async def _get_many(self, keys: Iterable[Key]) -> Dict[Key, Record]:
         keys = list(dict.fromkeys(keys))
         found: Dict[Key, Record] = {}
         for i in range(0, len(keys), _CHUNK):
@@ -432,19 +454,19 @@ class MySQLStore(RegistrationStore):
                 found[record.key] = record
         return found
 
-    async def list_files(self, addon_id: str) -> List[Record]:
+    async def _list_files(self, addon_id: str) -> List[Record]:
         return await self._records(
             "registrations WHERE addon_id = %s", (addon_id,), " ORDER BY sha256"
         )
 
-    async def changes(self, since: int, limit: int) -> List[Record]:
+    async def _changes(self, since: int, limit: int) -> List[Record]:
         return await self._records(
             "(SELECT * FROM registrations WHERE serial > %s ORDER BY serial LIMIT %s) page",
             (since, limit),
             " ORDER BY serial",
         )
 
-    async def snapshot(self, page: int = 10_000) -> AsyncIterator[List[Record]]:
+    async def _snapshot(self, page: int) -> AsyncGenerator[List[Record], None]:
         """In primary-key order, a range scan, where the feed's serial order would
         look up every row at random (1M rows: 3–4 s against 16 s)."""
         after: Key = ("", "")
@@ -459,7 +481,7 @@ class MySQLStore(RegistrationStore):
             yield records
             after = max(r.key for r in records)
 
-    async def last_serial(self) -> int:
+    async def _last_serial(self) -> int:
         row = await self._read(f"SELECT {NODE_SERIAL}")
         return int(row[0] or 0)
 
@@ -474,7 +496,7 @@ class MySQLStore(RegistrationStore):
         )
 
     # Jobs are read where they are written: a 202's job is found at once.
-    async def get_job(self, job_id: str) -> Optional[Job]:
+    async def _get_job(self, job_id: str) -> Optional[Job]:
         _, rows = await self._on_write_node(
             lambda node: self._rows(
                 node, f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)
@@ -482,7 +504,7 @@ class MySQLStore(RegistrationStore):
         )
         return self._job(rows[0]) if rows else None
 
-    async def pending_jobs(self) -> List[Job]:
+    async def _pending_jobs(self) -> List[Job]:
         _, rows = await self._on_write_node(
             lambda node: self._rows(
                 node,
@@ -492,16 +514,16 @@ class MySQLStore(RegistrationStore):
         )
         return [self._job(r) for r in rows]
 
-    async def heartbeat(self) -> None:
+    async def _heartbeat(self) -> None:
         await self._on_write_node(lambda node: self._row(node, "SELECT 1"))
 
-    async def topology(self) -> List[Dict[str, Any]]:
+    async def _topology(self) -> List[Dict[str, Any]]:
         """Each configured node: its role, whether it answers, what it says (probed now);
         nothing for one server with no read node (the storage check says it all)."""
         every = self.nodes + self.read_nodes
         if len(every) == 1:
             return []
-        states = await asyncio.gather(*(node.probe() for node in every))
+        states = await asyncio.gather(*(self._probe(node) for node in every))
         shown = []
         for node, state in zip(every, states):
             role = "read" if node in self.read_nodes else "write"
@@ -519,17 +541,14 @@ class MySQLStore(RegistrationStore):
 
     # Schema -----------------------------------------------------------------
 
-    async def create_database(self) -> bool:
+    async def _create_database(self) -> bool:
         """``CREATE DATABASE`` when missing (on the write node; a cluster replicates
         it); BackendError naming the fix when not allowed."""
         node = await self._first_answering()
-        args = node.connect_args(db=None)
         name = str(node.connect_args()["db"])
-        try:
-            conn = await aiomysql.connect(**args)
-        except DRIVER_ERRORS as exc:
-            raise BackendError("MySQL unavailable", exc) from exc
-        try:
+        conn = await self._call(aiomysql.connect(**node.connect_args(db=None)), None)
+
+        async def create() -> bool:
             async with conn.cursor() as cur:
                 if await cur.execute("SHOW DATABASES LIKE %s", (name,)):
                     return False
@@ -538,12 +557,14 @@ class MySQLStore(RegistrationStore):
                     "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
                 )
                 return True
-        except pymysql.err.MySQLError as exc:
-            raise BackendError(
+
+        try:
+            return await self._call(
+                create(),
+                None,
                 f"cannot create database {name!r} (have an administrator run "
                 f"CREATE DATABASE, then addonreg initdb again)",
-                exc,
-            ) from exc
+            )
         finally:
             conn.close()
 
@@ -566,7 +587,7 @@ class MySQLStore(RegistrationStore):
                 conn.close()
         return self.nodes[0]
 
-    async def create_schema(self) -> None:
+    async def _create_schema(self) -> None:
         async def work(conn: aiomysql.Connection) -> None:
             async with conn.cursor() as cur:
                 with warnings.catch_warnings():
@@ -666,15 +687,15 @@ class MySQLStore(RegistrationStore):
         except BackendError as exc:
             log.info("pruning batch markers failed (next time, then): %s", exc)
 
-    async def apply(
-        self, ops: Sequence[Operation], job_id: Optional[str] = None
+    async def _apply(
+        self, ops: Sequence[Operation], job_id: Optional[str]
     ) -> Optional[List[Applied]]:
         """See :meth:`RegistrationStore.apply`; the commit gets ``2 × storage_timeout``,
         and its fate is told truthfully (see :meth:`_write`)."""
         marker = os.urandom(16)
 
         async def work(conn: aiomysql.Connection, attempt: _Attempt) -> Optional[List[Applied]]:
-            return await self._apply(conn, attempt, ops, job_id, marker)
+            return await self._batch(conn, attempt, ops, job_id, marker)
 
         async def recover(
             conn: aiomysql.Connection, node: Node, same: bool
@@ -686,7 +707,7 @@ class MySQLStore(RegistrationStore):
             self.observe(max((a.record.serial for a in results if a.record), default=0))
         return results
 
-    async def _apply(
+    async def _batch(
         self,
         conn: aiomysql.Connection,
         attempt: _Attempt,
@@ -877,7 +898,7 @@ class MySQLStore(RegistrationStore):
             for op, flag in zip(ops, outcome[0])
         ]
 
-    async def create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:
+    async def _create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:
         """Store a queued job: one autocommitted INSERT on the writer connection."""
 
         async def work(conn: aiomysql.Connection, attempt: _Attempt) -> None:
