@@ -102,6 +102,7 @@ class FileHandler(BaseHandler):
         key = check_addon_id(addon_id), check_sha256(sha256)
         version = inputs.put_version(self.raw_body, self.request.headers.get("Content-Type"))
         [applied] = await self.registry.write([Operation("register", *key, version)])
+        assert applied.record is not None  # a registration always leaves a record
         self.respond(applied.record.to_dict(), 201 if applied.created else 200)
 
     async def delete(self, addon_id: str, sha256: str) -> None:

@@ -34,6 +34,7 @@ from .storage import BackendError, OutcomeUnknown
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .registry import Registry
 
 __all__ = [
     "ERROR_REPLIES",
@@ -155,7 +156,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def initialize(
         self,
-        registry: Any,
+        registry: Registry,
         settings: Settings,
         in_flight: InFlight,
         auth: Optional[HawkAuthenticator] = None,

@@ -34,18 +34,29 @@ TARGETS: list[tuple[str, str, str, float, str]] = [
     ("get-hot", "target.p99_ms", "<=", 25, "cached GET p99 ≤ 25 ms at 64 connections"),
     ("get-uniform", "vs_get_hot", ">=", 0.5, "uniform GET (mostly misses) ≥ 50 % of get-hot¹"),
     ("lookup-10", "ratio", ">=", 0.75, "lookup of 10 files ≥ 0.75 × bare Tornado"),
-    ("lookup-100", "ratio", ">=", 0.6, "lookup of 100 files ≥ 0.6 × bare Tornado"),
+    ("lookup-100", "ratio", ">=", 0.7, "lookup of 100 files ≥ 0.70 × bare Tornado"),
     (
         "lookup-1000",
         "files_per_baseline_request",
         ">=",
-        90,
-        "lookup of 1,000: ≥ 90 file checks per bare-Tornado request",
+        250,
+        "lookup of 1,000: ≥ 250 file checks per bare-Tornado request",
     ),
     ("lookup-100-msgpack", "ratio", ">=", 0.35, "msgpack lookup of 100 ≥ 0.35 × bare Tornado"),
+    (
+        "lookup-100-msgpack",
+        "vs_json",
+        ">=",
+        1.0,
+        "msgpack lookup of 100 no slower than JSON²",
+    ),
     ("legacy-addons-100", "ratio", ">=", 0.35, "2013 POST /addons ×100 ≥ 0.35 × bare Tornado"),
-    *((name, "p99_ratio", "<=", 2, "p99 ≤ 2 × the bare handler's p99") for name in CACHED_READS),
-    ("put-64", "ratio", ">=", 0.7, "64 concurrent PUTs ≥ 0.70 × bare Tornado PUT"),
+    *(
+        (name, "p99_ratio", "<=", 2, "p99 ≤ 2 × the bare handler's p99")
+        for name in CACHED_READS
+        if name != "lookup-1000"  # the target is for requests of up to 100 files
+    ),
+    ("put-64", "ratio", ">=", 0.75, "64 concurrent PUTs ≥ 0.75 × bare Tornado PUT"),
     ("bulk-1000", "ratio", ">=", 0.5, "bulk registrations/s ≥ 0.5 × plain INSERT rows/s"),
     ("bulk-5000", "ratio", ">=", 0.5, "bulk registrations/s ≥ 0.5 × plain INSERT rows/s"),
     ("static-get-hot", "ratio", ">=", 10, "nginx from the published tree ≥ 10 × nginx → service"),
@@ -107,7 +118,9 @@ NOTES = {
 NOT_MET = (
     "A target is **NOT met** when the figure from this run is below the target ratio "
     "(or above a ceiling); only ratios from one run on this machine count, since it "
-    "drifts by up to 1.6x within minutes. ¹ Compared as ratios to bare Tornado."
+    "drifts by up to 1.6x within minutes. ¹ Compared as ratios to bare Tornado. "
+    "² Each over its own bare-Tornado rounds (they run minutes apart); the raw req/s "
+    "ratio is in the JSON as ``vs_json_req_s``."
 )
 BASELINES = {"tornado": "bare Tornado", "insert": "INSERT (aiomysql)", "proxy": "nginx → addonreg"}
 
@@ -373,6 +386,10 @@ def write(
     if "ratio" in r.get("get-hot", {}) and "ratio" in r.get("get-uniform", {}):
         # Through each one's own bare-Tornado rounds: they ran minutes apart.
         r["get-uniform"]["vs_get_hot"] = r["get-uniform"]["ratio"] / r["get-hot"]["ratio"]
+    if "ratio" in r.get("lookup-100", {}) and "ratio" in r.get("lookup-100-msgpack", {}):
+        packed, plain = r["lookup-100-msgpack"], r["lookup-100"]
+        packed["vs_json"] = packed["ratio"] / plain["ratio"]
+        packed["vs_json_req_s"] = packed["target"]["req_s"] / plain["target"]["req_s"]
     targets = evaluate(r, [sc.name for sc in scenarios])
     (out / f"{family}.json").write_text(
         json.dumps(
