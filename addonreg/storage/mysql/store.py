@@ -71,7 +71,17 @@ from .. import (
 )
 from .nodes import DRIVER_ERRORS, Node, NodeState, parse_url, unreachable
 from .schema import SCHEMA
-from .sql import NODE_SERIAL, batch_time, from_us, key_list, packed, row_values, unpack
+from .sql import (
+    CAUSAL,
+    CHUNK,
+    NODE_SERIAL,
+    batch_time,
+    from_us,
+    key_list,
+    packed,
+    row_values,
+    unpack,
+)
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -84,7 +94,6 @@ T = TypeVar("T")
 
 _COLUMNS = "addon_id, sha256, version, status, serial, updated_at"
 _JOB_COLUMNS = "id, owner, status, operations, results"
-_CHUNK = 5000  # rows per statement: one statement for a full batch
 _DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
 _NO_DATABASE = 1049  # ER_BAD_DB_ERROR
 CATCH_UP = 0.05  # seconds a replica behind what was seen is waited for, before the write node
@@ -95,7 +104,6 @@ WATCH_INTERVAL = 0.5  # seconds between two looks at the read nodes
 RECHECK_INTERVAL = 5.0  # after a failover, seconds between two looks at earlier nodes
 _PRUNE_EVERY = 1000  # batches between two prunings of old markers
 _MARKER_DAYS = 1
-_CAUSAL = "SET STATEMENT wsrep_sync_wait = 1 FOR "
 
 
 class _Attempt:
@@ -370,7 +378,7 @@ class MySQLStore(RegistrationStore):
         if row[-1] is not None and row[-1] < self.seen:
             if node.state.galera:
                 self.counts["causal_waits"] += 1
-                row = await self._row(node, _CAUSAL + sql, params)
+                row = await self._row(node, CAUSAL + sql, params)
             if row[-1] < self.seen:
                 # The write node has less than this process saw: history was lost
                 # (an asynchronous replica promoted). It is the truth from now on;
@@ -418,7 +426,7 @@ class MySQLStore(RegistrationStore):
         self.counts["causal_waits"] += 1
         if node.state.galera:
             try:
-                row = await self._row(node, _CAUSAL + sql, params, timeout=CAUSAL_TIMEOUT)
+                row = await self._row(node, CAUSAL + sql, params, timeout=CAUSAL_TIMEOUT)
             except BackendError:  # a node that cannot catch up soon (desynced, locked)
                 return None
             return row if row[-1] is not None and row[-1] >= self.seen else None
@@ -448,8 +456,8 @@ class MySQLStore(RegistrationStore):
     async def _get_many(self, keys: Iterable[Key]) -> Dict[Key, Record]:
         keys = list(dict.fromkeys(keys))
         found: Dict[Key, Record] = {}
-        for i in range(0, len(keys), _CHUNK):
-            where = f"registrations WHERE (addon_id, sha256) IN ({key_list(keys[i : i + _CHUNK])})"
+        for i in range(0, len(keys), CHUNK):
+            where = f"registrations WHERE (addon_id, sha256) IN ({key_list(keys[i : i + CHUNK])})"
             for record in await self._records(where):
                 found[record.key] = record
         return found
@@ -746,10 +754,10 @@ class MySQLStore(RegistrationStore):
         keys = list(dict.fromkeys(op.key for op in ops))
         found: Dict[Key, Record] = {}
         async with conn.cursor() as cur:
-            for i in range(0, len(keys), _CHUNK):
+            for i in range(0, len(keys), CHUNK):
                 await cur.execute(
                     f"SELECT {packed()} FROM registrations WHERE (addon_id, sha256) IN "
-                    f"({key_list(keys[i : i + _CHUNK])})"
+                    f"({key_list(keys[i : i + CHUNK])})"
                 )
                 for record in unpack(await cur.fetchone()):
                     found[record.key] = record
@@ -779,16 +787,16 @@ class MySQLStore(RegistrationStore):
             (op.addon_id, op.sha256, op.version, code, f"LAST_INSERT_ID()-{n - k}")
             for k, op in enumerate(ops, 1)
         ]
-        for i in range(0, n, _CHUNK):
+        for i in range(0, n, CHUNK):
             statements.append(
                 f"INSERT INTO registrations ({_COLUMNS}) VALUES "
-                + row_values(rows[i : i + _CHUNK], when)
+                + row_values(rows[i : i + CHUNK], when)
             )
         statements.append(_marker_insert(marker, "c" * n, when))
         statements.append("COMMIT")
         # One packet when the batch fits one INSERT; a larger one goes a statement
         # at a time (no packet past max_allowed_packet).
-        packets = [";".join(statements)] if n <= _CHUNK else statements
+        packets = [";".join(statements)] if n <= CHUNK else statements
         taken = done = 0
         async with conn.cursor() as cur:
             try:
@@ -856,10 +864,10 @@ class MySQLStore(RegistrationStore):
                     (r.addon_id, r.sha256, r.version, STATUS_CODE[r.status], r.serial)
                     for r in changed.values()
                 ]
-                for i in range(0, len(rows), _CHUNK):
+                for i in range(0, len(rows), CHUNK):
                     await cur.execute(
                         f"INSERT INTO registrations ({_COLUMNS}) VALUES "
-                        + row_values(rows[i : i + _CHUNK], when)
+                        + row_values(rows[i : i + CHUNK], when)
                         + " ON DUPLICATE KEY UPDATE version = VALUES(version), "
                         "status = VALUES(status), serial = VALUES(serial), "
                         "updated_at = VALUES(updated_at)"
@@ -952,7 +960,7 @@ async def _find_marker(
             await conn.rollback()
             return row
         if node.state.galera:
-            await cur.execute(_CAUSAL + sql, (marker,))
+            await cur.execute(CAUSAL + sql, (marker,))
             return await cur.fetchone()
         await cur.execute(sql, (marker,))
         row = await cur.fetchone()
