@@ -38,8 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root
 
 from addonreg.storage import Operation  # noqa: E402
 from addonreg.storage.mysql import MySQLStore  # noqa: E402
-from addonreg.storage.mysql.sql import NODE_SERIAL, packed  # noqa: E402
-from addonreg.storage.mysql.store import _CAUSAL  # noqa: E402 - the store's causal read
+from addonreg.storage.mysql.sql import CAUSAL, NODE_SERIAL, packed  # noqa: E402
 from tests.faults.checker import NOT_WRITTEN, OUTCOME_UNKNOWN  # noqa: E402
 from tests.faults.clusters import GaleraCluster, ReplicaSet, need_galera, poll  # noqa: E402
 from tests.faults.servers import PrivateRedis, make_pristine_datadir  # noqa: E402
@@ -504,7 +503,7 @@ async def _causal_cost(b: run.Bench) -> dict[str, Any]:
         plain, causal = [], []
         for _ in range(n // 100):  # alternated: the machine's speed drifts
             plain += await timed(lambda: store._row(node, GET_SQL, key), 100)
-            causal += await timed(lambda: store._row(node, _CAUSAL + GET_SQL, key), 100)
+            causal += await timed(lambda: store._row(node, CAUSAL + GET_SQL, key), 100)
         gets = await timed(lambda: store.get(*key), n // 4)
         result.update(
             calls=len(plain),

@@ -33,6 +33,8 @@ __all__ = [
     "packed",
     "unpack",
     "NODE_SERIAL",
+    "CAUSAL",
+    "CHUNK",
 ]
 
 _EPOCH = datetime.datetime(1970, 1, 1)
@@ -121,6 +123,12 @@ def packed(order: str = "") -> str:
 NODE_SERIAL = "(SELECT value FROM counters WHERE name = 'serial')"
 """A select-list item: the last serial the answering node has applied, read in the
 same statement as the records, so from the same snapshot (see ``nodes.py``)."""
+
+CAUSAL = "SET STATEMENT wsrep_sync_wait = 1 FOR "
+"""A prefix for a causal read on Galera: the node first applies every transaction
+the cluster has certified."""
+
+CHUNK = 5000  # rows per statement: one statement for a full batch
 
 GROUP_CONCAT_MAX_LEN = 1 << 26  # 64 MiB per session: pages of records stay far below it
 

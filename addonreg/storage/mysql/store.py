@@ -19,15 +19,17 @@
   (``wsrep_sync_wait``), a replica is given ``CATCH_UP`` seconds, then the
   read goes to the write node.
 * **Truthful outcomes across a failover**: each batch writes a marker row
-  (``batches``) in its own transaction. When the commit was sent but not
-  confirmed, the marker is looked for — on the same node behind the counter
-  row's lock, on a Galera node after a causal read — and the batch is
-  answered as it is. :class:`OutcomeUnknown` only where no node can tell
-  (an asynchronous replica without the marker).
-* Serials come from ``counters``, read ``FOR UPDATE`` inside the write
-  transaction: concurrent writers (several processes or hosts) take turns,
-  and serial order is commit order, so a feed reader never sees a serial
-  commit after a larger one.
+  (``batches``) in its own transaction (``batches.py``: what a batch sends on
+  its connection). When the commit was sent but not confirmed
+  (:meth:`MySQLStore._resolve`), the write node now chosen is asked for the
+  marker — the same node behind the counter row's lock, a Galera node after
+  a causal read — and the batch is answered as it is.
+  :class:`OutcomeUnknown` only where no node can tell (an asynchronous
+  replica without the marker).
+* Serials come from ``counters``, locked inside the write transaction
+  (``batches.py``): concurrent writers (several processes or hosts) take
+  turns, and serial order is commit order, so a feed reader never sees a
+  serial commit after a larger one.
 * Time limits are per call to a node, not per operation (a read may try
   several nodes): each call (:meth:`MySQLStore._run`) goes through the base
   class's ``_call``, so a driver error, or a call that outlives
@@ -50,9 +52,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, TypeVar
 import aiomysql
 import pymysql
 
-from ...status import REGISTERED, STATUS_CODE
 from .. import (
-    JOB_DONE,
     JOB_QUEUED,
     Applied,
     BackendError,
@@ -64,14 +64,20 @@ from .. import (
     Record,
     RegistrationStore,
     decode_operations,
-    encode_operations,
-    encode_results,
-    now_us,
-    plan,
+)
+from .batches import (
+    PRUNE_EVERY,
+    Attempt,
+    Expect,
+    create_job,
+    find_job,
+    prune_markers,
+    recover_batch,
+    write_batch,
 )
 from .nodes import DRIVER_ERRORS, Node, NodeState, parse_url, unreachable
 from .schema import SCHEMA
-from .sql import NODE_SERIAL, batch_time, from_us, key_list, packed, row_values, unpack
+from .sql import CAUSAL, CHUNK, NODE_SERIAL, key_list, packed, unpack
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -82,10 +88,7 @@ log = logging.getLogger("addonreg.storage.mysql")
 
 T = TypeVar("T")
 
-_COLUMNS = "addon_id, sha256, version, status, serial, updated_at"
 _JOB_COLUMNS = "id, owner, status, operations, results"
-_CHUNK = 5000  # rows per statement: one statement for a full batch
-_DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
 _NO_DATABASE = 1049  # ER_BAD_DB_ERROR
 CATCH_UP = 0.05  # seconds a replica behind what was seen is waited for, before the write node
 # A Galera node's causal read normally waits milliseconds; one that cannot apply
@@ -93,18 +96,6 @@ CATCH_UP = 0.05  # seconds a replica behind what was seen is waited for, before 
 CAUSAL_TIMEOUT = 0.25
 WATCH_INTERVAL = 0.5  # seconds between two looks at the read nodes
 RECHECK_INTERVAL = 5.0  # after a failover, seconds between two looks at earlier nodes
-_PRUNE_EVERY = 1000  # batches between two prunings of old markers
-_MARKER_DAYS = 1
-_CAUSAL = "SET STATEMENT wsrep_sync_wait = 1 FOR "
-
-
-class _Attempt:
-    """One try of a write on one node: whether its COMMIT was sent yet."""
-
-    __slots__ = ("commit_sent",)
-
-    def __init__(self) -> None:
-        self.commit_sent = False
 
 
 class MySQLStore(RegistrationStore):
@@ -145,7 +136,7 @@ class MySQLStore(RegistrationStore):
         self._batches = 0
         self._watcher: Optional[asyncio.Task] = None
         self._closed = False
-        self._expect_new, self._expect_same = True, False  # see _batch
+        self._expect = Expect()  # which of write_batch's paths the next batch tries
 
     @property
     def operation_timeout(self) -> Optional[float]:
@@ -370,7 +361,7 @@ class MySQLStore(RegistrationStore):
         if row[-1] is not None and row[-1] < self.seen:
             if node.state.galera:
                 self.counts["causal_waits"] += 1
-                row = await self._row(node, _CAUSAL + sql, params)
+                row = await self._row(node, CAUSAL + sql, params)
             if row[-1] < self.seen:
                 # The write node has less than this process saw: history was lost
                 # (an asynchronous replica promoted). It is the truth from now on;
@@ -418,7 +409,7 @@ class MySQLStore(RegistrationStore):
         self.counts["causal_waits"] += 1
         if node.state.galera:
             try:
-                row = await self._row(node, _CAUSAL + sql, params, timeout=CAUSAL_TIMEOUT)
+                row = await self._row(node, CAUSAL + sql, params, timeout=CAUSAL_TIMEOUT)
             except BackendError:  # a node that cannot catch up soon (desynced, locked)
                 return None
             return row if row[-1] is not None and row[-1] >= self.seen else None
@@ -448,8 +439,8 @@ class MySQLStore(RegistrationStore):
     async def _get_many(self, keys: Iterable[Key]) -> Dict[Key, Record]:
         keys = list(dict.fromkeys(keys))
         found: Dict[Key, Record] = {}
-        for i in range(0, len(keys), _CHUNK):
-            where = f"registrations WHERE (addon_id, sha256) IN ({key_list(keys[i : i + _CHUNK])})"
+        for i in range(0, len(keys), CHUNK):
+            where = f"registrations WHERE (addon_id, sha256) IN ({key_list(keys[i : i + CHUNK])})"
             for record in await self._records(where):
                 found[record.key] = record
         return found
@@ -620,7 +611,7 @@ class MySQLStore(RegistrationStore):
             tries = 0
             while True:
                 node = await self._write_node()
-                attempt = _Attempt()
+                attempt = Attempt()
                 try:
                     result = await self._run(
                         await node.writer(),
@@ -672,18 +663,10 @@ class MySQLStore(RegistrationStore):
 
     async def _maybe_prune(self, node: Node) -> None:
         self._batches += 1
-        if self._batches % _PRUNE_EVERY:
+        if self._batches % PRUNE_EVERY:
             return
-
-        async def work(conn: aiomysql.Connection) -> None:
-            async with conn.cursor() as cur:
-                await cur.execute(
-                    "DELETE FROM batches WHERE created_at < %s LIMIT 10000",
-                    (from_us(now_us() - _MARKER_DAYS * 86_400_000_000),),
-                )
-
         try:
-            await self._run(await node.writer(), work, self.timeout)
+            await self._run(await node.writer(), prune_markers, self.timeout)
         except BackendError as exc:
             log.info("pruning batch markers failed (next time, then): %s", exc)
 
@@ -694,271 +677,29 @@ class MySQLStore(RegistrationStore):
         and its fate is told truthfully (see :meth:`_write`)."""
         marker = os.urandom(16)
 
-        async def work(conn: aiomysql.Connection, attempt: _Attempt) -> Optional[List[Applied]]:
-            return await self._batch(conn, attempt, ops, job_id, marker)
+        async def work(conn: aiomysql.Connection, attempt: Attempt) -> Optional[List[Applied]]:
+            return await write_batch(conn, attempt, ops, job_id, marker, self._expect)
 
         async def recover(
             conn: aiomysql.Connection, node: Node, same: bool
         ) -> Optional[List[Applied]]:
-            return await self._recover_batch(conn, node, same, ops, marker)
+            return await recover_batch(conn, node, same, ops, marker)
 
         results = await self._write(work, recover, "commit")
         if results:
             self.observe(max((a.record.serial for a in results if a.record), default=0))
         return results
 
-    async def _batch(
-        self,
-        conn: aiomysql.Connection,
-        attempt: _Attempt,
-        ops: Sequence[Operation],
-        job_id: Optional[str],
-        marker: bytes,
-    ) -> Optional[List[Applied]]:
-        """The optimistic paths, when the last batch says they will do, then the general one."""
-        try:
-            if job_id is None and self._expect_same:
-                # A batch that changes nothing (a re-import) needs no transaction:
-                # every no-op takes effect at the instant of one consistent read.
-                current = await self._current(conn, ops)
-                results, changed, _ = plan(ops, current, 0, now_us())
-                if not changed:
-                    return results
-            distinct = len({op.key for op in ops}) == len(ops)
-            if (
-                job_id is None
-                and self._expect_new
-                and distinct
-                and all(op.op == "register" for op in ops)
-            ):
-                new = await self._apply_new(conn, attempt, ops, marker)
-                if new is not None:
-                    return new
-            return await self._apply_general(conn, attempt, ops, job_id, marker)
-        except BaseException:
-            conn.close()  # rolls back on the server; the pool drops it
-            raise
-
-    async def _current(
-        self, conn: aiomysql.Connection, ops: Sequence[Operation], lock: str = ""
-    ) -> Dict[Key, Record]:
-        """The stored records of the operations' files, read on ``conn``."""
-        keys = list(dict.fromkeys(op.key for op in ops))
-        found: Dict[Key, Record] = {}
-        async with conn.cursor() as cur:
-            for i in range(0, len(keys), _CHUNK):
-                await cur.execute(
-                    f"SELECT {packed()} FROM registrations WHERE (addon_id, sha256) IN "
-                    f"({key_list(keys[i : i + _CHUNK])})"
-                )
-                for record in unpack(await cur.fetchone()):
-                    found[record.key] = record
-        return found
-
-    async def _apply_new(
-        self, conn: aiomysql.Connection, attempt: _Attempt, ops: Sequence[Operation], marker: bytes
-    ) -> Optional[List[Applied]]:
-        """Registrations of distinct files, guessed all new (most are, and a PUT's
-        answer waits for its batch's round trips): ONE round trip, a multi-statement
-        ``UPDATE counters SET value = LAST_INSERT_ID(value + n)`` (the counter's
-        lock and n serials, the new value back in the OK packet, the rows' serials
-        written as ``LAST_INSERT_ID() - k``), a plain ``INSERT`` of every row, the
-        batch's marker, ``COMMIT``. A file already there fails the INSERT
-        (duplicate key), the server runs nothing after it, and None sends the
-        caller on."""
-        n = len(ops)
-        now = now_us()
-        set_time, when = batch_time(now, n)
-        statements = ["BEGIN"] + ([set_time] if set_time else [])
-        counter = len(statements)  # the statement whose OK packet carries the serial
-        statements.append(
-            f"UPDATE counters SET value = LAST_INSERT_ID(value + {n}) WHERE name = 'serial'"
-        )
-        code = STATUS_CODE[REGISTERED]
-        rows = [
-            (op.addon_id, op.sha256, op.version, code, f"LAST_INSERT_ID()-{n - k}")
-            for k, op in enumerate(ops, 1)
-        ]
-        for i in range(0, n, _CHUNK):
-            statements.append(
-                f"INSERT INTO registrations ({_COLUMNS}) VALUES "
-                + row_values(rows[i : i + _CHUNK], when)
-            )
-        statements.append(_marker_insert(marker, "c" * n, when))
-        statements.append("COMMIT")
-        # One packet when the batch fits one INSERT; a larger one goes a statement
-        # at a time (no packet past max_allowed_packet).
-        packets = [";".join(statements)] if n <= _CHUNK else statements
-        taken = done = 0
-        async with conn.cursor() as cur:
-            try:
-                for packet in packets:
-                    attempt.commit_sent = packet.endswith("COMMIT")
-                    await cur.execute(packet)
-                    more = True
-                    while more:  # one result per statement
-                        if done == counter:
-                            taken = cur.lastrowid  # the counter's new value: the last serial
-                        done += 1
-                        more = bool(await cur.nextset())
-            except pymysql.err.IntegrityError as exc:
-                if exc.args[0] != _DUPLICATE_KEY:
-                    raise
-                # The server stops a multi-statement at its first error: no COMMIT ran.
-                attempt.commit_sent = False
-                await conn.rollback()
-                self._expect_new = False
-                return None
-        base = taken - n
-        return [
-            Applied(
-                Record(op.addon_id, op.sha256, op.version, REGISTERED, base + k, now),
-                created=True,
-                changed=True,
-            )
-            for k, op in enumerate(ops, 1)
-        ]
-
-    async def _apply_general(
-        self,
-        conn: aiomysql.Connection,
-        attempt: _Attempt,
-        ops: Sequence[Operation],
-        job_id: Optional[str],
-        marker: bytes,
-    ) -> Optional[List[Applied]]:
-        """Read the batch's files, plan (:func:`plan`), write the changes, commit."""
-        await conn.begin()
-        async with conn.cursor() as cur:
-            if job_id is not None:
-                await cur.execute("SELECT status FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
-                row = await cur.fetchone()
-                if row is None or row[0] != JOB_QUEUED:
-                    await conn.rollback()
-                    return None
-            # The counter's row lock serialises writers until COMMIT, so the plain
-            # read after it sees every earlier commit (and takes no gap locks).
-            await cur.execute("SELECT value FROM counters WHERE name = 'serial' FOR UPDATE")
-            last = int((await cur.fetchone())[0])
-            current = await self._current(conn, ops)
-            now = now_us()
-            results, changed, new_last = plan(ops, current, last, now)
-            # Would an optimistic path have done? Try it next time if so.
-            self._expect_new, self._expect_same = not current, not changed
-            if not changed and job_id is None:
-                await conn.rollback()  # nothing to write: nothing to confirm either
-                return results
-            set_time, when = batch_time(now, len(changed))
-            if set_time:
-                await cur.execute(set_time)
-            if changed:
-                rows = [
-                    (r.addon_id, r.sha256, r.version, STATUS_CODE[r.status], r.serial)
-                    for r in changed.values()
-                ]
-                for i in range(0, len(rows), _CHUNK):
-                    await cur.execute(
-                        f"INSERT INTO registrations ({_COLUMNS}) VALUES "
-                        + row_values(rows[i : i + _CHUNK], when)
-                        + " ON DUPLICATE KEY UPDATE version = VALUES(version), "
-                        "status = VALUES(status), serial = VALUES(serial), "
-                        "updated_at = VALUES(updated_at)"
-                    )
-                await cur.execute(
-                    "UPDATE counters SET value = %s WHERE name = 'serial'", (new_last,)
-                )
-            if job_id is not None:
-                await cur.execute(
-                    "UPDATE jobs SET status = %s, results = %s WHERE id = %s",
-                    (JOB_DONE, encode_results(ops, results), job_id),
-                )
-            await cur.execute(_marker_insert(marker, _outcome(results), when))
-        attempt.commit_sent = True
-        await conn.commit()
-        return results
-
-    async def _recover_batch(
-        self,
-        conn: aiomysql.Connection,
-        node: Node,
-        same: bool,
-        ops: Sequence[Operation],
-        marker: bytes,
-    ) -> Optional[List[Applied]]:
-        """The batch's results if its marker is on ``node``; None if it certainly is
-        not committed; BackendError if this node cannot tell."""
-        outcome = await _find_marker(
-            conn, node, same, "SELECT outcome FROM batches WHERE id = %s", marker
-        )
-        if outcome is None:
-            return None
-        current = await self._current(conn, ops)
-        return [
-            Applied(current.get(op.key), created=flag == "c", changed=flag != "-")
-            for op, flag in zip(ops, outcome[0])
-        ]
-
     async def _create_job(self, job_id: str, owner: str, ops: Sequence[Operation]) -> None:
-        """Store a queued job: one autocommitted INSERT on the writer connection."""
+        """Store a queued job (:func:`.batches.create_job`), truthfully (see :meth:`_write`)."""
 
-        async def work(conn: aiomysql.Connection, attempt: _Attempt) -> None:
-            attempt.commit_sent = True  # autocommit: once sent, its fate is unknown till answered
-            async with conn.cursor() as cur:
-                await cur.execute(
-                    "INSERT INTO jobs (id, owner, status, operations, created_at) "
-                    "VALUES (%s, %s, %s, %s, %s)",
-                    (job_id, owner, JOB_QUEUED, encode_operations(ops), from_us(now_us())),
-                )
+        async def work(conn: aiomysql.Connection, attempt: Attempt) -> None:
+            await create_job(conn, attempt, job_id, owner, ops)
 
         async def recover(conn: aiomysql.Connection, node: Node, same: bool) -> Optional[bool]:
-            found = await _find_marker(conn, node, same, "SELECT 1 FROM jobs WHERE id = %s", job_id)
-            return True if found is not None else None
+            return await find_job(conn, node, same, job_id)
 
         await self._write(work, recover, "job")
-
-
-def _marker_insert(marker: bytes, outcome: str, when: str) -> str:
-    return (
-        f"INSERT INTO batches (id, outcome, created_at) VALUES (X'{marker.hex()}', '{outcome}', "
-        f"{when})"
-    )
-
-
-def _outcome(results: Sequence[Applied]) -> str:
-    """Each operation's outcome as one letter: c created, u changed, - the same."""
-    return "".join("c" if a.created else "u" if a.changed else "-" for a in results)
-
-
-async def _find_marker(
-    conn: aiomysql.Connection, node: Node, same: bool, sql: str, marker: Any
-) -> Optional[Any]:
-    """The marker's row, or None when the node can say for certain it is not
-    committed; BackendError when it cannot say.
-
-    * The same node: behind the counter row's lock, which the unconfirmed
-      transaction held until it committed or rolled back.
-    * A Galera node: after a causal read, it has applied every transaction the
-      cluster certified — and a transaction the cluster did not certify did
-      not commit anywhere.
-    * An asynchronous replica: the marker proves the commit; its absence
-      proves nothing (the old primary may have committed and not sent it).
-    """
-    async with conn.cursor() as cur:
-        if same:
-            await conn.begin()
-            await cur.execute("SELECT value FROM counters WHERE name = 'serial' FOR UPDATE")
-            await cur.execute(sql, (marker,))
-            row = await cur.fetchone()
-            await conn.rollback()
-            return row
-        if node.state.galera:
-            await cur.execute(_CAUSAL + sql, (marker,))
-            return await cur.fetchone()
-        await cur.execute(sql, (marker,))
-        row = await cur.fetchone()
-    if row is None:
-        raise BackendError(f"node {node} cannot tell whether the write committed")
-    return row
 
 
 def load_from_config(settings: Settings) -> MySQLStore:
