@@ -63,6 +63,9 @@ class FileHandler(BaseHandler):
     head = get
 
     async def fill(self, key: Key) -> None:
+        # Counted in flight: a process that is stopping answers the misses it began
+        # before it closes its connections and storage.
+        self.count_in_flight()
         self.answer(key, await self.registry.answer(key))
 
     def answer(self, key: Key, answer: Answer) -> None:
@@ -120,6 +123,7 @@ class AddonFilesHandler(BaseHandler):
     endpoint = "addon_files"
 
     async def get(self, addon_id: str) -> None:
+        self.count_in_flight()  # may wait for storage (see FileHandler.fill)
         records = await self.registry.addon_files(check_addon_id(addon_id))
         if not records:
             raise not_found(
@@ -168,6 +172,7 @@ class ChangesHandler(BaseHandler):
         arg = self.get_query_argument
         since = inputs.int_argument(arg("since", None, strip=False), "since", 0, 0, 2**63 - 1)
         limit = inputs.int_argument(arg("limit", None, strip=False), "limit", 1000, 1, 10000)
+        self.count_in_flight()  # waits for storage (see FileHandler.fill)
         records = await self.registry.changes(since, limit)
         self.set_header("Cache-Control", "no-cache")
         self.finish(

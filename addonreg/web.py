@@ -117,7 +117,8 @@ def as_api_error(exc: Optional[BaseException]) -> Optional[APIError]:
 
 
 class InFlight:
-    """Requests in flight (those with a body: writes, bulk lookups), for shutdown."""
+    """Requests in flight, for shutdown: those with a body (writes, bulk lookups) and the
+    reads that wait for storage (a GET's cache miss, an add-on's list, the change feed)."""
 
     def __init__(self) -> None:
         self.count = 0

@@ -1,5 +1,6 @@
 """With storage down: cached answers are still served, misses are 503 + Retry-After."""
 
+import asyncio
 import os
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,8 +17,9 @@ from tests.conftest import (
     make_settings,
     need_mysql,
     reset_mysql,
+    wait_until,
 )
-from tests.faults.proxy import TCPProxy
+from tests.faults.proxy import LinkProxy, TCPProxy
 
 
 async def check_degraded(client: Client) -> None:
@@ -72,20 +74,27 @@ async def test_sqlite_file_broken(tmp_path):
         await service.stop()
 
 
+def mysql_address():
+    target = urlsplit(MYSQL_URL)
+    return target.hostname, target.port or 3306
+
+
+def through(port):
+    """MYSQL_URL, reached through a proxy on ``port``."""
+    target = urlsplit(MYSQL_URL)
+    netloc = target.netloc.rsplit("@", 1)
+    address = f"127.0.0.1:{port}"
+    return urlunsplit(
+        target._replace(netloc=f"{netloc[0]}@{address}" if len(netloc) == 2 else address)
+    )
+
+
 @pytest.mark.mysql
 async def test_mysql_down_and_back():
     need_mysql()
     reset_mysql()
-    target = urlsplit(MYSQL_URL)
-    proxy = await TCPProxy(target.hostname, target.port or 3306).start()
-    netloc = target.netloc.rsplit("@", 1)
-    url = urlunsplit(
-        target._replace(
-            netloc=f"{netloc[0]}@127.0.0.1:{proxy.port}"
-            if len(netloc) == 2
-            else f"127.0.0.1:{proxy.port}"
-        )
-    )
+    proxy = await TCPProxy(*mysql_address()).start()
+    url = through(proxy.port)
     service = await Service(make_settings(url, storage_timeout=1.0)).start()
     client = Client(f"http://127.0.0.1:{service.port}")
     try:
@@ -100,3 +109,36 @@ async def test_mysql_down_and_back():
         client.close()
         await service.stop()
         await proxy.stop()
+
+
+@pytest.mark.mysql
+async def test_a_stopping_process_answers_the_misses_it_began():
+    """SIGTERM while a GET waits for storage: the process waits for it (it is in flight)
+    before it closes its connections, and the GET is answered, not cut."""
+    need_mysql()
+    reset_mysql()
+    link = LinkProxy(*mysql_address()).start()
+    settings = make_settings(through(link.port), storage_timeout=30.0, shutdown_timeout=30.0)
+    service = await Service(settings).start()
+    client = Client(f"http://127.0.0.1:{service.port}")
+    stop = None
+    try:
+        await service.store.apply([Operation("register", "a@b", sha(1))])
+        misses = service.registry.files.misses
+        link.stall()
+        get = asyncio.ensure_future(client.get(f"/v1/addons/a@b/files/{sha(1)}"))
+        await wait_until(lambda: service.registry.files.misses > misses, "the miss under way")
+        stop = asyncio.ensure_future(service.stop())
+        await wait_until(
+            lambda: service.in_flight.stopping and service.in_flight.count == 1,
+            "the stopping process waiting for the miss",
+        )
+        link.restore()
+        r = await get
+        assert r.code == 200 and body(r)["status"] == "registered"
+        await stop
+    finally:
+        client.close()
+        link.restore()
+        await (stop if stop is not None else service.stop())
+        link.close()
