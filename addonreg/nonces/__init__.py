@@ -24,7 +24,7 @@ import collections
 import hashlib
 import secrets
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Deque, List, Optional, Set
 from urllib.parse import urlsplit
 
 import redis.asyncio
@@ -73,37 +73,50 @@ class MemoryNonceStore(NonceStore):
     Every entry has the same lifetime, so insertion order is expiry order and
     pruning pops from the front: memory is bounded by the authenticated
     requests of ``2 * skew`` seconds. ``clock`` must not go backwards.
+
+    Hand-written rather than an ``OrderedDict`` of ``(id, nonce)`` tuples, for a
+    measured cost: at a few thousand PUTs a second the store holds hundreds of
+    thousands of entries, and those containers (linked nodes, GC-tracked tuples)
+    cost PUT-64 about 17 µs a request (bench/results/README.md). Here an entry
+    is one string in a plain dict, and the expiry order two deques of atoms.
     """
 
     def __init__(self, skew: int = 60, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = 2 * skew
         self._clock = clock
-        self._seen: "collections.OrderedDict[Tuple[str, str], float]" = collections.OrderedDict()
+        self._seen: Set[str] = set()
+        # Parallel, in insertion (= expiry) order: when each entry expires, and its key.
+        self._expiries: Deque[float] = collections.deque()
+        self._keys: Deque[str] = collections.deque()
 
     def __len__(self) -> int:
         return len(self._seen)
 
     async def check_and_remember(self, credential_id: str, nonce: str, timestamp: int) -> bool:
         now = self._clock()
-        self.prune(now)
-        key = (credential_id, nonce)
+        if self._expiries and self._expiries[0] <= now:
+            self.prune(now)
+        # Credential ids hold no newline (HawkAuthenticator checks): one string a key.
+        key = f"{credential_id}\n{nonce}"
         if key in self._seen:
             return False
-        self._seen[key] = now + self.ttl
+        self._seen.add(key)
+        self._expiries.append(now + self.ttl)
+        self._keys.append(key)
         return True
 
     def prune(self, now: Optional[float] = None) -> None:
         """Forget the entries that have expired."""
         now = self._clock() if now is None else now
-        seen = self._seen
-        while seen:
-            key, expires = next(iter(seen.items()))
-            if expires > now:
-                break
-            del seen[key]
+        expiries, keys, seen = self._expiries, self._keys, self._seen
+        while expiries and expiries[0] <= now:
+            expiries.popleft()
+            seen.discard(keys.popleft())
 
     async def close(self) -> None:
         self._seen.clear()
+        self._expiries.clear()
+        self._keys.clear()
 
 
 # SET NX EX for every key, in order, in one command (cheaper for redis-py to
