@@ -58,6 +58,8 @@ INVALID_SIGNATURE = "Invalid Hawk signature"
 
 # The Hawk header grammar (as the reference implementations read it).
 _ATTRIBUTE = re.compile(r'(?P<key>\w+)="(?P<value>[^"\\]*)"\s*(?:,\s*|$)')
+_ATTRIBUTES = re.compile(r'(?:\w+="[^"\\]*"\s*(?:,\s*|$))*').fullmatch
+_PAIRS = re.compile(r'(\w+)="([^"\\]*)"').findall
 _VALUE_CHARS = re.compile(r"[ a-zA-Z0-9_!#$%&'()*+,\-./:;<=>?@\[\]^`{|}~]*").fullmatch
 _KEYS = frozenset(("id", "ts", "tsm", "nonce", "hash", "error", "ext", "mac", "app", "dlg"))
 _MAX_HEADER = 4096
@@ -119,7 +121,19 @@ def parse_header(header: str) -> Dict[str, str]:
     scheme, _, rest = header.partition(" ")
     if scheme.lower() != "hawk":
         raise HeaderError("not the Hawk scheme")
-    attributes: Dict[str, str] = {}
+    # Every write's header goes through here: a well-formed one in two C calls (the
+    # whole header is attributes; then the pairs), anything else through the loop
+    # below, which says what is wrong.
+    if _ATTRIBUTES(rest) is not None:
+        pairs = _PAIRS(rest)
+        attributes = dict(pairs)
+        if (
+            len(attributes) == len(pairs)
+            and _KEYS.issuperset(attributes)
+            and _VALUE_CHARS("".join(attributes.values()))
+        ):
+            return attributes
+    attributes = {}
     covered = 0
     for match in _ATTRIBUTE.finditer(rest):
         key, value = match.group("key", "value")
@@ -143,7 +157,9 @@ def _origin(origin: str) -> Tuple[str, str]:
     return parts.hostname or "", str(port)
 
 
-_ODD_URL = re.compile(r"[^\x21-\x7e]|[;#\\]").search
+# Anything but printable ASCII, or ; # \ (one character class: a quarter of the time
+# of the alternation "[^\x21-\x7e]|[;#\\]" it replaces).
+_ODD_URL = re.compile(r"[^\x21\x22\x24-\x3a\x3c-\x5b\x5d-\x7e]").search
 
 
 def _url_parts(url: str) -> Tuple[str, str, str]:
