@@ -241,12 +241,17 @@ def test_segmented_lru_keeps_between_three_quarters_and_all_of_maxsize():
 
 
 def test_large_caches_use_the_segmented_lru_small_ones_an_exact_lru():
-    from cachetools import LRUCache
-
-    from addonreg.lru import SegmentedLRU
-
-    assert isinstance(LookupCache(100_000, 1, 1)._lru, SegmentedLRU)
-    assert isinstance(LookupCache(100, 1, 1)._lru, LRUCache)
+    small = LookupCache(100, ttl=100, negative_ttl=5)
+    for n in range(100):
+        small.put(n, n)
+    assert small.peek(0) == 0  # touched: the least recently used is now 1
+    small.put(100, 100)
+    assert len(small) == 100 and 0 in small and 1 not in small
+    large = LookupCache(4096, ttl=100, negative_ttl=5)
+    for n in range(4097):
+        large.put(n, n)
+    # Four generations of 1,024: the oldest whole one went at the 4,096th entry.
+    assert len(large) == 3073 and 1023 not in large and 1024 in large
 
 
 class Item(NamedTuple):
