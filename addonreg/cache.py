@@ -203,16 +203,13 @@ class LookupCache(Generic[K, V]):
         self.fills += 1
         try:
             found = await self._fill_many(keys)
-        except Exception as exc:
+        except BaseException as exc:
             for key, flight in zip(keys, flights):
                 if flight is not None and self._flights.get(key) is flight:
                     del self._flights[key]
+            if not isinstance(exc, Exception):  # a cancellation: every caller gets it
+                raise
             return [v if (v := self.current(key)) is not MISSING else exc for key in keys]
-        except BaseException:
-            for key, flight in zip(keys, flights):
-                if flight is not None and self._flights.get(key) is flight:
-                    del self._flights[key]
-            raise
         values = [found.get(key) for key in keys]
         for key, flight, value in zip(keys, flights, values):
             if flight is not None and self._flights.get(key) is flight:

@@ -148,15 +148,14 @@ class LookupHandler(BodyHandler):
         as_msgpack = media.wants_msgpack(self.request.headers.get("Accept"))
         max_lookup = self.config.max_lookup
         pairs = inputs.lookup_pairs(self.raw_body, self.request.headers.get("Content-Type"))
-        items = None
         if pairs is not None:
             inputs.checked_list(pairs, "files", max_lookup, "max_lookup")
             items = self.registry.memoised_items(pairs)
-            keys = inputs.checked_keys(pairs) if items is None else []
+            if items is None:
+                items = await self.registry.lookup_items(inputs.checked_keys(pairs))
         else:  # not the canonical shape: the general decoder says what is wrong, if anything
             files = self.body(msgpack_allowed=True).get("files")
             keys = inputs.lookup_keys(inputs.checked_list(files, "files", max_lookup, "max_lookup"))
-        if items is None:
             items = await self.registry.lookup_items(keys)
         self.set_header("Content-Type", media.MSGPACK if as_msgpack else media.JSON_UTF8)
         self.set_header("Vary", "Accept")

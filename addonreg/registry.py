@@ -199,10 +199,8 @@ class Registry:
 
     async def lookup_items(self, keys: Sequence[Key]) -> List[LookupItem]:
         """Each file's :class:`LookupItem`, in order: from the memo, else from its cache
-        entry (then memoised), else from storage, all the misses in one call."""
-        return self.memoised_items(keys) or await self._lookup_items_slowly(keys)
-
-    async def _lookup_items_slowly(self, keys: Sequence[Key]) -> List[LookupItem]:
+        entry (then memoised), else from storage, all the misses in one call. (Callers
+        try :meth:`memoised_items` first: the one pass, when every file is memoised.)"""
         memo, now = self._lookup_items, self.files.clock()
         items: List[Optional[LookupItem]] = []
         misses: List[int] = []
