@@ -253,17 +253,19 @@ def plan(
     for op in ops:
         key = (op.addon_id, op.sha256)
         cur = state.get(key)
-        if op.op == "register":
+        if op.op in ("register", RECORD_REVOKED):
+            # Both set a file's whole state (the import's revoked record may be new).
+            status = REGISTERED if op.op == "register" else REVOKED
             if (
                 cur is not None
-                and cur.status == REGISTERED
+                and cur.status == status
                 and (op.version is None or op.version == cur.version)
             ):
                 results.append(Applied(cur))
                 continue
             serial += 1
             version = op.version if op.version is not None or cur is None else cur.version
-            new = Record(op.addon_id, op.sha256, version, REGISTERED, serial, now)
+            new = Record(op.addon_id, op.sha256, version, status, serial, now)
             results.append(Applied(new, created=cur is None, changed=True))
         elif op.op == "revoke":
             if cur is None or cur.status == REVOKED:
@@ -272,18 +274,6 @@ def plan(
             serial += 1
             new = Record(op.addon_id, op.sha256, cur.version, REVOKED, serial, now)
             results.append(Applied(new, changed=True))
-        elif op.op == RECORD_REVOKED:
-            if (
-                cur is not None
-                and cur.status == REVOKED
-                and (op.version is None or op.version == cur.version)
-            ):
-                results.append(Applied(cur))
-                continue
-            serial += 1
-            version = op.version if op.version is not None or cur is None else cur.version
-            new = Record(op.addon_id, op.sha256, version, REVOKED, serial, now)
-            results.append(Applied(new, created=cur is None, changed=True))
         else:
             raise ValueError(f"unknown operation {op.op!r}")
         state[key] = rows[key] = new
